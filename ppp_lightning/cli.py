@@ -13,6 +13,12 @@ from pytorch_lightning.utilities import rank_zero_info
 
 __all__ = ["main", "use_offline_wandb_unless_logged_in"]
 
+# The default logger of every run (a config's ``trainer.logger`` replaces it).
+WANDB_LOGGER = {
+    "class_path": "pytorch_lightning.loggers.WandbLogger",
+    "init_args": {"project": "ppp-lightning", "save_dir": "runs"},
+}
+
 
 def use_offline_wandb_unless_logged_in() -> None:
     """Set ``WANDB_MODE=offline`` when W&B has no credentials and no mode was chosen.
@@ -36,8 +42,9 @@ def main(args: Optional[list[str]] = None) -> None:
     """Run ``fit``, ``validate``, ``test`` or ``predict`` from YAML configs and flags.
 
     Any LightningModule and LightningDataModule can be chosen with ``class_path`` (ours are
-    ``ppp_lightning.ImageClassifier`` and the classes in ``datamodules``). Re-running in the same
-    folder overwrites the saved ``config.yaml`` instead of failing.
+    ``ppp_lightning.ImageClassifier`` and the classes in ``datamodules``). Runs log to W&B
+    (offline unless logged in) under ``runs/``; re-running in the same folder overwrites the saved
+    ``config.yaml`` instead of failing.
 
     Args:
         args: command-line arguments; ``None`` reads ``sys.argv``.
@@ -50,5 +57,6 @@ def main(args: Optional[list[str]] = None) -> None:
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         seed_everything_default=0,
+        trainer_defaults={"logger": WANDB_LOGGER},
         args=args,
     )

@@ -1,0 +1,95 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import wandb
+import yaml
+
+from ppp_lightning.cli import main, use_offline_wandb_unless_logged_in
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
+FILE_DATASETS = {"datamodules.MNISTDataModule": "mnist_root", "datamodules.CIFAR10DataModule": "cifar10_root"}
+
+
+def test_configs_cover_every_paper_setting():
+    names = {p.stem for p in (CONFIG_DIR / "paper").glob("*.yaml")}
+    assert names == {
+        f"{arch}_{data}_{defense}"
+        for arch in ("mlp", "cnn", "resnet18", "vit")
+        for data in ("mnist", "cifar10")
+        for defense in ("none", "precode")
+    }
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
+def test_every_config_runs_fast_dev_run(config, request):
+    data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
+    args = ["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--data.init_args.batch_size=4"]
+    if data_class in FILE_DATASETS:
+        root = request.getfixturevalue(FILE_DATASETS[data_class])
+        args += [f"--data.init_args.data_dir={root}", "--data.init_args.val_size=4"]
+    main(args)
+
+
+def test_quickstart_saves_config_and_checkpoints_and_reruns_in_the_same_folder():
+    args = ["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--trainer.max_epochs=1"]
+    main(args + ["--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2"])
+    wandb.finish()  # as when the first process exits
+    main(args + ["--trainer.limit_train_batches=3", "--trainer.limit_val_batches=2"])
+    assert yaml.safe_load(Path("runs/config.yaml").read_text())["trainer"]["limit_train_batches"] == 3
+    checkpoints = sorted(Path("runs").rglob("epoch=0-step=*.ckpt"))
+    assert sorted(p.name for p in checkpoints) == ["epoch=0-step=2.ckpt", "epoch=0-step=3.ckpt"]
+    assert len(list(Path("runs").rglob("last.ckpt"))) == 2
+    from ppp_lightning import ImageClassifier
+
+    model = ImageClassifier.load_from_checkpoint(checkpoints[0])
+    assert model.hparams.arch == "cnn" and model.hparams.precode == {"latent_dim": 256, "beta": 0.001}
+
+
+def test_one_epoch_of_quickstart_reaches_real_accuracy():
+    import pytorch_lightning as pl
+
+    from datamodules import OfflineMNISTDataModule
+    from ppp_lightning import ImageClassifier
+
+    pl.seed_everything(0)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    model = ImageClassifier("cnn", precode={})
+    trainer.fit(model, OfflineMNISTDataModule())
+    assert trainer.callback_metrics["val/acc"].item() > 0.8
+
+
+def test_print_config_shows_the_chosen_classes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIG_DIR / "quickstart.yaml"), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "ppp_lightning.ImageClassifier"
+    assert printed["model"]["init_args"]["precode"] == {"latent_dim": 256, "beta": 0.001}
+    assert printed["data"]["class_path"] == "datamodules.OfflineMNISTDataModule"
+    assert printed["trainer"]["logger"]["class_path"] == "pytorch_lightning.loggers.WandbLogger"
+
+
+def test_module_entry_point_lists_subcommands():
+    out = subprocess.run([sys.executable, "-m", "ppp_lightning", "--help"], capture_output=True, text=True, check=True)
+    assert all(cmd in out.stdout for cmd in ("fit", "validate", "test"))
+
+
+def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("")
+    monkeypatch.setenv("NETRC", str(netrc))
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    use_offline_wandb_unless_logged_in()
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    netrc.write_text("machine api.wandb.ai login user password secret\n")
+    use_offline_wandb_unless_logged_in()
+    assert "WANDB_MODE" not in os.environ
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    use_offline_wandb_unless_logged_in()
+    assert os.environ["WANDB_MODE"] == "disabled"
