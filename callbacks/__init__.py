@@ -1,3 +1,5 @@
 """Lightning callbacks of ppp-lightning: they schedule, capture, call ``ppp_lightning`` and log."""
 
-__all__: list[str] = []
+from callbacks.partial_perturbation import PartialPerturbation
+
+__all__: list[str] = ["PartialPerturbation"]

@@ -1,0 +1,237 @@
+"""PartialPerturbation: perturb the gradients a client shares, on a chosen set of layers (PPP)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from ppp_lightning.perturbation import GradientPerturbation, PerturbationHooks
+from ppp_lightning.selection import POSITIONS, check_layers, needs_example_input, select_parameters
+
+__all__ = ["PartialPerturbation"]
+
+
+class PartialPerturbation(pl.Callback):
+    """Perturb the gradients of chosen parameters of any LightningModule before they are shared.
+
+    With a PRECODE model and ``layers="before_bottleneck"`` this is PPP; with ``layers="all"`` on a
+    model without PRECODE it is the noisy-gradients (or, with ``keep_ratio``, the pruning) baseline.
+    The perturbation is :class:`~ppp_lightning.perturbation.GradientPerturbation` (see there for
+    clipping, pruning, ``sigma`` as the noise's standard deviation and ``relative``).
+
+    **When.** Once per optimizer step, on the complete gradient of the step: the hooks are armed only
+    for the backward pass of the last micro-batch of ``accumulate_grad_batches``, where they see the
+    accumulated ``.grad``, so the noise has the configured variance whatever the accumulation.
+    Under manual optimization every backward pass is perturbed.
+
+    **DDP.** A separable perturbation (no ``clip_norm``) runs in post-accumulate-grad hooks on the
+    parameter tensors, which fire before DDP's reducer reads each gradient: every rank (client)
+    adds its own noise before the all-reduce, so the averaged noise has std ``sigma / sqrt(world)``.
+    Ranks draw from generators seeded ``seed + global_rank``. Joint-norm clipping needs the whole
+    selected set at once, which per-tensor hooks cannot see before DDP starts reducing buckets;
+    with ``clip_norm`` under multi-process DDP the callback therefore turns off DDP's overlapped
+    gradient sync, perturbs each rank's complete gradient after ``backward`` and all-reduces
+    (averages) all gradients itself. Correct per-client semantics, at the cost of losing the
+    overlap of communication with ``backward``. In one process the joint path simply runs in
+    ``on_after_backward``.
+
+    **Precision.** Under fp16 loss scaling the gradients carry the loss scale during ``backward``;
+    noise and ``clip_norm`` are multiplied by it, so after unscaling they are in unscaled units.
+    bf16 needs no scaling.
+
+    **Order.** backward (perturbation) -> unscale (fp16) -> ``on_before_optimizer_step`` (logging) ->
+    Trainer ``gradient_clip_val`` -> optimizer step. Trainer clipping thus acts on the *noisy*
+    gradient and shrinks the noise with it; a warning says so at setup. Use ``clip_norm`` to clip
+    the clean gradient before the noise, as DP-SGD does.
+
+    **Logs** per step (rank 0's values): ``perturbation/num_tensors``, ``perturbation/num_elements``,
+    ``perturbation/clean_norm``, ``perturbation/noise_norm`` and ``perturbation/snr`` (their ratio).
+
+    **Reuse.** After setup :attr:`parameter_names` (names in ``pl_module.named_parameters()``),
+    :attr:`perturbation` and :attr:`generator` are set; code that perturbs a gradient of its own must
+    call ``perturbation(grads, generator=copy)`` with a copy of :attr:`generator`, never the original.
+    Positions are traced on ``pl_module.example_input_array``, else on a zero input of the
+    datamodule's ``input_shape``; without either, the selection is resolved on the first training
+    batch (before its forward pass).
+
+    The generator state of every rank is saved in checkpoints (gathered across ranks, so
+    ``state_dict`` must be called on all ranks, as Lightning does), and a resumed run continues the
+    same noise stream. Hooks are removed on teardown; a parameter can carry hooks of one callback
+    only (a second one selecting it is refused); if the model's parameter objects are replaced
+    during training the hooks are moved to the new objects of the same names.
+
+    Args:
+        layers: ``before_bottleneck``, ``bottleneck``, ``after_bottleneck``, ``all``, or parameter-name
+            glob patterns (see :func:`~ppp_lightning.selection.select_parameters`).
+        include_encoder: whether the PRECODE encoder is perturbed with a positional selection
+            (default ``True``: an unperturbed encoder gradient reveals the features).
+        mechanism: ``gaussian``, ``laplace`` or ``none`` (clipping and pruning only).
+        sigma: standard deviation of the noise per gradient entry.
+        relative: scale ``sigma`` by each parameter tensor's gradient RMS.
+        clip_norm: clip the selected gradients' joint L2 norm to this before the noise.
+        keep_ratio: keep this fraction of each tensor's largest-magnitude entries (pruning).
+        seed: seed of the noise generator (rank ``r`` uses ``seed + r``).
+
+    Raises:
+        ValueError: on an invalid option, naming the value and what is allowed.
+    """
+
+    def __init__(
+        self,
+        layers: Union[str, list[str]] = "before_bottleneck",
+        include_encoder: bool = True,
+        mechanism: Literal["gaussian", "laplace", "none"] = "gaussian",
+        sigma: float = 0.0,
+        relative: bool = False,
+        clip_norm: Optional[float] = None,
+        keep_ratio: Optional[float] = None,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(layers, str):
+            layers_ok = bool(layers)
+        else:
+            layers = list(layers)
+            layers_ok = bool(layers) and all(isinstance(p, str) and p for p in layers)
+        if not layers_ok:
+            raise ValueError(f"layers={layers!r}; allowed: one of {', '.join(POSITIONS)} or a non-empty list of patterns")
+        self.layers = layers
+        self.include_encoder = include_encoder
+        self.seed = int(seed)
+        self.perturbation = GradientPerturbation(mechanism, sigma, relative, clip_norm, keep_ratio)
+        self.parameter_names: list[str] = []
+        self.generator: Optional[torch.Generator] = None
+        self._hooks: Optional[PerturbationHooks] = None
+        self._stats: Optional[dict[str, Tensor]] = None
+        self._saved: Optional[dict[str, Any]] = None
+        self._ddp: Optional[DistributedDataParallel] = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(layers=self.layers, seed=self.seed)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._cleanup()
+        check_layers(pl_module, self.layers)
+        device = trainer.strategy.root_device
+        self.generator = torch.Generator(device=device).manual_seed(self.seed + trainer.global_rank)
+        self._restore(trainer.global_rank)
+        example = self._example_input(trainer, pl_module)
+        if not needs_example_input(self.layers) or example is not None:
+            self.parameter_names = self._select(pl_module, example)
+        if trainer.gradient_clip_val:
+            rank_zero_warn(
+                f"PartialPerturbation: Trainer gradient clipping (gradient_clip_val={trainer.gradient_clip_val}) runs "
+                "after the perturbation and rescales the noise with the gradient; use clip_norm to clip before it."
+            )
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self.parameter_names:
+            precision = trainer.precision_plugin
+            with precision.forward_context():
+                self.parameter_names = self._select(pl_module, precision.convert_input(_first_input(batch)))
+        if self._hooks is None or not self._hooks.matches(pl_module):
+            if self._hooks is not None:
+                self._hooks.remove()
+            self._hooks = PerturbationHooks(pl_module, self.parameter_names, self.perturbation, self.generator)
+        if not self.perturbation.separable and trainer.world_size > 1:
+            self._ddp = trainer.strategy.model if isinstance(trainer.strategy.model, DistributedDataParallel) else None
+            if self._ddp is not None:
+                self._ddp.require_backward_grad_sync = False  # we all-reduce after perturbing
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        if self._hooks is None or (pl_module.automatic_optimization and trainer.fit_loop._should_accumulate()):
+            return
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        self._hooks.arm(scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0)
+
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stats = self._hooks.finish() if self._hooks is not None else None
+        if stats is None:
+            return
+        self._stats = stats
+        if self._ddp is not None:
+            _all_reduce_mean([p.grad for p in pl_module.parameters() if p.grad is not None])
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._stats is None:
+            return
+        stats = {f"perturbation/{key}": value.float() for key, value in self._stats.items()}
+        stats["perturbation/snr"] = self._stats["clean_norm"] / self._stats["noise_norm"].clamp_min(1e-12)
+        pl_module.log_dict(stats, on_step=True, on_epoch=False)
+        self._stats = None
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._cleanup()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._cleanup()
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.generator is None:
+            return {"seed": self.seed}
+        states = [self.generator.get_state()]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            states = [None] * dist.get_world_size()
+            dist.all_gather_object(states, self.generator.get_state())
+        return {"seed": self.seed, "generator_states": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._saved = state_dict
+        if self.generator is not None:
+            self._restore(dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+
+    def _restore(self, rank: int) -> None:
+        """Continue the saved noise stream of ``rank`` (if a checkpoint was loaded)."""
+        if self._saved is None:
+            return
+        states = self._saved.get("generator_states", [])
+        try:
+            self.generator.set_state(states[rank].cpu())
+        except (IndexError, RuntimeError) as error:
+            rank_zero_warn(f"PartialPerturbation: no usable saved noise state for rank {rank} ({error}); reseeding.")
+        self._saved = None
+
+    def _select(self, pl_module: pl.LightningModule, example: Any) -> list[str]:
+        return select_parameters(pl_module, self.layers, self.include_encoder, example)
+
+    @staticmethod
+    def _example_input(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
+        example = pl_module.example_input_array
+        shape = getattr(trainer.datamodule, "input_shape", None)
+        if example is None and shape is not None:
+            example = torch.zeros(1, *shape)
+        return None if example is None else move_data_to_device(example, pl_module.device)
+
+    def _cleanup(self) -> None:
+        if self._hooks is not None:
+            self._hooks.remove()
+        if self._ddp is not None:
+            self._ddp.require_backward_grad_sync = True
+        self._hooks, self._ddp, self._stats = None, None, None
+
+
+def _first_input(batch: Any) -> Tensor:
+    """The first sample of a batch's first tensor, as the input of the traced forward pass."""
+    example = batch[0] if isinstance(batch, (list, tuple)) else batch
+    if not isinstance(example, Tensor):
+        raise ValueError("PartialPerturbation cannot trace on this batch; set the LightningModule's example_input_array")
+    return example[:1]
+
+
+def _all_reduce_mean(grads: list[Tensor]) -> None:
+    """Average ``grads`` over all ranks in place with one all-reduce."""
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for grad, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+        grad.copy_(chunk.view_as(grad))
