@@ -1,0 +1,50 @@
+"""The one door to Flower, an optional dependency: a clear message when it is missing.
+
+Importing :mod:`ppp_lightning.federated` first has already switched off Flower's telemetry,
+update check and runtime dependency installation.
+"""
+
+try:
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict, UserConfig
+    from flwr.clientapp import ClientApp
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg, Result
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+except ImportError as error:
+    raise ImportError(
+        f"ppp_lightning.federated needs Flower ({error}); install it with: pip install 'ppp-lightning[federated]'"
+    ) from error
+
+__all__ = [
+    "ARRAYS",
+    "CLIENT",
+    "CONFIG",
+    "EXPERIMENT",
+    "METRICS",
+    "NUM_EXAMPLES",
+    "NUM_PARTITIONS",
+    "PARTITION_ID",
+    "SUPERLINK_NODE_ID",
+    "ArrayRecord",
+    "ClientApp",
+    "ConfigRecord",
+    "Context",
+    "FedAvg",
+    "Grid",
+    "Message",
+    "MetricRecord",
+    "RecordDict",
+    "Result",
+    "Run",
+    "ServerApp",
+    "TaskIdentity",
+    "UserConfig",
+]
+
+# The layout of our messages. Server to client: FedAvg's "arrays" (global weights) and "config"
+# (with the experiment's YAML under EXPERIMENT). Client to server: the weights under ARRAYS, the
+# metrics under METRICS (with FedAvg's weighting key NUM_EXAMPLES) and the partition under CLIENT.
+ARRAYS, METRICS, CONFIG, CLIENT = "arrays", "metrics", "config", "client"
+EXPERIMENT, NUM_EXAMPLES, PARTITION_ID, NUM_PARTITIONS = "experiment", "num-examples", "partition-id", "num-partitions"
