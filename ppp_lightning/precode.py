@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +71,10 @@ class PRECODE(nn.Module):
         self.decoder = nn.Linear(latent_dim, in_features)
         self.kl: Optional[Tensor] = None
         self.last_eps: Optional[Tensor] = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The KL term holds the autograd graph of the last pass: copies and pickles start without it.
+        return {**self.__dict__, "kl": None}
 
     @property
     def samples(self) -> bool:
