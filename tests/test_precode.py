@@ -79,3 +79,14 @@ def test_bottleneck_kl_sums_every_precode_and_is_zero_without():
 def test_invalid_arguments_name_the_value(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PRECODE(8, **kwargs)
+
+
+def test_a_copy_after_a_forward_pass_drops_only_the_kl_graph():
+    import copy
+
+    module = PRECODE(4, 2)
+    module(torch.randn(3, 4))
+    clone = copy.deepcopy(module)
+    assert clone.kl is None and module.kl is not None
+    assert torch.equal(clone.last_eps, module.last_eps)
+    assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), module.state_dict().values()))
