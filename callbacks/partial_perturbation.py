@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any, Literal, Optional, Union
 
 import pytorch_lightning as pl
@@ -12,7 +13,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from ppp_lightning.perturbation import GradientPerturbation, PerturbationHooks
-from ppp_lightning.selection import POSITIONS, check_layers, needs_example_input, select_parameters
+from ppp_lightning.selection import POSITIONS, check_layers, needs_example_input, recorded_spans, select_parameters
 
 __all__ = ["PartialPerturbation"]
 
@@ -57,8 +58,9 @@ class PartialPerturbation(pl.Callback):
     :attr:`perturbation` and :attr:`generator` are set; code that perturbs a gradient of its own must
     call ``perturbation(grads, generator=copy)`` with a copy of :attr:`generator`, never the original.
     Positions are traced on ``pl_module.example_input_array``, else on a zero input of the
-    datamodule's ``input_shape``; without either, the selection is resolved on the first training
-    batch (before its forward pass).
+    datamodule's ``input_shape``; without either, the forward order is recorded during the first
+    real training step (so a LightningModule without ``forward`` works too) and the selection is
+    resolved before that step's backward pass.
 
     The generator state of every rank is saved in checkpoints (gathered across ranks, so
     ``state_dict`` must be called on all ranks, as Lightning does), and a resumed run continues the
@@ -110,6 +112,8 @@ class PartialPerturbation(pl.Callback):
         self._stats: Optional[dict[str, Tensor]] = None
         self._saved: Optional[dict[str, Any]] = None
         self._ddp: Optional[DistributedDataParallel] = None
+        self._recording: Optional[ExitStack] = None
+        self._spans: dict[str, list[int]] = {}
 
     @property
     def state_key(self) -> str:
@@ -125,7 +129,7 @@ class PartialPerturbation(pl.Callback):
         self._restore(trainer.global_rank)
         example = self._example_input(trainer, pl_module)
         if not needs_example_input(self.layers) or example is not None:
-            self.parameter_names = self._select(pl_module, example)
+            self.parameter_names = select_parameters(pl_module, self.layers, self.include_encoder, example)
         if trainer.gradient_clip_val:
             rank_zero_warn(
                 f"PartialPerturbation: Trainer gradient clipping (gradient_clip_val={trainer.gradient_clip_val}) runs "
@@ -133,20 +137,22 @@ class PartialPerturbation(pl.Callback):
             )
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not self.parameter_names:
-            precision = trainer.precision_plugin
-            with precision.forward_context():
-                self.parameter_names = self._select(pl_module, precision.convert_input(_first_input(batch)))
-        if self._hooks is None or not self._hooks.matches(pl_module):
-            if self._hooks is not None:
-                self._hooks.remove()
-            self._hooks = PerturbationHooks(pl_module, self.parameter_names, self.perturbation, self.generator)
-        if not self.perturbation.separable and trainer.world_size > 1:
-            self._ddp = trainer.strategy.model if isinstance(trainer.strategy.model, DistributedDataParallel) else None
-            if self._ddp is not None:
-                self._ddp.require_backward_grad_sync = False  # we all-reduce after perturbing
+        if not self.parameter_names and self._recording is None:
+            # No example input: record the forward order of this real training step instead.
+            self._recording = ExitStack()
+            self._spans = self._recording.enter_context(recorded_spans(pl_module))
+        elif self.parameter_names:
+            self._attach(pl_module)
+        if not self.perturbation.separable and isinstance(trainer.strategy.model, DistributedDataParallel):
+            self._ddp = trainer.strategy.model
+            self._ddp.require_backward_grad_sync = False  # on_after_backward all-reduces after perturbing
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        if self._recording is not None:
+            self._recording.close()
+            self._recording = None
+            self.parameter_names = select_parameters(pl_module, self.layers, self.include_encoder, spans=self._spans)
+            self._attach(pl_module)
         if self._hooks is None or (pl_module.automatic_optimization and trainer.fit_loop._should_accumulate()):
             return
         scaler = getattr(trainer.precision_plugin, "scaler", None)
@@ -201,8 +207,13 @@ class PartialPerturbation(pl.Callback):
             rank_zero_warn(f"PartialPerturbation: no usable saved noise state for rank {rank} ({error}); reseeding.")
         self._saved = None
 
-    def _select(self, pl_module: pl.LightningModule, example: Any) -> list[str]:
-        return select_parameters(pl_module, self.layers, self.include_encoder, example)
+    def _attach(self, pl_module: pl.LightningModule) -> None:
+        """Install the hooks, or move them if the model's parameter objects were replaced."""
+        if self._hooks is not None and self._hooks.matches(pl_module):
+            return
+        if self._hooks is not None:
+            self._hooks.remove()
+        self._hooks = PerturbationHooks(pl_module, self.parameter_names, self.perturbation, self.generator)
 
     @staticmethod
     def _example_input(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:
@@ -213,19 +224,13 @@ class PartialPerturbation(pl.Callback):
         return None if example is None else move_data_to_device(example, pl_module.device)
 
     def _cleanup(self) -> None:
+        if self._recording is not None:
+            self._recording.close()
         if self._hooks is not None:
             self._hooks.remove()
         if self._ddp is not None:
             self._ddp.require_backward_grad_sync = True
-        self._hooks, self._ddp, self._stats = None, None, None
-
-
-def _first_input(batch: Any) -> Tensor:
-    """The first sample of a batch's first tensor, as the input of the traced forward pass."""
-    example = batch[0] if isinstance(batch, (list, tuple)) else batch
-    if not isinstance(example, Tensor):
-        raise ValueError("PartialPerturbation cannot trace on this batch; set the LightningModule's example_input_array")
-    return example[:1]
+        self._hooks, self._ddp, self._stats, self._recording = None, None, None, None
 
 
 def _all_reduce_mean(grads: list[Tensor]) -> None:

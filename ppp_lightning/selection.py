@@ -1,24 +1,25 @@
 """Which parameters to perturb: positions relative to PRECODE, in forward order, or name patterns.
 
 Positions work on any model: the PRECODE module is found by its type and the other modules are
-placed before or after it by the order in which a traced forward pass executes them (forward
-hooks), not by the order in which they were registered.
+placed before or after it by the order in which a forward pass executes them (recorded with
+forward hooks, on an example input or during a real training step), not by the order in which
+they were registered.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from fnmatch import fnmatchcase
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
 from ppp_lightning.precode import PRECODE
 
-__all__ = ["POSITIONS", "check_layers", "execution_spans", "needs_example_input", "select_parameters"]
+__all__ = ["POSITIONS", "check_layers", "execution_spans", "needs_example_input", "recorded_spans", "select_parameters"]
 
 POSITIONS = ("before_bottleneck", "bottleneck", "after_bottleneck", "all")
 
@@ -41,21 +42,14 @@ def check_layers(model: nn.Module, layers: Union[str, Sequence[str]]) -> None:
         )
 
 
-def execution_spans(model: nn.Module, example_input: Any) -> dict[str, tuple[int, int]]:
-    """When each submodule starts and ends its first call in a forward pass on ``example_input``.
+@contextmanager
+def recorded_spans(model: nn.Module) -> Iterator[dict[str, list[int]]]:
+    """Record when each submodule starts and ends its first call while the block runs.
 
-    The pass runs in eval mode under ``no_grad`` and ``torch.random.fork_rng``; modes, BatchNorm
-    statistics, torch's RNG and each PRECODE's generator, ``kl`` and ``last_eps`` are restored,
-    so tracing does not change training.
-
-    Args:
-        model: any module.
-        example_input: a tensor (one argument), a tuple (positional arguments) or a dict (keywords),
-            as Lightning's ``example_input_array``.
-
-    Returns:
-        Module name (as in ``named_modules``, root ``""``) to ``(start, end)`` ticks of a clock
-        that advances at every module entry and exit; modules never called are absent.
+    Yields:
+        A dict, filled as modules run, from module name (as in ``named_modules``, root ``""``) to
+        ``[start, end]`` ticks of a clock that advances at every module entry and exit; modules
+        never called are absent.
     """
     clock = itertools.count()
     spans: dict[str, list[int]] = {}
@@ -73,15 +67,29 @@ def execution_spans(model: nn.Module, example_input: Any) -> dict[str, tuple[int
 
         return hook
 
-    modes = {module: module.training for module in model.modules()}
-    bottlenecks = [(m, m.kl, m.last_eps, m.generator and m.generator.get_state()) for m in _precodes(model)]
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     with ExitStack() as stack:
         for name, module in model.named_modules():
             stack.callback(module.register_forward_pre_hook(enter(name)).remove)
             stack.callback(module.register_forward_hook(leave(name)).remove)
-        stack.enter_context(torch.random.fork_rng(devices=cuda))
-        stack.enter_context(torch.no_grad())
+        yield spans
+
+
+def execution_spans(model: nn.Module, example_input: Any) -> dict[str, list[int]]:
+    """:func:`recorded_spans` of a forward pass of ``model`` on ``example_input``.
+
+    The pass runs in eval mode under ``no_grad`` and ``torch.random.fork_rng``; modes, BatchNorm
+    statistics, torch's RNG and each PRECODE's generator, ``kl`` and ``last_eps`` are restored,
+    so tracing does not change training.
+
+    Args:
+        model: any module with a ``forward``.
+        example_input: a tensor (one argument), a tuple (positional arguments) or a dict (keywords),
+            as Lightning's ``example_input_array``.
+    """
+    modes = {module: module.training for module in model.modules()}
+    bottlenecks = [(m, m.kl, m.last_eps, m.generator and m.generator.get_state()) for m in _precodes(model)]
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with recorded_spans(model) as spans, torch.random.fork_rng(devices=cuda), torch.no_grad():
         try:
             _call(model.eval(), example_input)
         finally:
@@ -91,7 +99,7 @@ def execution_spans(model: nn.Module, example_input: Any) -> dict[str, tuple[int
                 module.kl, module.last_eps = kl, last_eps
                 if state is not None:
                     module.generator.set_state(state)
-    return {name: (start, end) for name, (start, end) in spans.items()}
+    return spans
 
 
 def select_parameters(
@@ -99,6 +107,7 @@ def select_parameters(
     layers: Union[str, Sequence[str]] = "before_bottleneck",
     include_encoder: bool = True,
     example_input: Any = None,
+    spans: Optional[Mapping[str, Sequence[int]]] = None,
 ) -> list[str]:
     """Names of the trainable parameters to perturb.
 
@@ -116,25 +125,27 @@ def select_parameters(
     when ``False``): an unperturbed encoder gradient reveals the encoder's input, the features.
     Patterns (``fnmatch``, matched against the full name and against every dotted suffix, so
     ``features.0.*`` matches ``network.features.0.weight``) select exactly what they match.
-    Parameters of modules that the traced pass never calls belong to no position but ``all``.
+    A module that the traced pass never calls itself (e.g. ``MultiheadAttention.out_proj``, whose
+    weights its parent uses directly) is placed where its nearest called ancestor is.
 
     Args:
         model: any module.
         layers: a position or one or more name patterns.
         include_encoder: whether PRECODE encoders are perturbed (positions only).
-        example_input: the input of the traced forward pass (see :func:`execution_spans`);
-            required for positions other than ``all``.
+        example_input: the input of the traced forward pass (see :func:`execution_spans`).
+        spans: instead of ``example_input``, spans already recorded (:func:`recorded_spans`), e.g.
+            during a real training step. One of the two is required for positions but ``all``.
 
     Returns:
         Names as in ``model.named_parameters()``, in forward order for positions.
 
     Raises:
         ValueError: if the selection is empty, or a position needs a PRECODE the model lacks or an
-            example input that is missing; the message lists the available parameter names.
+            example input (or spans) that is missing; the message lists the available parameter names.
     """
     check_layers(model, layers)
     if isinstance(layers, str) and layers in POSITIONS:
-        names = _by_position(model, layers, include_encoder, example_input)
+        names = _by_position(model, layers, include_encoder, example_input, spans)
     else:
         patterns = [layers] if isinstance(layers, str) else list(layers)
         names = [n for n in _trainable(model) if any(fnmatchcase(n, p) or fnmatchcase(n, f"*.{p}") for p in patterns)]
@@ -146,32 +157,44 @@ def select_parameters(
     return names
 
 
-def _by_position(model: nn.Module, position: str, include_encoder: bool, example_input: Any) -> list[str]:
+def _by_position(
+    model: nn.Module, position: str, include_encoder: bool, example_input: Any, spans: Optional[Mapping[str, Sequence[int]]]
+) -> list[str]:
     encoders = {_join(name, "encoder") for name, m in model.named_modules() if isinstance(m, PRECODE)}
     if position == "all":
         return [n for n in _trainable(model) if include_encoder or n.rpartition(".")[0] not in encoders]
-    if example_input is None:
-        raise ValueError(f"layers={position!r} needs an example input to trace the forward order")
-    spans = execution_spans(model, example_input)
+    if spans is None and example_input is None:
+        raise ValueError(f"layers={position!r} needs an example input (or recorded spans) to trace the forward order")
+    spans = execution_spans(model, example_input) if spans is None else spans
     ran = [name for name, m in model.named_modules() if isinstance(m, PRECODE) and name in spans]
     if not ran:
         raise ValueError(f"layers={position!r}: no PRECODE module ran in the traced forward pass")
     start, end = min(spans[n][0] for n in ran), max(spans[n][1] for n in ran)
 
-    def where(name: str) -> str:
+    def tick(name: str) -> Optional[int]:
+        # A module that never runs itself (MultiheadAttention's out_proj is used functionally)
+        # is placed where its nearest running ancestor is; with none, it has no position.
+        while name not in spans:
+            if not name:
+                return None
+            name = name.rpartition(".")[0]
+        return spans[name][0]
+
+    def where(name: str, start_tick: int) -> str:
         if name in encoders:
             return "encoder"
         if any(name == n or name.startswith(_join(n, "")) for n in ran):
             return "bottleneck"
-        return "before_bottleneck" if spans[name][0] < start else "after_bottleneck" if spans[name][0] > end else ""
+        return "before_bottleneck" if start_tick < start else "after_bottleneck" if start_tick > end else ""
 
     trainable = set(_trainable(model))
     wanted = {position, "encoder"} if include_encoder else {position}
+    placed = sorted(((tick(n), n, m) for n, m in model.named_modules() if tick(n) is not None), key=lambda t: t[0])
     return [
         full
-        for name in sorted(spans, key=lambda n: spans[n][0])
-        if where(name) in wanted
-        for full in (_join(name, p) for p, _ in model.get_submodule(name).named_parameters(recurse=False))
+        for start_tick, name, module in placed
+        if where(name, start_tick) in wanted
+        for full in (_join(name, p) for p, _ in module.named_parameters(recurse=False))
         if full in trainable
     ]
 
