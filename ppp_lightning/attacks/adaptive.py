@@ -1,0 +1,65 @@
+"""The adaptive attack on PRECODE: optimise the bottleneck's noise sample with the image."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ppp_lightning.attacks.inverting import InvertingGradients
+from ppp_lightning.attacks.matching import Problem, Variables
+from ppp_lightning.precode import PRECODE
+
+__all__ = ["AdaptiveAttack"]
+
+PREFIX = "eps:"
+
+
+class AdaptiveAttack(InvertingGradients):
+    """Inverting Gradients that also optimises the noise ``eps`` of every sampling PRECODE.
+
+    PRECODE makes the shared gradient a function of the client's secret noise sample. Treating
+    ``eps`` (``(N, latent_dim)`` per PRECODE, initialised from ``N(0, I)``) as a variable, as the
+    Dropout Inversion Attack treats dropout masks, makes the whole gradient a deterministic
+    function of what is optimised. ``eps`` reaches ``PRECODE.forward(x, eps)`` through a forward
+    pre-hook that lives only while the dummy forward pass runs.
+
+    Args:
+        **kwargs: arguments of :class:`~ppp_lightning.attacks.inverting.InvertingGradients`.
+    """
+
+    def initial_variables(
+        self, problem: Problem, shape: tuple[int, ...], init: Optional[Tensor], generator: torch.Generator
+    ) -> Variables:
+        variables = super().initial_variables(problem, shape, init, generator)
+        bottlenecks = _sampling_bottlenecks(problem.model)
+        if not bottlenecks:
+            raise ValueError("the adaptive attack needs a PRECODE that samples in the model's current mode")
+        for name, module in bottlenecks.items():
+            size = (self.restarts, shape[0], module.latent_dim)
+            variables[PREFIX + name] = torch.randn(size, generator=generator, device=problem.labels.device)
+        return variables
+
+    def logits(self, problem: Problem, params: dict[str, Tensor], variables: Variables) -> Tensor:
+        with _injected(problem.model, {k[len(PREFIX) :]: v for k, v in variables.items() if k.startswith(PREFIX)}):
+            return super().logits(problem, params, variables)
+
+
+def _sampling_bottlenecks(model: nn.Module) -> dict[str, PRECODE]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, PRECODE) and m.samples}
+
+
+@contextmanager
+def _injected(model: nn.Module, eps: dict[str, Tensor]) -> Iterator[None]:
+    """Pass ``eps[name]`` to the PRECODE module ``name`` in every forward call of the context."""
+    with ExitStack() as stack:
+        for name, sample in eps.items():
+
+            def hook(module: nn.Module, args: tuple, kwargs: dict, sample: Tensor = sample) -> tuple[tuple, dict]:
+                return args, {**kwargs, "eps": sample}
+
+            stack.callback(model.get_submodule(name).register_forward_pre_hook(hook, with_kwargs=True).remove)
+        yield

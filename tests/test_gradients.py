@@ -1,0 +1,84 @@
+import pytest
+import torch
+from torch import nn
+
+from ppp_lightning.classifier import classification_loss
+from ppp_lightning.gradients import client_gradient
+from ppp_lightning.models import build_network
+from ppp_lightning.perturbation import GradientPerturbation
+from ppp_lightning.precode import PRECODE
+
+
+def _small_net(precode=True):
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    bottleneck = PRECODE(4 * 6 * 6, latent_dim=8) if precode else nn.Identity()
+    return nn.Sequential(features, bottleneck, nn.Linear(4 * 6 * 6, 5)).train()
+
+
+def _batch(n=3):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 8, 8, generator=generator), torch.arange(n) % 5
+
+
+def test_equals_the_training_backward_with_the_same_precode_sample():
+    model, (x, y) = _small_net(), _batch()
+    shared = client_gradient(model, x, y, generator=torch.Generator().manual_seed(3))
+    model[1].generator = torch.Generator().manual_seed(3)
+    classification_loss(model, model(x), y).backward()
+    assert list(shared) == [name for name, _ in model.named_parameters()]
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(shared[name], param.grad)
+
+
+def test_leaves_grads_statistics_hooks_and_mode_untouched():
+    model, (x, y) = _small_net(), _batch()
+    norm = model[0][1]
+    stats = (norm.running_mean.clone(), norm.running_var.clone(), norm.num_batches_tracked.clone())
+    fired = []
+    for param in model.parameters():
+        param.register_hook(lambda grad: fired.append(grad))
+    client_gradient(model, x, y)
+    assert all(param.grad is None for param in model.parameters())
+    assert not fired
+    assert torch.equal(norm.running_mean, stats[0]) and torch.equal(norm.running_var, stats[1])
+    assert torch.equal(norm.num_batches_tracked, stats[2])
+    assert model.training and model[1].generator is None
+
+
+def test_given_generator_reproduces_the_sample_and_otherwise_precode_draws_fresh_noise():
+    model, (x, y) = _small_net(), _batch()
+    first = client_gradient(model, x, y, generator=torch.Generator().manual_seed(5))
+    eps = model[1].last_eps
+    again = client_gradient(model, x, y, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(model[1].last_eps, eps)
+    assert all(torch.equal(first[n], again[n]) for n in first)
+    fresh = client_gradient(model, x, y)
+    assert not torch.equal(first["2.weight"], fresh["2.weight"])
+    # The noise reaches the layers before the bottleneck too (backward through z = mu + sigma * eps).
+    assert not torch.equal(first["0.0.weight"], fresh["0.0.weight"])
+
+
+def test_perturbation_applies_to_the_named_parameters_only_and_reproducibly():
+    model, (x, y) = _small_net(precode=False), _batch()
+    clean = client_gradient(model, x, y)
+    noise = GradientPerturbation(sigma=0.1)
+    names = ["0.0.weight", "0.0.bias"]
+    shared = client_gradient(model, x, y, noise, names, noise_generator=torch.Generator().manual_seed(0))
+    again = client_gradient(model, x, y, noise, names, noise_generator=torch.Generator().manual_seed(0))
+    for name in clean:
+        assert torch.equal(shared[name], again[name])
+        assert torch.equal(shared[name], clean[name]) == (name not in names)
+    everything = client_gradient(model, x, y, noise)
+    assert all(not torch.equal(everything[n], clean[n]) for n in clean)
+    with pytest.raises(ValueError, match="not trainable parameters"):
+        client_gradient(model, x, y, noise, ["nope.weight"])
+
+
+def test_runs_under_inference_mode_and_eval_mode():
+    model = build_network("mlp", 10, (3, 8, 8), {"latent_dim": 4}, width=16).eval()
+    with torch.inference_mode():
+        x, y = torch.randn(2, 3, 8, 8), torch.tensor([1, 2])
+        shared = client_gradient(model, x, y)
+    assert not model.training
+    assert shared["head.weight"].abs().sum() > 0 and not shared["head.weight"].is_inference()
