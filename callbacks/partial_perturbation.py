@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from contextlib import ExitStack
 from typing import Any, Literal, Optional, Union
 
@@ -39,8 +40,9 @@ class PartialPerturbation(pl.Callback):
     with ``clip_norm`` under multi-process DDP the callback therefore turns off DDP's overlapped
     gradient sync, perturbs each rank's complete gradient after ``backward`` and all-reduces
     (averages) all gradients itself. Correct per-client semantics, at the cost of losing the
-    overlap of communication with ``backward``. In one process the joint path simply runs in
-    ``on_after_backward``.
+    overlap of communication with ``backward`` (and, as DDP without ``find_unused_parameters``,
+    every rank must produce the same set of gradients). In one process the joint path simply runs
+    in ``on_after_backward``.
 
     **Precision.** Under fp16 loss scaling the gradients carry the loss scale during ``backward``;
     noise and ``clip_norm`` are multiplied by it, so after unscaling they are in unscaled units.
@@ -51,8 +53,9 @@ class PartialPerturbation(pl.Callback):
     gradient and shrinks the noise with it; a warning says so at setup. Use ``clip_norm`` to clip
     the clean gradient before the noise, as DP-SGD does.
 
-    **Logs** per step (rank 0's values): ``perturbation/num_tensors``, ``perturbation/num_elements``,
-    ``perturbation/clean_norm``, ``perturbation/noise_norm`` and ``perturbation/snr`` (their ratio).
+    **Logs** per step, on the Trainer's logging steps (``log_every_n_steps``; rank 0's values):
+    ``perturbation/num_tensors``, ``perturbation/num_elements``, ``perturbation/clean_norm``,
+    ``perturbation/noise_norm`` and ``perturbation/snr`` (their ratio) of the selected set.
 
     **Reuse.** After setup :attr:`parameter_names` (names in ``pl_module.named_parameters()``),
     :attr:`perturbation` and :attr:`generator` are set; code that perturbs a gradient of its own must
@@ -114,6 +117,7 @@ class PartialPerturbation(pl.Callback):
         self._ddp: Optional[DistributedDataParallel] = None
         self._recording: Optional[ExitStack] = None
         self._spans: dict[str, list[int]] = {}
+        self._rank = 0
 
     @property
     def state_key(self) -> str:
@@ -123,10 +127,12 @@ class PartialPerturbation(pl.Callback):
         if stage != "fit":
             return
         self._cleanup()
+        self.parameter_names = []
         check_layers(pl_module, self.layers)
         device = trainer.strategy.root_device
-        self.generator = torch.Generator(device=device).manual_seed(self.seed + trainer.global_rank)
-        self._restore(trainer.global_rank)
+        self._rank = trainer.global_rank
+        self.generator = torch.Generator(device=device).manual_seed(self.seed + self._rank)
+        self._restore()
         example = self._example_input(trainer, pl_module)
         if not needs_example_input(self.layers) or example is not None:
             self.parameter_names = select_parameters(pl_module, self.layers, self.include_encoder, example)
@@ -169,12 +175,14 @@ class PartialPerturbation(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if self._stats is None:
+        stats, self._stats = self._stats, None
+        # Only on steps that reach the logger (as LearningRateMonitor does): logging costs more
+        # than perturbing a small model.
+        if stats is None or not trainer._logger_connector.should_update_logs:
             return
-        stats = {f"perturbation/{key}": value.float() for key, value in self._stats.items()}
-        stats["perturbation/snr"] = self._stats["clean_norm"] / self._stats["noise_norm"].clamp_min(1e-12)
-        pl_module.log_dict(stats, on_step=True, on_epoch=False)
-        self._stats = None
+        metrics = {f"perturbation/{key}": value.float() for key, value in stats.items()}
+        metrics["perturbation/snr"] = stats["clean_norm"] / stats["noise_norm"].clamp_min(1e-12)
+        pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._cleanup()
@@ -194,17 +202,17 @@ class PartialPerturbation(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = state_dict
         if self.generator is not None:
-            self._restore(dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+            self._restore()
 
-    def _restore(self, rank: int) -> None:
-        """Continue the saved noise stream of ``rank`` (if a checkpoint was loaded)."""
+    def _restore(self) -> None:
+        """Continue this rank's saved noise stream (if a checkpoint was loaded)."""
         if self._saved is None:
             return
         states = self._saved.get("generator_states", [])
         try:
-            self.generator.set_state(states[rank].cpu())
+            self.generator.set_state(states[self._rank].cpu())
         except (IndexError, RuntimeError) as error:
-            rank_zero_warn(f"PartialPerturbation: no usable saved noise state for rank {rank} ({error}); reseeding.")
+            warnings.warn(f"PartialPerturbation: no usable saved noise state for rank {self._rank} ({error}); reseeded.")
         self._saved = None
 
     def _attach(self, pl_module: pl.LightningModule) -> None:

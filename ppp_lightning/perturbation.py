@@ -138,10 +138,14 @@ class GradientPerturbation:
         noise_sq = torch.zeros((), device=clean_sq.device)
         if self.mechanism != "none" and self.sigma > 0:
             for grad in tensors:
-                noise = _unit_noise(grad, self.mechanism, generator)
-                std = self.sigma * self._rms(grad) if self.relative else self.sigma * scale
-                grad.add_(noise.mul_(std))
-                noise_sq += torch.linalg.vector_norm(noise).square().to(noise_sq.device) / scale**2
+                unit = _unit_noise(grad, self.mechanism, generator)
+                if self.relative:
+                    std = self.sigma * self._rms(grad)
+                    grad.addcmul_(unit, std)
+                else:  # a Python float: add_ with alpha is the cheapest single pass
+                    std = self.sigma * scale
+                    grad.add_(unit, alpha=std)
+                noise_sq += (torch.linalg.vector_norm(unit) * std).square().to(noise_sq.device) / scale**2
         return clean_sq, noise_sq
 
     def _prune_(self, grad: Tensor) -> None:

@@ -173,7 +173,7 @@ def test_every_perturbation_config_attaches_from_yaml(config, monkeypatch):
         teardown(self, trainer, pl_module, stage)
 
     monkeypatch.setattr(PartialPerturbation, "teardown", record)
-    main(["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--data.init_args.batch_size=2"])
+    main(["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.log_every_n_steps=1", "--data.init_args.batch_size=2"])
     (names, metrics, params), = seen
     ppp = config.parent.name == "ppp"
     assert yaml.safe_load(config.read_text())["model"]["init_args"]["precode"] == ({} if ppp else None)
@@ -203,6 +203,9 @@ class SaveGrads(pl.Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         torch.save({n: p.grad for n, p in pl_module.named_parameters()}, f"grads{trainer.global_rank}.pt")
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint("ddp.ckpt")  # on every rank, as Lightning requires
+
 
 @pytest.mark.parametrize("clip_norm", [None, 1e6], ids=["tensor_hooks", "joint_clipping"])
 def test_ddp_ranks_add_different_noise_before_the_all_reduce(clip_norm):
@@ -215,3 +218,5 @@ def test_ddp_ranks_add_different_noise_before_the_all_reduce(clip_norm):
     noise = torch.cat([rank0["noisy.weight"].flatten(), rank0["noisy.bias"]])
     assert noise.std().item() == pytest.approx(SIGMA / 2**0.5, rel=0.05)  # identical ranks would give SIGMA
     assert torch.allclose(rank0["clean.weight"][0], 1.5 * (x[0] + x[1]), atol=1e-5)  # mean of 1x and 2x
+    saved = torch.load("ddp.ckpt", weights_only=False)["callbacks"][callbacks[0].state_key]["generator_states"]
+    assert len(saved) == 2 and not torch.equal(saved[0], saved[1])  # every rank's stream is checkpointed
