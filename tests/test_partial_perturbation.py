@@ -100,6 +100,23 @@ def test_two_callbacks_on_the_same_parameters_are_refused():
         fit(small_classifier(), callbacks, max_steps=1)
 
 
+class ReplaceHead(pl.Callback):
+    """Swap ``network.head`` for a new Linear before the second step: the hooked parameters change."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 1:
+            pl_module.network.head = nn.Linear(96, 10)
+
+
+def test_hooks_move_to_parameters_that_replace_the_hooked_ones():
+    noisy, clean = GradRecorder(), GradRecorder()
+    callbacks = [ReplaceHead(), PartialPerturbation(layers=["network.head.*"], sigma=SIGMA), noisy]
+    fit(small_classifier(precode=False), callbacks, max_steps=2)
+    fit(small_classifier(precode=False), [ReplaceHead(), clean], max_steps=2)
+    noise = torch.cat([(noisy.grads[1][n] - clean.grads[1][n]).flatten() for n in ("network.head.weight", "network.head.bias")])
+    assert noise.std().item() == pytest.approx(SIGMA, rel=0.1)  # 970 entries: the new head is perturbed
+
+
 def test_a_position_without_precode_fails_before_training():
     with pytest.raises(ValueError, match=r"layers='before_bottleneck'.*has none.*network.head.weight"):
         fit(small_classifier(precode=False), [PartialPerturbation(sigma=SIGMA)], max_steps=1)
