@@ -27,6 +27,7 @@ __all__ = [
     "NUM_PARTITIONS",
     "PARTITION_ID",
     "SUPERLINK_NODE_ID",
+    "TRUTH",
     "ArrayRecord",
     "ClientApp",
     "ConfigRecord",
@@ -45,6 +46,7 @@ __all__ = [
 
 # The layout of our messages. Server to client: FedAvg's "arrays" (global weights) and "config"
 # (with the experiment's YAML under EXPERIMENT). Client to server: the weights under ARRAYS, the
-# metrics under METRICS (with FedAvg's weighting key NUM_EXAMPLES) and the partition under CLIENT.
-ARRAYS, METRICS, CONFIG, CLIENT = "arrays", "metrics", "config", "client"
+# metrics under METRICS (with FedAvg's weighting key NUM_EXAMPLES) and the partition under CLIENT
+# (with, in simulations with ``federation.share_truth``, the batches it trained on under TRUTH).
+ARRAYS, METRICS, CONFIG, CLIENT, TRUTH = "arrays", "metrics", "config", "client", "truth"
 EXPERIMENT, NUM_EXAMPLES, PARTITION_ID, NUM_PARTITIONS = "experiment", "num-examples", "partition-id", "num-partitions"

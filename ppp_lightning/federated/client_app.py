@@ -18,6 +18,7 @@ from ppp_lightning.federated._flower import (
     NUM_EXAMPLES,
     NUM_PARTITIONS,
     PARTITION_ID,
+    TRUTH,
     ArrayRecord,
     ClientApp,
     ConfigRecord,
@@ -27,6 +28,7 @@ from ppp_lightning.federated._flower import (
     RecordDict,
 )
 from ppp_lightning.federated.config import load_config
+from ppp_lightning.federated.core import encode_batch
 from ppp_lightning.federated.local_training import evaluate_locally, train_locally
 
 __all__ = ["app"]
@@ -36,15 +38,20 @@ app = ClientApp()
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train the received global model locally and reply with the weights, example count and metrics."""
+    """Train the received global model locally and reply with the weights, example count and metrics.
+
+    With ``federation.share_truth`` (simulations only) the reply also carries the images and labels
+    the client trained on (``client.truth``, see :func:`~ppp_lightning.federated.core.encode_batch`).
+    """
     config, weights, server_round = _read(message)
     partition_id, num_partitions = _partition(context)
-    trained, num_examples, metrics = train_locally(config, weights, partition_id, num_partitions, server_round)
+    trained, num_examples, metrics, batches = train_locally(config, weights, partition_id, num_partitions, server_round)
+    client = {PARTITION_ID: partition_id, **({} if batches is None else {TRUTH: encode_batch(*batches)})}
     content = RecordDict(
         {
             ARRAYS: ArrayRecord.from_torch_state_dict(trained),
             METRICS: MetricRecord({**metrics, NUM_EXAMPLES: num_examples}),
-            CLIENT: ConfigRecord({PARTITION_ID: partition_id}),
+            CLIENT: ConfigRecord(client),
         }
     )
     return Message(content=content, reply_to=message)

@@ -1,7 +1,7 @@
 """The federated experiment's YAML: model, data, callbacks, local Trainer options and the federation.
 
-One file configures both sides. The server parses it and sends it (without its logger) to the
-clients with every round, so a SuperNode needs the package installed but no config file.
+One file configures both sides. The server parses it and sends it (without its logger and its
+attack) to the clients with every round, so a SuperNode needs the package installed but no config file.
 
 ```yaml
 model: {class_path: ppp_lightning.ImageClassifier, init_args: {...}}   # any LightningModule
@@ -10,6 +10,7 @@ callbacks: [{class_path: callbacks.PartialPerturbation, init_args: {...}}]  # cl
 trainer: {accelerator: cpu}            # extra keyword arguments of the clients' local Trainer
 logger: {class_path: ..., init_args: {...}}  # the server's Lightning logger (optional)
 federation: {num_rounds: 2, clients_per_round: 2, local_steps: 1, seed: 0, run_dir: runs/federated}
+attack: {name: dlg, kwargs: {iterations: 20}, rounds: [1], clients: [0]}  # the server's (optional)
 ```
 """
 
@@ -22,6 +23,8 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from pytorch_lightning.loggers import Logger
+
+from ppp_lightning.federated.server_attack import ServerAttack
 
 __all__ = [
     "FederationSettings",
@@ -54,6 +57,10 @@ class FederationSettings:
             see :func:`~ppp_lightning.federated.core.client_seed`) of local training.
         run_dir: folder of the run's outputs: ``metrics.json``, ``global_weights.pt`` and Ray's
             temporary files.
+        share_truth: simulation only: every client attaches the images and labels it trained on
+            to its reply, so the server can score its attacks (see
+            :mod:`ppp_lightning.federated.attacking`). A real client never would: leave it off in
+            deployments.
 
     Raises:
         ValueError: if a count is not positive or not exactly one of ``local_steps`` and
@@ -67,6 +74,7 @@ class FederationSettings:
     local_epochs: Optional[int] = None
     seed: int = 0
     run_dir: str = "runs/federated"
+    share_truth: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_rounds", "clients_per_round"):
@@ -107,6 +115,7 @@ def experiment_parser() -> ArgumentParser:
     parser.add_argument("--trainer", type=dict[str, Any], default={}, help="extra kwargs of the clients' Trainer")
     parser.add_argument("--logger", type=Optional[Logger], default=None, help="the server's logger")
     parser.add_class_arguments(FederationSettings, "federation")
+    parser.add_argument("--attack", type=Optional[ServerAttack], default=None, help="the server's attack")
     return parser
 
 
@@ -118,10 +127,12 @@ def parse_config(args: Optional[Sequence[str]], parser: Optional[ArgumentParser]
         parser: :func:`experiment_parser` or an extension of it; ``None`` for the former.
 
     Raises:
-        ValueError: if the federation settings are invalid (the parser exits on other errors).
+        ValueError: if the federation or attack settings are invalid (the parser exits on other errors).
     """
     config = (parser or experiment_parser()).parse_args(None if args is None else list(args))
     settings(config)
+    if config.attack is not None:
+        ServerAttack(**vars(config.attack))
     return config
 
 
@@ -135,9 +146,10 @@ def settings(config: Namespace) -> FederationSettings:
 
 
 def dump_config(config: Namespace) -> str:
-    """The experiment as YAML for the clients: everything but the server's logger."""
+    """The experiment as YAML for the clients: everything but the server's logger and attack."""
     shipped = config.clone()
     shipped.logger = None
+    shipped.attack = None
     return experiment_parser().dump(shipped)
 
 
@@ -147,7 +159,7 @@ def load_config(text: str) -> Namespace:
 
 
 def instantiate(config: Namespace) -> Namespace:
-    """Build the objects: ``model``, ``data``, ``callbacks`` (a list), ``logger``, ``federation``."""
+    """Build the objects: ``model``, ``data``, ``callbacks`` (a list), ``logger``, ``federation``, ``attack``."""
     built = experiment_parser().instantiate(config)
     built.callbacks = built.callbacks or []
     return built

@@ -5,6 +5,7 @@ Nothing here imports Flower, so the server-side arithmetic is testable on its ow
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
-__all__ = ["client_seed", "iid_indices", "partition_loader", "shared_gradient"]
+__all__ = ["client_seed", "decode_batch", "encode_batch", "iid_indices", "partition_loader", "shared_gradient"]
 
 
 def shared_gradient(
@@ -114,3 +115,21 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
         partition_id: the client's partition.
     """
     return int(np.random.SeedSequence([seed, server_round, partition_id]).generate_state(1)[0])
+
+
+def encode_batch(images: Tensor, labels: Tensor) -> bytes:
+    """Images and labels as bytes, for a Flower record (the simulation's ground truth, see :func:`decode_batch`).
+
+    Args:
+        images: ``(N, C, H, W)``.
+        labels: ``(N,)``.
+    """
+    buffer = io.BytesIO()
+    torch.save({"images": images.detach().cpu(), "labels": labels.detach().cpu()}, buffer)
+    return buffer.getvalue()
+
+
+def decode_batch(data: bytes) -> tuple[Tensor, Tensor]:
+    """The images and labels of :func:`encode_batch` (loaded without unpickling code)."""
+    batch = torch.load(io.BytesIO(data), weights_only=True)
+    return batch["images"], batch["labels"]

@@ -6,9 +6,10 @@ The Flower ClientApp (:mod:`ppp_lightning.federated.client_app`) is a thin shell
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Optional
 
 import pytorch_lightning as pl
+import torch
 from jsonargparse import Namespace
 from torch import Tensor
 
@@ -30,7 +31,7 @@ _TRAINER_DEFAULTS = {
 
 def train_locally(
     config: Namespace, weights: Mapping[str, Tensor], partition_id: int, num_partitions: int, server_round: int
-) -> tuple[dict[str, Tensor], int, dict[str, float]]:
+) -> tuple[dict[str, Tensor], int, dict[str, float], Optional[tuple[Tensor, Tensor]]]:
     """Train the configured model from ``weights`` on one partition with the configured callbacks.
 
     Local training runs ``federation.local_steps`` optimizer steps (or ``local_epochs`` epochs)
@@ -47,7 +48,8 @@ def train_locally(
 
     Returns:
         The trained ``state_dict`` (CPU tensors), the partition's number of training examples,
-        and the Trainer's logged metrics as floats.
+        the Trainer's logged metrics as floats, and with ``federation.share_truth`` the images
+        and labels of every local training batch, in order (``None`` without).
     """
     config = _seeded_callbacks(config, server_round, partition_id)
     pl.seed_everything(client_seed(config.federation.seed, server_round, partition_id), verbose=False)
@@ -56,10 +58,12 @@ def train_locally(
     model = _with_weights(experiment.model, weights)
     experiment.data.setup("fit")
     loader = partition_loader(experiment.data.train_dataloader(), num_partitions, partition_id, settings.seed)
-    trainer = _trainer(experiment, callbacks=experiment.callbacks, **_budget(settings))
+    batches = _Batches() if settings.share_truth else None
+    callbacks = experiment.callbacks + ([] if batches is None else [batches])
+    trainer = _trainer(experiment, callbacks=callbacks, **_budget(settings))
     trainer.fit(model, train_dataloaders=loader)
     trained = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    return trained, len(loader.dataset), _floats(trainer.callback_metrics)
+    return trained, len(loader.dataset), _floats(trainer.callback_metrics), None if batches is None else batches.concatenated()
 
 
 def evaluate_locally(
@@ -86,6 +90,21 @@ def evaluate_locally(
     trainer = _trainer(experiment, limit_val_batches=None)
     metrics = trainer.validate(model, dataloaders=loader, verbose=False)[0]
     return len(loader.dataset), _floats(metrics)
+
+
+class _Batches(pl.Callback):
+    """Keeps the images and labels of every training batch (the simulation's ground truth)."""
+
+    def __init__(self) -> None:
+        self.images: list[Tensor] = []
+        self.labels: list[Tensor] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self.images.append(batch[0].detach().cpu().clone())
+        self.labels.append(batch[1].detach().cpu().clone())
+
+    def concatenated(self) -> tuple[Tensor, Tensor]:
+        return torch.cat(self.images), torch.cat(self.labels)
 
 
 def _seeded_callbacks(config: Namespace, server_round: int, partition_id: int) -> Namespace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import pytorch_lightning as pl
 import torch
@@ -12,6 +13,7 @@ from jsonargparse import Namespace
 from ppp_lightning.cli import use_offline_wandb_unless_logged_in
 from ppp_lightning.federated._flower import EXPERIMENT, ArrayRecord, ConfigRecord, Context, Grid, Result, ServerApp
 from ppp_lightning.federated.config import dump_config, instantiate, parse_config
+from ppp_lightning.federated.attacking import AttackingFedAvg
 from ppp_lightning.federated.strategy import ObservingFedAvg
 
 __all__ = ["app", "make_server_app", "run_federation"]
@@ -36,12 +38,13 @@ def main(grid: Grid, context: Context) -> None:
     run_federation(grid, parse_config(["--config", str(path)]))
 
 
-def make_server_app(config: Namespace, strategy_cls: type[ObservingFedAvg] = ObservingFedAvg) -> ServerApp:
+def make_server_app(config: Namespace, strategy_cls: Optional[type[ObservingFedAvg]] = None) -> ServerApp:
     """A ServerApp that runs a parsed experiment (used by the simulation runner).
 
     Args:
         config: the experiment from :func:`~ppp_lightning.federated.config.parse_config`.
-        strategy_cls: the strategy, :class:`ObservingFedAvg` or a subclass.
+        strategy_cls: the strategy, :class:`ObservingFedAvg` or a subclass; ``None`` chooses by
+            the config (see :func:`run_federation`).
     """
     server = ServerApp()
 
@@ -53,7 +56,7 @@ def make_server_app(config: Namespace, strategy_cls: type[ObservingFedAvg] = Obs
 
 
 def run_federation(
-    grid: Grid, config: Namespace, strategy_cls: type[ObservingFedAvg] = ObservingFedAvg
+    grid: Grid, config: Namespace, strategy_cls: Optional[type[ObservingFedAvg]] = None
 ) -> tuple[ObservingFedAvg, Result]:
     """Run FedAvg for ``federation.num_rounds`` rounds on the nodes of ``grid``.
 
@@ -67,7 +70,9 @@ def run_federation(
         grid: Flower's grid (the simulation's, a deployment's or an
             :class:`~ppp_lightning.federated.in_process.InProcessGrid`).
         config: the experiment from :func:`~ppp_lightning.federated.config.parse_config`.
-        strategy_cls: the strategy, built as ``strategy_cls(clients_per_round, evaluate_clients, logger)``.
+        strategy_cls: the strategy, built by its ``from_experiment``; ``None`` for
+            :class:`~ppp_lightning.federated.attacking.AttackingFedAvg` when the config has an
+            ``attack`` section, else :class:`ObservingFedAvg`.
 
     Returns:
         The strategy (with its observations) and Flower's result.
@@ -76,7 +81,9 @@ def run_federation(
     pl.seed_everything(config.federation.seed, verbose=False)
     experiment = instantiate(config)
     settings = experiment.federation
-    strategy = strategy_cls(settings.clients_per_round, settings.evaluate_clients, experiment.logger)
+    if strategy_cls is None:
+        strategy_cls = ObservingFedAvg if experiment.attack is None else AttackingFedAvg
+    strategy = strategy_cls.from_experiment(experiment)
     shipped = dump_config(config)
     result = strategy.start(
         grid,

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Optional
 
 from jsonargparse import Namespace
 
@@ -25,7 +26,7 @@ def simulate(
     num_supernodes: int,
     cpus_per_client: float = 1.0,
     gpus_per_client: float = 0.0,
-    strategy_cls: type[ObservingFedAvg] = ObservingFedAvg,
+    strategy_cls: Optional[type[ObservingFedAvg]] = None,
 ) -> None:
     """Run the experiment with Flower's simulation engine and shut Ray down afterwards.
 
@@ -38,7 +39,8 @@ def simulate(
         num_supernodes: number of virtual SuperNodes (clients); node ``i`` holds partition ``i``.
         cpus_per_client: CPU cores Ray reserves per client (how many clients run at once).
         gpus_per_client: GPU share Ray reserves per client.
-        strategy_cls: the server's strategy.
+        strategy_cls: the server's strategy; ``None`` chooses by the config (an ``attack``
+            section selects :class:`~ppp_lightning.federated.attacking.AttackingFedAvg`).
 
     Raises:
         ImportError: if Ray (Flower's ``simulation`` extra) is missing.

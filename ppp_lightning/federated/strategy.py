@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Optional
 
+from jsonargparse import Namespace
 from pytorch_lightning.loggers import Logger
 from torch import Tensor
 
@@ -14,6 +15,7 @@ from ppp_lightning.federated._flower import (
     METRICS,
     NUM_EXAMPLES,
     PARTITION_ID,
+    TRUTH,
     ArrayRecord,
     ConfigRecord,
     FedAvg,
@@ -21,6 +23,7 @@ from ppp_lightning.federated._flower import (
     Message,
     MetricRecord,
 )
+from ppp_lightning.federated.core import decode_batch
 from ppp_lightning.federated.update import ClientUpdate
 
 __all__ = ["ObservingFedAvg"]
@@ -79,6 +82,14 @@ class ObservingFedAvg(FedAvg):
         self.keep_rounds = keep_rounds
         self.sent_weights: dict[int, dict[str, Tensor]] = {}
 
+    @classmethod
+    def from_experiment(cls, experiment: Namespace) -> ObservingFedAvg:
+        """The strategy of an instantiated experiment (:func:`~ppp_lightning.federated.config.instantiate`):
+        its ``federation`` counts and the server's ``logger``. Subclasses with more settings override it.
+        """
+        settings = experiment.federation
+        return cls(settings.clients_per_round, settings.evaluate_clients, experiment.logger)
+
     def on_client_update(self, update: ClientUpdate) -> None:
         """Called once for every successful training reply, before aggregation; does nothing here.
 
@@ -114,14 +125,16 @@ class ObservingFedAvg(FedAvg):
 
     def _client_update(self, server_round: int, reply: Message) -> ClientUpdate:
         metrics = dict(reply.content[METRICS])
+        client = reply.content[CLIENT]
         return ClientUpdate(
             server_round=server_round,
             node_id=reply.metadata.src_node_id,
-            partition_id=int(reply.content[CLIENT][PARTITION_ID]),
+            partition_id=int(client[PARTITION_ID]),
             global_weights=self.sent_weights[server_round],
             client_weights=dict(reply.content[ARRAYS].to_torch_state_dict()),
             num_examples=int(metrics.pop(NUM_EXAMPLES)),
             metrics=metrics,
+            truth=decode_batch(client[TRUTH]) if TRUTH in client else None,
         )
 
     def _log(self, server_round: int, metrics: Optional[MetricRecord]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from torch import Tensor
 
@@ -23,6 +24,9 @@ class ClientUpdate:
         client_weights: the ``state_dict`` the client returned.
         num_examples: the client's number of training examples.
         metrics: the client's training metrics.
+        truth: the images and labels the client trained on this round, in order: the simulation's
+            ground truth for scoring attacks (``federation.share_truth``), ``None`` otherwise. No
+            attack may use it.
     """
 
     server_round: int
@@ -32,6 +36,7 @@ class ClientUpdate:
     client_weights: dict[str, Tensor]
     num_examples: int
     metrics: dict[str, float]
+    truth: Optional[tuple[Tensor, Tensor]] = None
 
     def shared_gradient(self, lr: float) -> dict[str, Tensor]:
         """The FedSGD gradient ``-(w_client - w_global) / lr``, by :func:`~.core.shared_gradient`."""
