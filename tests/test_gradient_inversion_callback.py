@@ -1,0 +1,151 @@
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from pytorch_lightning.loggers import WandbLogger
+
+from callbacks import GradientInversionAttack, PartialPerturbation
+from datamodules import OfflineMNISTDataModule
+from ppp_lightning import ImageClassifier
+
+
+@pytest.fixture(scope="module")
+def data():
+    """One datamodule for all runs: setting it up once saves seconds per run."""
+    return OfflineMNISTDataModule(batch_size=8)
+
+
+def _fit(data, callbacks, logger=False, max_steps=4, **trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    model = ImageClassifier(arch="cnn", precode={"latent_dim": 16})
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir="run",
+        **trainer_kwargs,
+    )
+    trainer.fit(model, data)
+    return model, trainer
+
+
+def _attack(**kwargs):
+    return GradientInversionAttack(iterations=5, **kwargs)
+
+
+def test_training_is_bit_identical_with_and_without_the_callback(data):
+    def run(with_attack):
+        defense = PartialPerturbation(sigma=0.01)
+        callbacks = [defense, _attack(every_n_steps=1, num_images=2)] if with_attack else [defense]
+        model, _ = _fit(data, callbacks)
+        return model.state_dict(), torch.get_rng_state(), defense.generator.get_state()
+
+    (plain, rng, noise), (attacked, rng_attacked, noise_attacked) = run(False), run(True)
+    assert plain.keys() == attacked.keys()
+    assert all(torch.equal(plain[k], attacked[k]) for k in plain)
+    assert torch.equal(rng, rng_attacked) and torch.equal(noise, noise_attacked)
+    assert len(json.loads(Path("run/attacks/metrics.json").read_text())) == 5  # steps 0-3 and the end
+
+
+def test_no_logger_run_writes_png_grids_and_json_on_schedule(data):
+    attack = _attack(every_n_epochs=1, num_images=3, victims="fixed", known_labels=False)
+    _fit(data, [PartialPerturbation(sigma=0.01), attack], max_steps=-1, max_epochs=2, limit_train_batches=3)
+    records = json.loads(Path("run/attacks/metrics.json").read_text())
+    assert [(r["global_step"], r["event"]) for r in records] == [(0, "before_training"), (3, "epoch"), (6, "epoch")]
+    for record in records:
+        assert Image.open(Path("run/attacks", record["image"])).size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
+        assert sorted(record["attack_labels"]) == sorted(record["labels"])  # recovered from the gradient
+        assert set(record["per_image"]) == {"psnr", "ssim", "mse", "ncc"} and len(record["per_image"]["ssim"]) == 3
+        assert 0 <= record["success_rate"] <= 1 and record["floor"]["psnr"] > 5
+        assert record["defense"]["partial_perturbation"]["sigma"] == 0.01 and len(record["defense"]["precode"]) == 1
+    assert records[0]["labels"] == records[-1]["labels"]  # a fixed victim set
+
+
+def _wandb_history(run_dir: Path, timeout: float = 60.0) -> list[dict[str, str]]:
+    """History rows of a finished offline run, read from its ``.wandb`` log.
+
+    The file is in LevelDB's log format (32 KiB blocks of records with 7-byte headers). W&B's
+    service may still be writing it after ``wandb.finish()`` returns: wait for the exit record.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    deadline = time.monotonic() + timeout
+    while True:
+        data, pos, chunk, records = next(run_dir.glob("run-*.wandb")).read_bytes(), 7, b"", []
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+                pos += 32768 - pos % 32768
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            chunk, pos = chunk + data[pos + 7 : pos + 7 + length], pos + 7 + length
+            if kind in (1, 4):  # a full record or the last piece of one
+                records.append(wandb_internal_pb2.Record.FromString(chunk))
+                chunk = b""
+        kinds = [record.WhichOneof("record_type") for record in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return [
+        {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}
+        for record, kind in zip(records, kinds)
+        if kind == "history"
+    ]
+
+
+def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp_path):
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # artifact staging, not ~/.local
+    logger = WandbLogger(offline=True, save_dir="runs", project="attack-test")
+    attack = _attack(every_n_steps=2, num_images=2, before_training=False)
+    _fit(data, [attack], logger=logger)
+    run_dir = Path(logger.experiment.dir).parent
+    wandb.finish()
+    files = run_dir / "files"
+    assert len(list((files / "media/images/attack").glob("reconstruction_*.png"))) == 2  # steps 2 and 4
+    tables = sorted((files / "media/table/attack").glob("victims_*.table.json"))
+    table = json.loads(tables[-1].read_text())
+    assert table["columns"][:5] == ["step", "victim", "label", "ground_truth", "reconstruction"]
+    assert [row[:2] for row in table["data"]] == [[4, 0], [4, 1]]
+    records = json.loads((files / "attacks/metrics.json").read_text())
+    assert [row[5] for row in table["data"]] == pytest.approx(records[-1]["per_image"]["psnr"])
+    scalars = [row for row in _wandb_history(run_dir) if "attack/psnr" in row]
+    assert [json.loads(row["trainer/global_step"]) for row in scalars] == [2, 4]
+    assert json.loads(scalars[-1]["attack/psnr"]) == pytest.approx(records[-1]["mean"]["psnr"])
+    assert json.loads(scalars[-1]["attack/success_rate"]) == records[-1]["success_rate"]
+    assert (files / "attacks" / records[-1]["image"]).exists()
+
+
+def test_tensorboard_run_logs_images_and_scalars(data):
+    pytest.importorskip("tensorboard")
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger("tb")
+    _fit(data, [_attack(after_training=False)], logger=logger, max_steps=1)
+    assert list(Path(logger.log_dir).glob("events.out.tfevents.*"))
+    assert (Path(logger.log_dir) / "attacks/metrics.json").exists()
+
+
+def test_invalid_settings_are_refused_at_construction():
+    with pytest.raises(ValueError, match="attack='gan'; allowed: inverting, dlg, adaptive, analytic"):
+        GradientInversionAttack(attack="gan")
+    with pytest.raises(ValueError, match="victims='test'; allowed: batch, fixed"):
+        GradientInversionAttack(victims="test")
+    with pytest.raises(ValueError, match="exactly 1 for attack='analytic'"):
+        GradientInversionAttack(attack="analytic", num_images=2)
+    with pytest.raises(ValueError, match="every_n_steps=0"):
+        GradientInversionAttack(every_n_steps=0)
+    with pytest.raises(ValueError, match="success_metric='acc'"):
+        GradientInversionAttack(success_metric="acc")
+    with pytest.raises(ValueError, match="iterations=0"):
+        GradientInversionAttack(iterations=0)
