@@ -63,6 +63,7 @@ def protection_thresholds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "absolute_sigma": max((r["absolute_sigma"] for r in cell), default=None),
                     "test_acc": _final_accuracy(cell),
                     "perturbed_share": cell[0]["perturbed_share"] if cell else None,
+                    "worst_success_by_sigma": {s: max(r["success_rate"] for r in by_cell[(arch, family, s)]) for s in sigmas},
                 }
             )
     return out
@@ -87,11 +88,15 @@ def write_report(folder: Path) -> dict[str, Any]:
 
 def _markdown(rows: list[dict[str, Any]], protection: list[dict[str, Any]]) -> str:
     lines = ["## Smallest sigma at which no attack succeeds (any state)", ""]
-    lines += ["| arch | defense | relative sigma | absolute sigma (measured) | perturbed share | best test acc |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| arch | defense | relative sigma | absolute sigma (measured) | perturbed share | best test acc | worst success rate by relative sigma |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for p in protection:
+        worst = ", ".join(f"{s:g}: {rate:.2f}" for s, rate in p["worst_success_by_sigma"].items())
         lines.append(
             f"| {p['arch']} | {p['family']} | {_fmt(p['relative_sigma'], 'none of the grid')} | {_fmt(p['absolute_sigma'])} | "
-            f"{_fmt(p['perturbed_share'])} | {_fmt(p['test_acc'])} |"
+            f"{_fmt(p['perturbed_share'])} | {_fmt(p['test_acc'])} | {worst} |"
         )
     lines += ["", "## Every cell", ""]
     header = "| arch | state | defense | attack | test acc | SSIM mean/median/max | PSNR mean | NCC mean/max | success | floor SSIM/NCC | KL / CE |"
