@@ -57,7 +57,7 @@ def test_server_reconstructs_a_fedsgd_client_image_of_an_undefended_mlp(tmp_path
     assert record["mean"]["ssim"] > 0.9  # measured 1.000 (PSNR 163 dB, floor 11.3 dB): exact
     assert record["mean"]["psnr"] > record["floor"]["psnr"] + 30
     assert record["attack_labels"] == record["labels"]  # recovered from the head's bias gradient
-    folder = Path("runs/fed/attacks")
+    folder = Path("runs/fed/attack")
     assert json.loads((folder / "metrics.json").read_text())[0]["mean"]["ssim"] == record["mean"]["ssim"]
     assert (folder / "round0001_client0.png").stat().st_size > 0
 
@@ -78,7 +78,7 @@ def test_without_ground_truth_the_reconstruction_is_saved_unscored(tmp_path):
         strategy, _ = run_attacked_federation(tmp_path, None, attack, share_truth=False)
     (record,) = strategy.records
     assert "mean" not in record and record["labels"] is None and len(record["attack_labels"]) == 1
-    assert Path("runs/fed/attacks/round0001_client0.png").exists()
+    assert Path("runs/fed/attack/round0001_client0.png").exists()
 
 
 @requires_flower

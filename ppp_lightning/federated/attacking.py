@@ -31,9 +31,9 @@ class AttackingFedAvg(ObservingFedAvg):
     them (``federation.share_truth``; a real client never does) and reports it with
     :func:`~ppp_lightning.reporting.report_reconstruction`, the attack callback's code: a PNG grid
     (ground truth above reconstruction) ``round<r>_client<p>.png`` and ``metrics.json`` (every
-    attack so far) in ``<run dir>/<attack.dirname>`` (the run dir is the W&B run's files folder,
+    attack so far) in ``<run dir>/<attack.log_name>`` (the run dir is the W&B run's files folder,
     else ``federation.run_dir``), and to the logger the grid, a victims table and the scalars
-    under ``attack/client<p>/`` with the round as step. :attr:`records` keeps every attack's record.
+    under ``<attack.log_name>/client<p>/`` with the round as step. :attr:`records` keeps every attack's record.
 
     **Exactness.** The gradient is exact for one local step of plain SGD (FedSGD). With several
     local steps (or momentum, weight decay) the update is a sum of gradients at different weights
@@ -161,7 +161,7 @@ class AttackingFedAvg(ObservingFedAvg):
         loggers = [] if self.logger is None else [self.logger]
         report_reconstruction(
             loggers,
-            run_directory(loggers, self.run_dir) / self.attack.dirname,
+            run_directory(loggers, self.run_dir) / self.attack.log_name,
             f"round{update.server_round:04d}_client{update.partition_id}.png",
             victims,
             reconstruction,
@@ -170,7 +170,7 @@ class AttackingFedAvg(ObservingFedAvg):
             self.mean,
             self.std,
             step=update.server_round,
-            prefix=f"attack/client{update.partition_id}",
+            prefix=f"{self.attack.log_name}/client{update.partition_id}",
         )
 
     @staticmethod

@@ -39,7 +39,8 @@ class ServerAttack:
             them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
         success_threshold: the value at which a reconstruction succeeds.
-        dirname: folder in the run directory for the PNGs and ``metrics.json``.
+        log_name: folder in the run directory for the PNGs and ``metrics.json``, and prefix of the
+            logged keys (``<log_name>/client<partition id>/...``), as the attack callback's ``name``.
 
     Raises:
         ValueError: on an unknown attack or metric, a bad round, client or image count, or
@@ -54,7 +55,7 @@ class ServerAttack:
     known_labels: bool = True
     success_metric: str = "ncc"
     success_threshold: float = 0.85
-    dirname: str = "attacks"
+    log_name: str = "attack"
 
     def __post_init__(self) -> None:
         if self.name not in ATTACKS:
