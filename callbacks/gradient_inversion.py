@@ -27,6 +27,7 @@ __all__ = ["GradientInversionAttack"]
 VICTIMS = ("batch", "fixed")
 BOXED = ("inverting", "adaptive")  # attacks that take the data's normalisation for their box
 FLOOR_IMAGES = 1000  # training images averaged into the trivial reconstruction
+SMOKE_ITERATIONS = 2  # under fast_dev_run, as Lightning runs one batch of everything
 
 
 class GradientInversionAttack(pl.Callback):
@@ -49,15 +50,15 @@ class GradientInversionAttack(pl.Callback):
     weights, gradients, BatchNorm statistics, modes, RNG streams and the optimizer are untouched and
     a run's weights are bit-identical with and without the callback. Only global rank zero attacks.
 
-    **Logs.** Scores: :class:`~ppp_lightning.metrics.ReconstructionMetrics` with the datamodule's
+    **Logs** under ``name`` (default ``attack``; give several attack callbacks distinct names).
+    Scores: :class:`~ppp_lightning.metrics.ReconstructionMetrics` with the datamodule's
     ``mean``/``std`` and the mean of up to 1,000 training images as the trivial floor. Always a PNG
     grid (ground truth above reconstruction) per attack and ``metrics.json`` (every attack so far)
-    in ``<run dir>/<dirname>``, where the run dir is the W&B run's files folder (synced with it),
-    the logger's ``log_dir`` or the Trainer's ``default_root_dir``. With ``WandbLogger`` also the
-    grid as ``attack/reconstruction``, a table ``attack/victims`` (one row per victim) and the
-    scalars ``attack/psnr``, ``attack/ssim``, ``attack/ncc``, ``attack/success_rate`` and
-    ``attack/floor_psnr`` at the global step; with TensorBoard the grid and the scalars; with any
-    other logger the scalars.
+    in ``<run dir>/<name>``, where the run dir is the W&B run's files folder (synced with it), the
+    logger's ``log_dir`` or the Trainer's ``default_root_dir``. With ``WandbLogger`` also the grid
+    as ``<name>/reconstruction``, a table ``<name>/victims`` (one row per victim) and the scalars
+    ``<name>/psnr``, ``/ssim``, ``/ncc``, ``/success_rate`` and ``/floor_psnr`` at the global step;
+    with TensorBoard the grid and the scalars; with any other logger the scalars. Under ``fast_dev_run`` attacks run 2 iterations (a smoke test).
 
     Args:
         attack: a registered attack: ``inverting``, ``dlg``, ``adaptive`` or ``analytic``.
@@ -80,7 +81,7 @@ class GradientInversionAttack(pl.Callback):
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
         success_threshold: the value at which a reconstruction succeeds.
         progress: show the attack's own progress bar.
-        dirname: folder in the run directory for PNGs and JSON.
+        name: prefix of the logged keys and folder in the run directory for PNGs and JSON.
 
     Raises:
         ValueError: on an unknown attack, target, victim source or metric, a non-positive count,
@@ -109,7 +110,7 @@ class GradientInversionAttack(pl.Callback):
         success_metric: Literal["psnr", "ssim", "mse", "ncc"] = "ncc",
         success_threshold: float = 0.85,
         progress: bool = False,
-        dirname: str = "attacks",
+        name: str = "attack",
     ) -> None:
         if attack not in ATTACKS:
             raise ValueError(f"attack={attack!r}; allowed: {', '.join(ATTACKS)}")
@@ -117,9 +118,9 @@ class GradientInversionAttack(pl.Callback):
             raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
         if victims not in VICTIMS:
             raise ValueError(f"victims={victims!r}; allowed: {', '.join(VICTIMS)}")
-        for name, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
+        for option, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value < 1:
-                raise ValueError(f"{name}={value}; allowed: None or >= 1")
+                raise ValueError(f"{option}={value}; allowed: None or >= 1")
         if num_images < 1 or (attack == "analytic" and num_images != 1):
             raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack='analytic')")
         settings: dict[str, Any] = {}
@@ -142,11 +143,15 @@ class GradientInversionAttack(pl.Callback):
         self.success_threshold = success_threshold
         self.mean, self.std = (0.0,), (1.0,)  # the datamodule's, once set up
         self.metrics = ReconstructionMetrics(self.mean, self.std, success_metric, success_threshold)
-        self.dirname = dirname
+        self.name = name
         self.records: list[dict[str, Any]] = []
         self._victims: Optional[tuple[Tensor, Tensor]] = None
         self._floor: Optional[Tensor] = None
         self._last_step: Optional[int] = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(name=self.name)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -194,7 +199,7 @@ class GradientInversionAttack(pl.Callback):
             model = copy.deepcopy(pl_module, memo={id(trainer): None})  # the copy holds no Trainer
             perturbation, names, generator = self._defense(trainer, model, images)
             shared = client_gradient(model, images, labels, perturbation, names, noise_generator=generator)
-            attack = build_attack(self.attack_name, **self._attack_settings())
+            attack = build_attack(self.attack_name, **self._attack_settings(trainer))
             result = attack(model, shared, labels if self.known_labels else None, tuple(images.shape))
         scores = self.metrics(result.images, images, None if self._floor is None else self._floor.to(images))
         record = {
@@ -212,9 +217,11 @@ class GradientInversionAttack(pl.Callback):
         }
         self._log(trainer, images, result.images[scores["order"]], record)
 
-    def _attack_settings(self) -> dict[str, Any]:
-        box = {"mean": self.mean, "std": self.std} if self.attack_name in BOXED else {}
-        return {**box, **self.settings}
+    def _attack_settings(self, trainer: pl.Trainer) -> dict[str, Any]:
+        settings = {**({"mean": self.mean, "std": self.std} if self.attack_name in BOXED else {}), **self.settings}
+        if trainer.fast_dev_run and "iterations" in settings:
+            settings["iterations"] = min(settings["iterations"], SMOKE_ITERATIONS)
+        return settings
 
     @staticmethod
     def _partial_perturbation(trainer: pl.Trainer) -> Optional[PartialPerturbation]:
@@ -242,28 +249,29 @@ class GradientInversionAttack(pl.Callback):
         truth01 = to_unit_interval(truth, self.mean, self.std).cpu()
         rec01 = to_unit_interval(reconstruction, self.mean, self.std).cpu()
         grid = make_grid(torch.cat([truth01, rec01]), nrow=len(truth01), padding=2, pad_value=1.0)
-        folder = self._run_dir(trainer) / self.dirname
+        folder = self._run_dir(trainer) / self.name
         folder.mkdir(parents=True, exist_ok=True)
         record["image"] = f"step{trainer.global_step:07d}.png"
         save_image(grid, folder / record["image"])
         self.records.append(record)
         (folder / "metrics.json").write_text(json.dumps(self.records, indent=1))
         step = trainer.global_step
-        scalars = {f"attack/{k}": record["mean"][k] for k in ("psnr", "ssim", "ncc")}
-        scalars.update({"attack/success_rate": record["success_rate"], "attack/floor_psnr": record["floor"]["psnr"]})
+        scalars = {f"{self.name}/{k}": record["mean"][k] for k in ("psnr", "ssim", "ncc")}
+        scalars[f"{self.name}/success_rate"] = record["success_rate"]
+        scalars[f"{self.name}/floor_psnr"] = record["floor"]["psnr"]
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 self._log_wandb(logger, grid, truth01, rec01, record)
             elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image("attack/reconstruction", grid, step)
+                logger.experiment.add_image(f"{self.name}/reconstruction", grid, step)
             logger.log_metrics(scalars, step=step)
 
     def _log_wandb(self, logger: WandbLogger, grid: Tensor, truth: Tensor, rec: Tensor, record: dict[str, Any]) -> None:
-        import wandb
+        import wandb  # only runs that log to W&B need it
 
         step, per_image = record["global_step"], record["per_image"]
         caption = f"step {step}: ground truth (top), {record['attack']} reconstruction (bottom)"
-        logger.log_image("attack/reconstruction", [grid], step=step, caption=[caption])
+        logger.log_image(f"{self.name}/reconstruction", [grid], step=step, caption=[caption])
         columns = ["step", "victim", "label", "ground_truth", "reconstruction", "psnr", "ssim", "ncc", "attack", "defense"]
         settings, defense = json.dumps(record["settings"]), json.dumps(record["defense"])
         rows = [
@@ -271,7 +279,7 @@ class GradientInversionAttack(pl.Callback):
              per_image["ssim"][i], per_image["ncc"][i], f"{record['attack']} {settings}", defense]
             for i in range(len(truth))
         ]  # fmt: skip
-        logger.log_table("attack/victims", columns=columns, data=rows, step=step)
+        logger.log_table(f"{self.name}/victims", columns=columns, data=rows, step=step)
 
     @staticmethod
     def _run_dir(trainer: pl.Trainer) -> Path:

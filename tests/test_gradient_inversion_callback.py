@@ -53,16 +53,16 @@ def test_training_is_bit_identical_with_and_without_the_callback(data):
     assert plain.keys() == attacked.keys()
     assert all(torch.equal(plain[k], attacked[k]) for k in plain)
     assert torch.equal(rng, rng_attacked) and torch.equal(noise, noise_attacked)
-    assert len(json.loads(Path("run/attacks/metrics.json").read_text())) == 5  # steps 0-3 and the end
+    assert len(json.loads(Path("run/attack/metrics.json").read_text())) == 5  # steps 0-3 and the end
 
 
 def test_no_logger_run_writes_png_grids_and_json_on_schedule(data):
     attack = _attack(every_n_epochs=1, num_images=3, victims="fixed", known_labels=False)
     _fit(data, [PartialPerturbation(sigma=0.01), attack], max_steps=-1, max_epochs=2, limit_train_batches=3)
-    records = json.loads(Path("run/attacks/metrics.json").read_text())
+    records = json.loads(Path("run/attack/metrics.json").read_text())
     assert [(r["global_step"], r["event"]) for r in records] == [(0, "before_training"), (3, "epoch"), (6, "epoch")]
     for record in records:
-        assert Image.open(Path("run/attacks", record["image"])).size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
+        assert Image.open(Path("run/attack", record["image"])).size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
         assert sorted(record["attack_labels"]) == sorted(record["labels"])  # recovered from the gradient
         assert set(record["per_image"]) == {"psnr", "ssim", "mse", "ncc"} and len(record["per_image"]["ssim"]) == 3
         assert 0 <= record["success_rate"] <= 1 and record["floor"]["psnr"] > 5
@@ -107,8 +107,8 @@ def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # artifact staging, not ~/.local
     logger = WandbLogger(offline=True, save_dir="runs", project="attack-test")
-    attack = _attack(every_n_steps=2, num_images=2, before_training=False)
-    _fit(data, [attack], logger=logger)
+    attack = _attack(every_n_steps=2, num_images=2, before_training=False, name="attack")
+    _fit(data, [attack, _attack(name="attack_targeted", target="before_decoder", after_training=False)], logger=logger)
     run_dir = Path(logger.experiment.dir).parent
     wandb.finish()
     files = run_dir / "files"
@@ -117,13 +117,16 @@ def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp
     table = json.loads(tables[-1].read_text())
     assert table["columns"][:5] == ["step", "victim", "label", "ground_truth", "reconstruction"]
     assert [row[:2] for row in table["data"]] == [[4, 0], [4, 1]]
-    records = json.loads((files / "attacks/metrics.json").read_text())
+    records = json.loads((files / "attack/metrics.json").read_text())
     assert [row[5] for row in table["data"]] == pytest.approx(records[-1]["per_image"]["psnr"])
     scalars = [row for row in _wandb_history(run_dir) if "attack/psnr" in row]
     assert [json.loads(row["trainer/global_step"]) for row in scalars] == [2, 4]
     assert json.loads(scalars[-1]["attack/psnr"]) == pytest.approx(records[-1]["mean"]["psnr"])
     assert json.loads(scalars[-1]["attack/success_rate"]) == records[-1]["success_rate"]
-    assert (files / "attacks" / records[-1]["image"]).exists()
+    assert (files / "attack" / records[-1]["image"]).exists()
+    targeted = json.loads((files / "attack_targeted/metrics.json").read_text())  # a second attack, apart
+    assert [(r["global_step"], r["settings"]["target"]) for r in targeted] == [(0, "before_decoder")]
+    assert any("attack_targeted/psnr" in row for row in _wandb_history(run_dir))
 
 
 def test_tensorboard_run_logs_images_and_scalars(data):
@@ -133,7 +136,7 @@ def test_tensorboard_run_logs_images_and_scalars(data):
     logger = TensorBoardLogger("tb")
     _fit(data, [_attack(after_training=False)], logger=logger, max_steps=1)
     assert list(Path(logger.log_dir).glob("events.out.tfevents.*"))
-    assert (Path(logger.log_dir) / "attacks/metrics.json").exists()
+    assert (Path(logger.log_dir) / "attack/metrics.json").exists()
 
 
 def test_invalid_settings_are_refused_at_construction():

@@ -58,7 +58,10 @@ class GradientMatchingAttack:
         ignore: do not match gradients whose names match one of these patterns.
         target: a targeted preset against PRECODE, ``"before_bottleneck"`` or ``"before_decoder"``
             (see :func:`~ppp_lightning.attacks.targets.select_gradients`).
-        batched: run restarts batched with ``vmap``; ``False`` runs them one after another.
+        batched: run restarts batched with ``vmap``; ``False`` runs them one after another. Batched
+            restarts compute one weight gradient per restart (grouped convolutions): 1.6x faster
+            for 4 restarts on the cnn on CPU, but 0.7x on resnet18 on CPU
+            (``benchmarks/results/attack_speed.md``).
         progress: show a progress bar with the iteration and the current loss.
         seed: seed of the random initialisation.
 
