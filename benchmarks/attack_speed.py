@@ -35,7 +35,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ARCHS = {"cnn": ("cnn", {}), "resnet18": ("resnet18", {}), "resnet18-group": ("resnet18", {"norm": "group"})}
 
 
-def attack_time(model: torch.nn.Module, shared: dict, labels: torch.Tensor, iterations: int, **kwargs) -> tuple[float, float]:
+def attack_time(
+    model: torch.nn.Module, shared: dict, labels: torch.Tensor, iterations: int, **kwargs
+) -> tuple[float, float]:
     """(wall, CPU) seconds of one Inverting Gradients attack."""
     attack = InvertingGradients(iterations=iterations, progress=False, **kwargs)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -47,7 +49,8 @@ def attack_time(model: torch.nn.Module, shared: dict, labels: torch.Tensor, iter
 
 def per_iteration(model, shared, labels, short: int, long: int, **kwargs) -> tuple[float, float]:
     """(wall, CPU) seconds per iteration from a short and a long attack."""
-    first, second = attack_time(model, shared, labels, short, **kwargs), attack_time(model, shared, labels, long, **kwargs)
+    first = attack_time(model, shared, labels, short, **kwargs)
+    second = attack_time(model, shared, labels, long, **kwargs)
     return tuple((b - a) / (long - short) for a, b in zip(first, second))
 
 
@@ -111,7 +114,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     short, long = args.iterations
     meta = {
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}",
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu: {platform.machine()}",
         "threads": args.threads,
         "torch": torch.__version__,
         "short": short,

@@ -58,7 +58,8 @@ class GradientInversionAttack(pl.Callback):
     logger's ``log_dir`` or the Trainer's ``default_root_dir``. With ``WandbLogger`` also the grid
     as ``<name>/reconstruction``, a table ``<name>/victims`` (one row per victim) and the scalars
     ``<name>/psnr``, ``/ssim``, ``/ncc``, ``/success_rate`` and ``/floor_psnr`` at the global step;
-    with TensorBoard the grid and the scalars; with any other logger the scalars. Under ``fast_dev_run`` attacks run 2 iterations (a smoke test).
+    with TensorBoard the grid and the scalars; with any other logger the scalars. Under
+    ``fast_dev_run`` attacks run 2 iterations (a smoke test).
 
     Args:
         attack: a registered attack: ``inverting``, ``dlg``, ``adaptive`` or ``analytic``.
@@ -171,7 +172,9 @@ class GradientInversionAttack(pl.Callback):
             images, labels = zip(*(train_set[int(i)][:2] for i in order[: self.num_images]))
             self._victims = torch.stack(images), torch.as_tensor(labels)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.victims == "batch":
             self._victims = batch[0][: self.num_images].detach().clone(), batch[1][: self.num_images].detach().clone()
         step = trainer.global_step
@@ -272,7 +275,8 @@ class GradientInversionAttack(pl.Callback):
         step, per_image = record["global_step"], record["per_image"]
         caption = f"step {step}: ground truth (top), {record['attack']} reconstruction (bottom)"
         logger.log_image(f"{self.name}/reconstruction", [grid], step=step, caption=[caption])
-        columns = ["step", "victim", "label", "ground_truth", "reconstruction", "psnr", "ssim", "ncc", "attack", "defense"]
+        columns = ["step", "victim", "label", "ground_truth", "reconstruction", "psnr", "ssim", "ncc"]
+        columns += ["attack", "defense"]
         settings, defense = json.dumps(record["settings"]), json.dumps(record["defense"])
         rows = [
             [step, i, record["labels"][i], wandb.Image(truth[i]), wandb.Image(rec[i]), per_image["psnr"][i],

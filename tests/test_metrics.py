@@ -63,7 +63,8 @@ def test_report_has_floor_statistics_and_success_rate_at_the_threshold():
     good, bad = truth[0], torch.rand_like(truth[1])
     floor_image = truth.mean(0)
     metrics = ReconstructionMetrics(MEAN, STD, success_metric="psnr", success_threshold=20.0)
-    report = metrics(_normalise(torch.stack([good, bad])), _normalise(truth), floor_image=_normalise(floor_image[None])[0])
+    floor_normalised = _normalise(floor_image[None])[0]
+    report = metrics(_normalise(torch.stack([good, bad])), _normalise(truth), floor_image=floor_normalised)
     assert report["successes"] == [True, False] and report["success_rate"] == 0.5
     floor = image_scores(floor_image.expand_as(truth), truth)
     assert report["floor"]["mse"] == pytest.approx(floor["mse"].mean().item(), rel=1e-5)

@@ -85,7 +85,9 @@ class AnalyticRecovery:
             raise ValueError(f"analytic recovery needs the gradients {missing}; Linear layers: {layers}")
         recovered = linear_input(gradients[f"{layer}.weight"], gradients[f"{layer}.bias"])
         if recovered.numel() != math.prod(shape):
-            raise ValueError(f"the input of {layer!r} has {recovered.numel()} values, not an image of shape {tuple(shape)}")
+            raise ValueError(
+                f"the input of {layer!r} has {recovered.numel()} values, not an image of shape {tuple(shape)}"
+            )
         if labels is None:
             labels = recover_labels(head_bias_gradient(model, gradients, example), 1)
         return AttackResult(images=recovered.view(tuple(shape)), labels=labels)

@@ -225,7 +225,9 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
     PRECODE's ``kl`` and ``last_eps`` would otherwise keep tensors of the transforms.
     """
     norms = [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
     ]
     precodes = [(m, m.kl, m.last_eps) for m in model.modules() if isinstance(m, PRECODE)]
     for norm in norms:
