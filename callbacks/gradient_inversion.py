@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import copy
-import json
 import time
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
 
 from callbacks.partial_perturbation import PartialPerturbation
 from ppp_lightning.attacks import ATTACKS, TARGETS, build_attack
 from ppp_lightning.gradients import client_gradient
-from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval
+from ppp_lightning.metrics import ReconstructionMetrics
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.reporting import report_reconstruction, run_directory
 from ppp_lightning.selection import select_parameters
 
 __all__ = ["GradientInversionAttack"]
@@ -249,45 +246,9 @@ class GradientInversionAttack(pl.Callback):
         return {"precode": precode, "partial_perturbation": perturbation}
 
     def _log(self, trainer: pl.Trainer, truth: Tensor, reconstruction: Tensor, record: dict[str, Any]) -> None:
-        truth01 = to_unit_interval(truth, self.mean, self.std).cpu()
-        rec01 = to_unit_interval(reconstruction, self.mean, self.std).cpu()
-        grid = make_grid(torch.cat([truth01, rec01]), nrow=len(truth01), padding=2, pad_value=1.0)
-        folder = self._run_dir(trainer) / self.name
-        folder.mkdir(parents=True, exist_ok=True)
-        record["image"] = f"step{trainer.global_step:07d}.png"
-        save_image(grid, folder / record["image"])
-        self.records.append(record)
-        (folder / "metrics.json").write_text(json.dumps(self.records, indent=1))
+        folder = run_directory(trainer.loggers, trainer.log_dir or trainer.default_root_dir) / self.name
         step = trainer.global_step
-        scalars = {f"{self.name}/{k}": record["mean"][k] for k in ("psnr", "ssim", "ncc")}
-        scalars[f"{self.name}/success_rate"] = record["success_rate"]
-        scalars[f"{self.name}/floor_psnr"] = record["floor"]["psnr"]
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                self._log_wandb(logger, grid, truth01, rec01, record)
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_image(f"{self.name}/reconstruction", grid, step)
-            logger.log_metrics(scalars, step=step)
-
-    def _log_wandb(self, logger: WandbLogger, grid: Tensor, truth: Tensor, rec: Tensor, record: dict[str, Any]) -> None:
-        import wandb  # only runs that log to W&B need it
-
-        step, per_image = record["global_step"], record["per_image"]
-        caption = f"step {step}: ground truth (top), {record['attack']} reconstruction (bottom)"
-        logger.log_image(f"{self.name}/reconstruction", [grid], step=step, caption=[caption])
-        columns = ["step", "victim", "label", "ground_truth", "reconstruction", "psnr", "ssim", "ncc"]
-        columns += ["attack", "defense"]
-        settings, defense = json.dumps(record["settings"]), json.dumps(record["defense"])
-        rows = [
-            [step, i, record["labels"][i], wandb.Image(truth[i]), wandb.Image(rec[i]), per_image["psnr"][i],
-             per_image["ssim"][i], per_image["ncc"][i], f"{record['attack']} {settings}", defense]
-            for i in range(len(truth))
-        ]  # fmt: skip
-        logger.log_table(f"{self.name}/victims", columns=columns, data=rows, step=step)
-
-    @staticmethod
-    def _run_dir(trainer: pl.Trainer) -> Path:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and getattr(logger.experiment, "dir", None):
-                return Path(logger.experiment.dir)
-        return Path(trainer.log_dir or trainer.default_root_dir)
+        report_reconstruction(
+            trainer.loggers, folder, f"step{step:07d}.png", truth, reconstruction, record, self.records,
+            self.mean, self.std, step, prefix=self.name,
+        )  # fmt: skip

@@ -106,6 +106,7 @@ def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # artifact staging, not ~/.local
+    wandb.teardown()  # forget the settings (mode "disabled") of W&B runs earlier in the session
     logger = WandbLogger(offline=True, save_dir="runs", project="attack-test")
     attack = _attack(every_n_steps=2, num_images=2, before_training=False, name="attack")
     _fit(data, [attack, _attack(name="attack_targeted", target="before_decoder", after_training=False)], logger=logger)

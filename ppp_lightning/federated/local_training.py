@@ -26,6 +26,7 @@ _TRAINER_DEFAULTS = {
     "enable_model_summary": False,
     "num_sanity_val_steps": 0,
     "limit_val_batches": 0,
+    "log_every_n_steps": 1,  # local training is a few steps: report every step's metrics (perturbation/* too)
 }
 
 
