@@ -56,7 +56,7 @@ QUICK: dict[str, Any] = {
         "targeted_before_decoder": {"attack": "inverting", "target": "before_decoder", "iterations": 5, "families": ["ppp"]},
         "analytic": {"attack": "analytic"},
     },
-    "success": {"success_metric": "ncc", "success_threshold": 0.7},
+    "success": {"success_metric": "ncc", "success_threshold": 0.85},
 }
 
 

@@ -17,6 +17,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from ppp_lightning.metrics import METRICS as METRIC_HIGHER_IS_BETTER  # noqa: E402
 
 __all__ = ["summarise", "write_report"]
 
@@ -24,15 +27,22 @@ NOISE_FAMILIES = ("noise_all", "ppp", "ppp_no_encoder")
 METRICS = ("ssim", "psnr", "ncc", "mse")
 
 
-def summarise(record: dict[str, Any]) -> dict[str, Any]:
-    """Mean, median and max of every metric over the victims, the success rate and the floor."""
+def summarise(record: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]:
+    """Mean, median and max of every metric over the victims, the success rate and the floor.
+
+    Success is judged from the stored scores with ``success`` (the config's ``success_metric`` and
+    ``success_threshold``), so a report can apply a changed threshold without re-running attacks.
+    """
     victims = record["victims"]
+    judge, threshold = success["success_metric"], success["success_threshold"]
     row = {key: record[key] for key in ("arch", "defense", "family", "sigma", "state", "attack", "test_acc")}
     for metric in METRICS:
         values = [v[metric] for v in victims]
         row |= {f"{metric}_mean": statistics.fmean(values), f"{metric}_median": statistics.median(values), f"{metric}_max": max(values)}
         row[f"floor_{metric}"] = statistics.fmean(v[f"floor_{metric}"] for v in victims)
-    row["success_rate"] = statistics.fmean(float(v["success"]) for v in victims)
+    higher = METRIC_HIGHER_IS_BETTER[judge]
+    succeeded = [v[judge] >= threshold if higher else v[judge] <= threshold for v in victims]
+    row["success_rate"] = statistics.fmean(float(s) for s in succeeded)
     row["relative_sigma"] = record["sigma"]
     row["absolute_sigma"] = record["gradient"]["noise_std"]
     row["perturbed_share"] = record["perturbed_share"]
@@ -77,17 +87,23 @@ def _final_accuracy(cell: list[dict[str, Any]]) -> Optional[float]:
 def write_report(folder: Path) -> dict[str, Any]:
     """Write ``summary.json``, ``results.md`` and the plots into ``folder``; returns the summary."""
     records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
-    rows = [summarise(r) for r in records]
-    summary = {"rows": rows, "protection": protection_thresholds(rows)}
+    success = yaml.safe_load((folder / "config.yaml").read_text())["success"]
+    rows = [summarise(r, success) for r in records]
+    summary = {"success": success, "rows": rows, "protection": protection_thresholds(rows)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
-    (folder / "results.md").write_text(_markdown(rows, summary["protection"]))
+    (folder / "results.md").write_text(_markdown(rows, summary["protection"], success))
     _plot_ssim_and_accuracy(rows, folder)
     _plot_reconstructions(records, folder)
     return summary
 
 
-def _markdown(rows: list[dict[str, Any]], protection: list[dict[str, Any]]) -> str:
-    lines = ["## Smallest sigma at which no attack succeeds (any state)", ""]
+def _markdown(rows: list[dict[str, Any]], protection: list[dict[str, Any]], success: dict[str, Any]) -> str:
+    lines = [
+        f"Success: {success['success_metric']} >= {success['success_threshold']} (judged by the report from the stored scores).",
+        "",
+        "## Smallest sigma at which no attack succeeds (any state)",
+        "",
+    ]
     lines += [
         "| arch | defense | relative sigma | absolute sigma (measured) | perturbed share | best test acc | worst success rate by relative sigma |",
         "|---|---|---|---|---|---|---|",
