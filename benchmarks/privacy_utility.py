@@ -141,9 +141,9 @@ def _applicable(attacks: dict[str, dict[str, Any]], arch: str, defense: Defense)
 
 
 def _attack_cell(model, datamodule, defense: Defense, config: dict[str, Any], attacks: list[str], scoring):
-    """One record per attack: per-victim scores plus the gradient statistics of the cell."""
+    """Yield one record per attack as it finishes: per-victim scores and the cell's gradient statistics."""
     if not attacks:
-        return []
+        return
     network = model.network.train()  # the client computes its gradient in training mode
     victims = _victims(datamodule, config)
     kwargs = defense.perturbation_kwargs()
@@ -154,7 +154,6 @@ def _attack_cell(model, datamodule, defense: Defense, config: dict[str, Any], at
         else []
     )
     shared, stats = zip(*(_shared_gradient(network, x, y, callback, names, config["seed"] + i) for i, (x, y) in enumerate(victims)))
-    records = []
     for attack_name in attacks:
         spec = {k: v for k, v in config["attacks"][attack_name].items() if k != "families"}
         kind = spec.pop("attack")
@@ -165,19 +164,16 @@ def _attack_cell(model, datamodule, defense: Defense, config: dict[str, Any], at
         )
         seconds = time.perf_counter() - started
         truth = torch.cat([x for x, _ in victims])
-        records.append(
-            {
-                "attack": attack_name,
-                "seconds": seconds,
-                "victims": [_score(reconstruction, image, scoring) for reconstruction, image in zip(reconstructions, truth)],
-                "gradient": _mean_stats(stats),
-                "perturbed_share": sum(network.get_parameter(n).numel() for n in names)
-                / sum(p.numel() for p in network.parameters()),
-                "seed": config["seed"],
-                "tensors": (truth, reconstructions),
-            }
-        )
-    return records
+        yield {
+            "attack": attack_name,
+            "seconds": seconds,
+            "victims": [_score(reconstruction, image, scoring) for reconstruction, image in zip(reconstructions, truth)],
+            "gradient": _mean_stats(stats),
+            "perturbed_share": sum(network.get_parameter(n).numel() for n in names)
+            / sum(p.numel() for p in network.parameters()),
+            "seed": config["seed"],
+            "tensors": (truth, reconstructions),
+        }
 
 
 def _score(reconstruction: torch.Tensor, truth: torch.Tensor, scoring) -> dict[str, float]:
