@@ -59,8 +59,8 @@ class GradientMatchingAttack:
         target: a targeted preset against PRECODE, ``"before_bottleneck"`` or ``"before_decoder"``
             (see :func:`~ppp_lightning.attacks.targets.select_gradients`).
         batched: run restarts batched with ``vmap``; ``False`` runs them one after another. Batched
-            restarts compute one weight gradient per restart (grouped convolutions): 1.6x faster
-            for 4 restarts on the cnn on CPU, but 0.7x on resnet18 on CPU
+            restarts compute one weight gradient per restart (grouped convolutions): 1.9x faster
+            for 4 restarts on the cnn on CPU, but 0.6-0.8x on resnet18 on CPU
             (``benchmarks/results/attack_speed.md``).
         progress: show a progress bar with the iteration and the current loss.
         seed: seed of the random initialisation.
