@@ -61,14 +61,14 @@ def test_dlg_reconstructs_an_undefended_mlp(digits):
 
 def test_inverting_gradients_reconstructs_an_undefended_mlp(digits):
     scores, _ = _attack(digits, _victim("mlp", width=64), _box(InvertingGradients, iterations=100))
-    # measured ncc 0.999 and PSNR 33.9 dB (floor 13.2 dB), SSIM 0.64: faint background noise
+    # measured ncc 0.997 and PSNR 33.9 dB (floor 13.2 dB), SSIM 0.64: faint background noise
     assert scores["mean"]["ncc"] > 0.99
     assert scores["mean"]["psnr"] > scores["floor"]["psnr"] + 15
 
 
 def test_inverting_gradients_beats_the_floor_on_an_undefended_cnn(digits):
     scores, _ = _attack(digits, _victim("cnn"), _box(InvertingGradients, iterations=200, tv_weight=3e-2))
-    # measured: PSNR 15.7 dB vs 12.5 dB for the mean image, ncc 0.88 vs 0.66
+    # measured: PSNR 16.7 dB vs 13.2 dB for the mean image, ncc 0.87 vs 0.52
     assert scores["mean"]["psnr"] > scores["floor"]["psnr"] + 2
     assert scores["mean"]["ncc"] > 0.8
 
@@ -76,11 +76,11 @@ def test_inverting_gradients_beats_the_floor_on_an_undefended_cnn(digits):
 def test_precode_stops_the_plain_attack_but_not_the_targeted_and_adaptive_ones(digits):
     model = _victim("mlp", PRECODE_SMALL, width=64)
     plain, _ = _attack(digits, model, _box(InvertingGradients, iterations=100))
-    assert plain["mean"]["ssim"] < 0.3  # measured 0.06
+    assert plain["mean"]["ssim"] < 0.3  # measured 0.04
     targeted, _ = _attack(digits, model, _box(InvertingGradients, iterations=100, target="before_bottleneck"))
-    assert targeted["mean"]["ncc"] > 0.9  # measured 0.994
+    assert targeted["mean"]["ncc"] > 0.9  # measured 0.996 (PSNR 32.6 dB)
     adaptive, _ = _attack(digits, model, _box(AdaptiveAttack, iterations=200))
-    assert adaptive["mean"]["ncc"] > 0.9  # measured 0.999
+    assert adaptive["mean"]["ncc"] > 0.9  # measured 0.999 (PSNR 26.4 dB)
 
 
 @pytest.mark.parametrize("precode", [None, PRECODE_SMALL])
