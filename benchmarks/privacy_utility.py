@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from benchmarks.defenses import Defense, expand_defenses  # noqa: E402
 from ppp_lightning import ImageClassifier  # noqa: E402
 from ppp_lightning.attacks import build_attack  # noqa: E402
-from ppp_lightning.gradients import client_gradient  # noqa: E402
+from ppp_lightning.gradients import client_gradient, precode_generator  # noqa: E402
 from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval  # noqa: E402
-from ppp_lightning.precode import PRECODE, bottleneck_kl  # noqa: E402
+from ppp_lightning.precode import bottleneck_kl  # noqa: E402
 from ppp_lightning.selection import select_parameters  # noqa: E402
 
 __all__ = ["run", "QUICK"]
@@ -229,13 +229,8 @@ def _shared_gradient(network, x, y, callback, names: list[str], seed: int):
 
 def _loss_terms(network, x, y, seed: int) -> dict[str, float]:
     """Cross-entropy and PRECODE's KL term of the victim, with the PRECODE sample of its gradient."""
-    bottlenecks = [m for m in network.modules() if isinstance(m, PRECODE)]
-    for module in bottlenecks:
-        module.generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
+    with torch.no_grad(), precode_generator(network, torch.Generator().manual_seed(seed)):
         ce = torch.nn.functional.cross_entropy(network(x), y).item()
-    for module in bottlenecks:
-        module.generator = None
     return {"ce": ce, "kl": bottleneck_kl(network).item()}
 
 

@@ -14,7 +14,7 @@ from ppp_lightning.classifier import classification_loss
 from ppp_lightning.perturbation import GradientPerturbation
 from ppp_lightning.precode import PRECODE
 
-__all__ = ["client_gradient"]
+__all__ = ["client_gradient", "precode_generator"]
 
 
 def client_gradient(
@@ -51,7 +51,7 @@ def client_gradient(
         ValueError: if a name in ``parameter_names`` is not a trainable parameter of ``model``.
     """
     # Inference tensors (a Lightning validation context) cannot enter autograd: clone outside it.
-    with torch.inference_mode(False), torch.enable_grad(), _precode_generator(model, generator):
+    with torch.inference_mode(False), torch.enable_grad(), precode_generator(model, generator):
         params = {name: p.detach().requires_grad_(p.requires_grad) for name, p in model.named_parameters()}
         buffers = {name: b.clone() for name, b in model.named_buffers()}
         logits = functional_call(model, (params, buffers), (images.clone(),))
@@ -69,8 +69,13 @@ def client_gradient(
 
 
 @contextmanager
-def _precode_generator(model: nn.Module, generator: Optional[torch.Generator]) -> Iterator[None]:
-    """Let every PRECODE of ``model`` draw from ``generator`` for the duration (no-op for ``None``)."""
+def precode_generator(model: nn.Module, generator: Optional[torch.Generator]) -> Iterator[None]:
+    """Let every PRECODE of ``model`` draw from ``generator`` for the duration (no-op for ``None``).
+
+    Args:
+        model: any module; its PRECODE modules get their own generators back afterwards.
+        generator: the source of PRECODE's noise samples inside the block.
+    """
     modules = [m for m in model.modules() if isinstance(m, PRECODE)] if generator is not None else []
     saved = [m.generator for m in modules]
     for module in modules:
