@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from contextlib import ExitStack
 from typing import Any, Literal, Optional, Union
 
@@ -12,9 +11,12 @@ import torch.distributed as dist
 from pytorch_lightning.utilities import move_data_to_device, rank_zero_warn
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
+from typing_extensions import override
 
+from callbacks.trainer_checks import check_accumulation
+from ppp_lightning.defense import DefenseSpec, ResolvedDefense
 from ppp_lightning.perturbation import GradientPerturbation, PerturbationHooks
-from ppp_lightning.selection import POSITIONS, check_layers, needs_example_input, recorded_spans, select_parameters
+from ppp_lightning.selection import recorded_spans
 
 __all__ = ["PartialPerturbation"]
 
@@ -57,9 +59,9 @@ class PartialPerturbation(pl.Callback):
     ``perturbation/num_tensors``, ``perturbation/num_elements``, ``perturbation/clean_norm``,
     ``perturbation/noise_norm`` and ``perturbation/snr`` (their ratio) of the selected set.
 
-    **Reuse.** After setup :attr:`parameter_names` (names in ``pl_module.named_parameters()``),
-    :attr:`perturbation` and :attr:`generator` are set; code that perturbs a gradient of its own must
-    call ``perturbation(grads, generator=copy)`` with a copy of :attr:`generator`, never the original.
+    **Reuse.** :attr:`spec` (a :class:`~ppp_lightning.defense.DefenseSpec`) holds the settings;
+    code that perturbs a gradient of its own resolves it on its model (``spec.resolve(model,
+    example)``) and draws from :meth:`noise_generator`, a copy of this rank's current noise stream.
     Positions are traced on ``pl_module.example_input_array``, else on a zero input of the
     datamodule's ``input_shape``; without either, the forward order is recorded during the first
     real training step (so a LightningModule without ``forward`` works too) and the selection is
@@ -98,18 +100,9 @@ class PartialPerturbation(pl.Callback):
         keep_ratio: Optional[float] = None,
         seed: int = 0,
     ) -> None:
-        if isinstance(layers, str):
-            layers_ok = bool(layers)
-        else:
-            layers = list(layers)
-            layers_ok = bool(layers) and all(isinstance(p, str) and p for p in layers)
-        if not layers_ok:
-            raise ValueError(f"layers={layers!r}; allowed: one of {', '.join(POSITIONS)} or a non-empty list of patterns")
-        self.layers = layers
-        self.include_encoder = include_encoder
+        self.spec = DefenseSpec(layers if isinstance(layers, str) else tuple(layers), include_encoder, mechanism, sigma, relative, clip_norm, keep_ratio)
         self.seed = int(seed)
-        self.perturbation = GradientPerturbation(mechanism, sigma, relative, clip_norm, keep_ratio)
-        self.parameter_names: list[str] = []
+        self.resolved: Optional[ResolvedDefense] = None
         self.generator: Optional[torch.Generator] = None
         self._hooks: Optional[PerturbationHooks] = None
         self._stats: Optional[dict[str, Tensor]] = None
@@ -118,78 +111,129 @@ class PartialPerturbation(pl.Callback):
         self._recording: Optional[ExitStack] = None
         self._spans: dict[str, list[int]] = {}
         self._rank = 0
+        self._batch_idx = 0
+
+    @property
+    def perturbation(self) -> GradientPerturbation:
+        """The perturbation the spec applies."""
+        return self.spec.perturbation
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """The perturbed parameters' names, once resolved (empty before)."""
+        return [] if self.resolved is None else list(self.resolved.parameter_names)
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(layers=self.layers, seed=self.seed)
+        return self._generate_state_key(layers=self.spec.layers, seed=self.seed)
 
+    def noise_generator(self) -> Optional[torch.Generator]:
+        """A copy of this rank's noise generator in its current state (``None`` before setup).
+
+        Code that recomputes a shared gradient (the attack callback) draws from the copy, so the
+        training run's noise stream is left alone.
+        """
+        if self.generator is None:
+            return None
+        copy = torch.Generator(self.generator.device)
+        copy.set_state(self.generator.get_state())
+        return copy
+
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        check_accumulation(trainer)
         self._cleanup()
-        self.parameter_names = []
-        check_layers(pl_module, self.layers)
+        self.resolved = None
+        self.spec.check(pl_module)
         device = trainer.strategy.root_device
         self._rank = trainer.global_rank
         self.generator = torch.Generator(device=device).manual_seed(self.seed + self._rank)
         self._restore()
         example = self._example_input(trainer, pl_module)
-        if not needs_example_input(self.layers) or example is not None:
-            self.parameter_names = select_parameters(pl_module, self.layers, self.include_encoder, example)
+        if not self.spec.needs_example_input or example is not None:
+            self.resolved = self.spec.resolve(pl_module, example)
         if trainer.gradient_clip_val:
             rank_zero_warn(
                 f"PartialPerturbation: Trainer gradient clipping (gradient_clip_val={trainer.gradient_clip_val}) runs "
                 "after the perturbation and rescales the noise with the gradient; use clip_norm to clip before it."
             )
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not self.parameter_names and self._recording is None:
+        self._batch_idx = batch_idx
+        if self.resolved is None and self._recording is None:
             # No example input: record the forward order of this real training step instead.
             self._recording = ExitStack()
             self._spans = self._recording.enter_context(recorded_spans(pl_module))
-        elif self.parameter_names:
+        elif self.resolved is not None:
             self._attach(pl_module)
         if not self.perturbation.separable and isinstance(trainer.strategy.model, DistributedDataParallel):
             self._ddp = trainer.strategy.model
             self._ddp.require_backward_grad_sync = False  # on_after_backward all-reduces after perturbing
 
+    @override
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
         if self._recording is not None:
             self._recording.close()
             self._recording = None
-            self.parameter_names = select_parameters(pl_module, self.layers, self.include_encoder, spans=self._spans)
+            self.resolved = self.spec.resolve(pl_module, spans=self._spans)
             self._attach(pl_module)
-        if self._hooks is None or (pl_module.automatic_optimization and trainer.fit_loop._should_accumulate()):
+        if self._hooks is None or (pl_module.automatic_optimization and self._accumulating(trainer)):
             return
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         self._hooks.arm(scaler.get_scale() if scaler is not None and scaler.is_enabled() else 1.0)
 
+    def _refuse_non_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Stop the run: a perturbation must never share a non-finite gradient, nor hide it in noise."""
+        params = dict(pl_module.named_parameters())
+        name = next(n for n in self.parameter_names if params[n].grad is not None and not torch.isfinite(params[n].grad).all())
+        raise FloatingPointError(
+            f"PartialPerturbation: the gradient of {name!r} is non-finite at global step {trainer.global_step}; "
+            "nothing is shared or applied (check the data and the learning rate)"
+        )
+
+    def _accumulating(self, trainer: pl.Trainer) -> bool:
+        """Whether this backward pass is not the last micro-batch of an optimizer step."""
+        done = (self._batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        return not (done or self._batch_idx + 1 >= trainer.num_training_batches)
+
+    @override
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stats = self._hooks.finish() if self._hooks is not None else None
         if stats is None:
             return
+        if self._hooks.scale == 1.0 and not torch.isfinite(stats["clean_norm"]):
+            # (Under fp16 loss scaling an inf gradient is the scaler's signal to skip the step.)
+            self._refuse_non_finite(trainer, pl_module)
         self._stats = stats
         if self._ddp is not None:
             _all_reduce_mean([p.grad for p in pl_module.parameters() if p.grad is not None])
 
+    @override
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         stats, self._stats = self._stats, None
-        # Only on steps that reach the logger (as LearningRateMonitor does): logging costs more
-        # than perturbing a small model.
-        if stats is None or not trainer._logger_connector.should_update_logs:
+        # Only on steps that reach the logger (the global step is incremented after this hook):
+        # logging costs more than perturbing a small model.
+        every = trainer.log_every_n_steps
+        if stats is None or every < 1 or (trainer.global_step + 1) % every:
             return
         metrics = {f"perturbation/{key}": value.float() for key, value in stats.items()}
         metrics["perturbation/snr"] = stats["clean_norm"] / stats["noise_norm"].clamp_min(1e-12)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._cleanup()
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._cleanup()
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         if self.generator is None:
             return {"seed": self.seed}
@@ -199,6 +243,7 @@ class PartialPerturbation(pl.Callback):
             dist.all_gather_object(states, self.generator.get_state())
         return {"seed": self.seed, "generator_states": states}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = state_dict
         if self.generator is not None:
@@ -212,7 +257,7 @@ class PartialPerturbation(pl.Callback):
         try:
             self.generator.set_state(states[self._rank].cpu())
         except (IndexError, RuntimeError) as error:
-            warnings.warn(f"PartialPerturbation: no usable saved noise state for rank {self._rank} ({error}); reseeded.")
+            rank_zero_warn(f"PartialPerturbation: no usable saved noise state for rank {self._rank} ({error}); reseeded.")
         self._saved = None
 
     def _attach(self, pl_module: pl.LightningModule) -> None:

@@ -6,27 +6,17 @@ from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
 
+from ppp_lightning.losses import classification_terms
 from ppp_lightning.models import build_network
-from ppp_lightning.precode import bottleneck_kl
+from ppp_lightning.validation import check_number
 
-__all__ = ["ImageClassifier", "classification_loss"]
+__all__ = ["ImageClassifier"]
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-
-
-def classification_loss(model: torch.nn.Module, logits: Tensor, target: Tensor) -> Tensor:
-    """The client's training loss: cross-entropy plus the KL of every PRECODE in ``model``.
-
-    Args:
-        model: the model that produced ``logits`` in its last forward pass.
-        logits: ``(N, num_classes)`` scores.
-        target: ``(N,)`` class indices.
-    """
-    return F.cross_entropy(logits, target) + bottleneck_kl(model).to(logits)
 
 
 class ImageClassifier(pl.LightningModule):
@@ -34,7 +24,7 @@ class ImageClassifier(pl.LightningModule):
 
     The network is ``self.network`` with the submodules ``features``, ``bottleneck``
     (:class:`~ppp_lightning.PRECODE` or identity) and ``head``. The loss is cross-entropy plus
-    the bottleneck's KL term.
+    the bottleneck's KL term (:func:`~ppp_lightning.losses.classification_terms`).
 
     Args:
         arch: ``mlp``, ``cnn``, ``resnet18`` or ``vit``.
@@ -63,42 +53,51 @@ class ImageClassifier(pl.LightningModule):
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        check_number("lr", lr, minimum=0, exclusive_minimum=True)
         self.save_hyperparameters()
         self.network = build_network(arch, num_classes, input_shape, precode, **(arch_kwargs or {}))
         self.accuracy = torch.nn.ModuleDict(
             {stage: MulticlassAccuracy(num_classes) for stage in ("train_", "val_", "test_")}
         )
 
+    @override
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def _step(self, batch: tuple[Tensor, Tensor], batch_idx: int, stage: str) -> Tensor:
         x, y = batch
-        logits = self(x)
-        ce = F.cross_entropy(logits, y)
-        kl = bottleneck_kl(self.network).to(ce)
+        terms = classification_terms(lambda: self(x), y)
+        if not torch.isfinite(terms.loss):
+            # Stop here: a non-finite loss would train, log and checkpoint NaN weights silently.
+            bad = "the batch holds non-finite values" if not torch.isfinite(x).all() else "the model's output is non-finite"
+            raise FloatingPointError(
+                f"{stage} loss is {terms.loss.item()} at global step {self.global_step}, batch {batch_idx} "
+                f"(cross-entropy {terms.ce.item()}, KL {terms.kl.item()}): {bad}"
+            )
         accuracy = self.accuracy[f"{stage}_"]
-        accuracy(logits, y)
+        accuracy(terms.logits, y)
         on_step = stage == "train"
         self.log_dict(
-            {f"{stage}/loss": ce + kl, f"{stage}/ce": ce, f"{stage}/kl": kl},
+            {f"{stage}/loss": terms.loss, f"{stage}/ce": terms.ce, f"{stage}/kl": terms.kl},
             on_step=on_step,
             on_epoch=True,
             batch_size=len(y),
         )
         self.log(f"{stage}/acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=stage != "train")
-        return ce + kl
+        return terms.loss
 
+    @override
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
+        return self._step(batch, batch_idx, "train")
 
+    @override
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._step(batch, batch_idx, "val")
 
+    @override
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._step(batch, batch_idx, "test")
 
+    @override
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return OPTIMIZERS[self.hparams.optimizer](self.parameters(), lr=self.hparams.lr)

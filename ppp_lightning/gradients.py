@@ -2,86 +2,58 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ppp_lightning.classifier import classification_loss
-from ppp_lightning.perturbation import GradientPerturbation
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.defense import ResolvedDefense
+from ppp_lightning.losses import classification_terms
 
-__all__ = ["client_gradient", "precode_generator"]
+__all__ = ["client_gradient"]
 
 
 def client_gradient(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
-    perturbation: Optional[GradientPerturbation] = None,
-    parameter_names: Optional[Sequence[str]] = None,
+    defense: Optional[ResolvedDefense] = None,
     generator: Optional[torch.Generator] = None,
     noise_generator: Optional[torch.Generator] = None,
 ) -> dict[str, Tensor]:
     """The gradient of the client's loss (cross-entropy + PRECODE's KL) for one batch.
 
     The model runs in its current mode and PRECODE samples as in training. The model is left as it
-    was: ``.grad`` fields, BatchNorm statistics and hooks on the parameters (a
-    ``PartialPerturbation``'s) are untouched, because the pass runs on detached parameters and
-    cloned buffers through :func:`torch.func.functional_call`. It draws from the RNG PRECODE uses
-    (its generator or torch's global one) unless ``generator`` is given.
+    was: ``.grad`` fields, BatchNorm statistics, hooks on the parameters (a
+    ``PartialPerturbation``'s) and the modules' attributes are untouched, because the pass runs on
+    detached parameters and cloned buffers through :func:`torch.func.functional_call` and the KL
+    is collected in a trace this function owns. It draws from the RNG PRECODE uses (its generator
+    or torch's global one) unless ``generator`` is given.
 
     Args:
         model: the client's model (its ``forward`` maps images to logits).
         images: the batch, ``(N, C, H, W)``.
         labels: ``(N,)`` class indices.
-        perturbation: the defense's perturbation, applied to ``parameter_names`` as one joint set.
-        parameter_names: the parameters the perturbation applies to; ``None`` for all.
+        defense: the defense resolved on ``model``
+            (:meth:`~ppp_lightning.defense.DefenseSpec.resolve`); ``None`` shares the clean gradient.
         generator: the source of PRECODE's noise sample for this pass (reproducible samples);
             ``None`` keeps each PRECODE's own source.
-        noise_generator: the source of the perturbation's noise; ``None`` uses torch's global RNG.
+        noise_generator: the source of the defense's noise; ``None`` uses torch's global RNG.
 
     Returns:
         The shared gradient of every trainable parameter, by name as in ``model.named_parameters()``.
 
     Raises:
-        ValueError: if a name in ``parameter_names`` is not a trainable parameter of ``model``.
+        ValueError: if a parameter of ``defense`` is not a trainable parameter of ``model``.
     """
     # Inference tensors (a Lightning validation context) cannot enter autograd: clone outside it.
-    with torch.inference_mode(False), torch.enable_grad(), precode_generator(model, generator):
+    with torch.inference_mode(False), torch.enable_grad():
         params = {name: p.detach().requires_grad_(p.requires_grad) for name, p in model.named_parameters()}
         buffers = {name: b.clone() for name, b in model.named_buffers()}
-        logits = functional_call(model, (params, buffers), (images.clone(),))
+        forward = lambda: functional_call(model, (params, buffers), (images.clone(),))  # noqa: E731
+        loss = classification_terms(forward, labels.clone(), generator).loss
         trainable = {name: p for name, p in params.items() if p.requires_grad}
-        loss = classification_loss(model, logits, labels.clone())
         grads = torch.autograd.grad(loss, list(trainable.values()), materialize_grads=True)
     shared = {name: grad.detach() for name, grad in zip(trainable, grads)}
-    if perturbation is None:
-        return shared
-    names = list(shared) if parameter_names is None else list(parameter_names)
-    unknown = sorted(set(names) - set(shared))
-    if unknown:
-        raise ValueError(f"parameter_names {unknown} are not trainable parameters; available: {list(shared)}")
-    return {**shared, **perturbation({name: shared[name] for name in names}, noise_generator)}
-
-
-@contextmanager
-def precode_generator(model: nn.Module, generator: Optional[torch.Generator]) -> Iterator[None]:
-    """Let every PRECODE of ``model`` draw from ``generator`` for the duration (no-op for ``None``).
-
-    Args:
-        model: any module; its PRECODE modules get their own generators back afterwards.
-        generator: the source of PRECODE's noise samples inside the block.
-    """
-    modules = [m for m in model.modules() if isinstance(m, PRECODE)] if generator is not None else []
-    saved = [m.generator for m in modules]
-    for module in modules:
-        module.generator = generator
-    try:
-        yield
-    finally:
-        for module, own in zip(modules, saved):
-            module.generator = own
+    return shared if defense is None else defense.apply(shared, noise_generator)

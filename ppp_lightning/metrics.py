@@ -11,10 +11,34 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-__all__ = ["METRICS", "ReconstructionMetrics", "abs_ncc", "image_scores", "match_reconstructions", "to_unit_interval"]
+from ppp_lightning.validation import check_number
+
+__all__ = [
+    "METRICS",
+    "ReconstructionMetrics",
+    "abs_ncc",
+    "image_scores",
+    "is_success",
+    "match_reconstructions",
+    "to_unit_interval",
+]
 
 # Metric name -> whether higher is better.
 METRICS = {"psnr": True, "ssim": True, "mse": False, "ncc": True, "lpips": False}
+
+
+def is_success(values: Tensor, metric: str, threshold: float) -> Tensor:
+    """Whether each reconstruction succeeded: the one rule every verdict uses.
+
+    Args:
+        values: ``(N,)`` scores of ``metric``.
+        metric: one of :data:`METRICS`.
+        threshold: at least this for metrics where higher is better, at most it otherwise.
+
+    Returns:
+        ``(N,)`` booleans.
+    """
+    return values >= threshold if METRICS[metric] else values <= threshold
 
 
 def to_unit_interval(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -122,8 +146,9 @@ class ReconstructionMetrics:
             raise ValueError(
                 f"success_metric={success_metric!r}; allowed: {', '.join(METRICS)} (lpips only with lpips=True)"
             )
-        if min(std) <= 0:
-            raise ValueError(f"std={tuple(std)}; allowed: positive values")
+        for value in std:
+            check_number("std", value, minimum=0, exclusive_minimum=True)
+        check_number("success_threshold", success_threshold)
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.success_metric = success_metric
@@ -154,9 +179,7 @@ class ReconstructionMetrics:
         if floor_image is None:
             floor_image = torch.zeros_like(truth[0])
         floor = self._scores(to_unit_interval(floor_image.expand_as(truth), self.mean, self.std), target)
-        value = scores[self.success_metric]
-        higher = METRICS[self.success_metric]
-        successes = value >= self.success_threshold if higher else value <= self.success_threshold
+        successes = is_success(scores[self.success_metric], self.success_metric, self.success_threshold)
         return {
             "order": order.tolist(),
             "per_image": {name: v.tolist() for name, v in scores.items()},

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ppp_lightning.validation import check_number
+
 __all__ = ["MECHANISMS", "GradientPerturbation", "PerturbationHooks"]
 
 MECHANISMS = ("gaussian", "laplace", "none")
@@ -81,12 +83,13 @@ class GradientPerturbation:
     ) -> None:
         if mechanism not in MECHANISMS:
             raise ValueError(f"mechanism={mechanism!r}; allowed: {', '.join(MECHANISMS)}")
-        if sigma < 0 or (mechanism == "none" and sigma > 0):
-            raise ValueError(f"sigma={sigma}; allowed: >= 0, and 0 with mechanism='none'")
-        if clip_norm is not None and clip_norm <= 0:
-            raise ValueError(f"clip_norm={clip_norm}; allowed: None or > 0")
-        if keep_ratio is not None and not 0 < keep_ratio <= 1:
-            raise ValueError(f"keep_ratio={keep_ratio}; allowed: None or in (0, 1]")
+        check_number("sigma", sigma, minimum=0)
+        if mechanism == "none" and sigma > 0:
+            raise ValueError(f"sigma={sigma}; allowed: 0 with mechanism='none'")
+        if clip_norm is not None:
+            check_number("clip_norm", clip_norm, minimum=0, exclusive_minimum=True)
+        if keep_ratio is not None:
+            check_number("keep_ratio", keep_ratio, minimum=0, maximum=1, exclusive_minimum=True)
         self.mechanism = mechanism
         self.sigma = float(sigma)
         self.relative = relative
@@ -212,6 +215,7 @@ class PerturbationHooks:
             ]
         _HOOKED.update({id(param): param for param in self.params.values()})
         self._scale: Optional[float] = None
+        self.scale = 1.0  # the factor of the last finished step
         self._done: set[str] = set()
         self._stats: list[tuple[Tensor, Tensor]] = []
 
@@ -239,14 +243,15 @@ class PerturbationHooks:
 
         Returns:
             ``None`` when not armed, else ``num_tensors``, ``num_elements``, ``clean_norm`` and
-            ``noise_norm`` (unscaled L2 norms over the perturbed set) as tensors.
+            ``noise_norm`` (unscaled L2 norms over the perturbed set) as tensors; :attr:`scale`
+            keeps the step's factor (an fp16 loss scale, under which inf gradients are expected).
         """
         if self._scale is None:
             return None
         rest = {name: p.grad for name, p in self.params.items() if name not in self._done and p.grad is not None}
         if rest:
             self._perturb(rest)
-        self._scale = None
+        self.scale, self._scale = self._scale, None
         return {
             "num_tensors": torch.tensor(len(self._done)),
             "num_elements": torch.tensor(sum(self.params[name].numel() for name in self._done)),

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PRECODE", "bottleneck_kl"]
+from ppp_lightning.validation import check_number
+
+__all__ = ["PRECODE", "BottleneckTrace", "trace_bottlenecks"]
 
 EVAL_SAMPLING = ("sample", "mean")
 KL_UNITS = ("bits", "nats")
@@ -22,11 +28,11 @@ class PRECODE(nn.Module):
     ``z = mu + sigma * eps`` with ``eps ~ N(0, I)``, and ``decoder = Linear(K, d)`` maps back.
     Inputs of any shape ``(N, *S)`` are flattened to ``(N, d)`` and the output has shape ``(N, *S)``.
 
-    After every forward pass :attr:`kl` holds ``beta * KL(N(mu, sigma^2) || N(0, I))``, summed over
-    the latent dimensions and averaged over the batch, in ``kl_unit`` (bits by default, as the
-    reference implementation reports it, i.e. nats divided by ln 2). Add it to the training loss
-    (:func:`bottleneck_kl` collects it from any model). :attr:`last_eps` holds the noise sample of
-    the last pass (``None`` when the mean was used) so that attacks and tests can reproduce it.
+    The module keeps no state between passes. Inside :func:`trace_bottlenecks` every pass records
+    ``beta * KL(N(mu, sigma^2) || N(0, I))`` (summed over the latent dimensions, averaged over the
+    batch, in ``kl_unit``: bits by default as the reference implementation reports it, i.e. nats
+    divided by ln 2) and its noise sample ``eps`` in the trace the caller owns;
+    :func:`ppp_lightning.losses.classification_terms` does that for the training loss.
 
     Args:
         in_features: ``d``, the number of input features (product of the non-batch dimensions).
@@ -55,8 +61,7 @@ class PRECODE(nn.Module):
             raise ValueError(
                 f"PRECODE needs positive sizes, got in_features={in_features}, latent_dim={latent_dim}"
             )
-        if beta < 0:
-            raise ValueError(f"PRECODE beta must be >= 0, got {beta}")
+        beta = check_number("beta", beta, minimum=0)
         if eval_sampling not in EVAL_SAMPLING:
             raise ValueError(f"eval_sampling={eval_sampling!r}; allowed: {', '.join(EVAL_SAMPLING)}")
         if kl_unit not in KL_UNITS:
@@ -69,12 +74,6 @@ class PRECODE(nn.Module):
         self.generator = generator
         self.encoder = nn.Linear(in_features, 2 * latent_dim)
         self.decoder = nn.Linear(latent_dim, in_features)
-        self.kl: Optional[Tensor] = None
-        self.last_eps: Optional[Tensor] = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The KL term holds the autograd graph of the last pass: copies and pickles start without it.
-        return {**self.__dict__, "kl": None}
 
     @property
     def samples(self) -> bool:
@@ -92,13 +91,16 @@ class PRECODE(nn.Module):
         Returns:
             The decoded tensor, of the same shape as ``x``.
         """
+        trace = _ACTIVE_TRACE.get()
         mu, raw = self.encoder(x.flatten(1)).chunk(2, dim=1)
         sigma = F.softplus(raw)
         if eps is None and self.samples:
-            eps = torch.randn(mu.shape, generator=self.generator, device=mu.device, dtype=mu.dtype)
+            generator = self.generator if trace is None or trace.generator is None else trace.generator
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu if eps is None else mu + sigma * eps
-        self.last_eps = None if eps is None else eps.detach()
-        self.kl = self.beta * self.kl_divergence(mu, sigma)
+        if trace is not None:
+            trace.kl_terms.append(self.beta * self.kl_divergence(mu, sigma))
+            trace.eps.append(None if eps is None else eps.detach())
         return self.decoder(z).reshape(x.shape)
 
     def kl_divergence(self, mu: Tensor, sigma: Tensor) -> Tensor:
@@ -113,14 +115,45 @@ class PRECODE(nn.Module):
         )
 
 
-def bottleneck_kl(model: nn.Module) -> Tensor:
-    """Sum of the KL terms of every :class:`PRECODE` in ``model`` after its last forward pass.
+@dataclass
+class BottleneckTrace:
+    """What the PRECODE passes inside one :func:`trace_bottlenecks` block produced, in call order.
+
+    Attributes:
+        generator: the source of the noise samples inside the block (``None``: each module's own).
+        kl_terms: every pass's ``beta``-weighted KL term (scalars, with their autograd graph).
+        eps: every pass's noise sample, detached (``None`` where the mean was used).
+    """
+
+    generator: Optional[torch.Generator] = None
+    kl_terms: list[Tensor] = field(default_factory=list)
+    eps: list[Optional[Tensor]] = field(default_factory=list)
+
+    def kl(self, like: Tensor) -> Tensor:
+        """The sum of the KL terms (zero without PRECODE), as ``like``'s dtype and device."""
+        return torch.stack(self.kl_terms).sum().to(like) if self.kl_terms else like.new_zeros(())
+
+
+_ACTIVE_TRACE: ContextVar[Optional[BottleneckTrace]] = ContextVar("ppp_lightning_bottleneck_trace", default=None)
+
+
+@contextmanager
+def trace_bottlenecks(generator: Optional[torch.Generator] = None) -> Iterator[BottleneckTrace]:
+    """Collect the KL terms and noise samples of every PRECODE pass run inside the block.
+
+    The trace belongs to the caller: modules keep nothing, so copies, attacks and gradient
+    computations never see a previous pass's values. Blocks nest; the innermost one records.
 
     Args:
-        model: any module; modules without PRECODE contribute zero.
+        generator: draw every PRECODE's noise inside the block from this generator (to replay a
+            client's sample or keep a module's own stream untouched); ``None`` keeps each module's.
 
-    Returns:
-        A scalar tensor (zero when the model holds no PRECODE or it has not run yet).
+    Yields:
+        The :class:`BottleneckTrace`, filled as the forward passes run.
     """
-    terms = [m.kl for m in model.modules() if isinstance(m, PRECODE) and m.kl is not None]
-    return torch.stack(terms).sum() if terms else torch.zeros(())
+    trace = BottleneckTrace(generator)
+    token = _ACTIVE_TRACE.set(trace)
+    try:
+        yield trace
+    finally:
+        _ACTIVE_TRACE.reset(token)

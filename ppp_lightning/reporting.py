@@ -1,6 +1,10 @@
-"""Report a gradient-inversion attack: PNG grid and JSON in a folder, images, table and scalars to loggers.
+"""Report gradient-inversion attacks: one :class:`Reporter` per attack name and run folder.
 
-One place for the attack callback and the federated server's attack, so both log the same way.
+The reporter owns its records: each attack's record is appended to ``metrics.jsonl`` at once (one
+line per attack, never rewritten), its sheet is written as a PNG, and both go to any number of
+:class:`ReportSink` adapters (W&B, TensorBoard, scalar loggers; see
+:mod:`ppp_lightning.logger_sinks` for the Lightning loggers). Used by the attack callback and the
+federated server, so both report the same way. No Lightning import here.
 """
 
 from __future__ import annotations
@@ -8,114 +12,117 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 import torch
-from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from ppp_lightning.metrics import to_unit_interval
 
-__all__ = ["report_reconstruction", "run_directory"]
+__all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "read_records"]
 
-_SCORES = ("psnr", "ssim", "ncc")
-
-
-def run_directory(loggers: Sequence[Logger], default: Path) -> Path:
-    """Where a run keeps its files: the W&B run's files folder (synced with it), else ``default``.
-
-    Args:
-        loggers: the run's loggers.
-        default: the folder to use without a W&B run (e.g. the Trainer's ``log_dir``).
-    """
-    for logger in loggers:
-        if isinstance(logger, WandbLogger) and getattr(logger.experiment, "dir", None):
-            return Path(logger.experiment.dir)
-    return Path(default)
+RECORDS_FILE = "metrics.jsonl"
+SCORES = ("psnr", "ssim", "ncc")
 
 
-def report_reconstruction(
-    loggers: Sequence[Logger],
-    folder: Path,
-    image_name: str,
-    truth: Optional[Tensor],
-    reconstruction: Tensor,
-    record: dict[str, Any],
-    records: list[dict[str, Any]],
-    mean: Sequence[float],
-    std: Sequence[float],
-    step: int,
-    prefix: str = "attack",
-) -> None:
-    """Save and log one attack: the images (ground truth above reconstruction) and its scores.
+class ReportSink(Protocol):
+    """Where a reporter sends an attack besides its folder (a logger adapter)."""
 
-    Writes ``folder/image_name`` (a PNG grid, one column per victim) and ``folder/metrics.json``
-    (``records`` after appending ``record`` to it). With ``WandbLogger`` also the grid as
-    ``<prefix>/reconstruction``, a table ``<prefix>/victims`` (one row per victim) and the scalars;
-    with TensorBoard the grid and the scalars; with any other logger the scalars. The scalars are
-    ``<prefix>/psnr``, ``/ssim``, ``/ncc``, ``/success_rate`` and ``/floor_psnr`` when the record
-    holds scores (:class:`~ppp_lightning.metrics.ReconstructionMetrics`' output), else
-    ``<prefix>/matching_loss`` when it holds that.
+    def log_reconstruction(
+        self, prefix: str, grid: Tensor, truth: Optional[Tensor], reconstruction: Tensor, record: dict[str, Any], step: int
+    ) -> None:
+        """Log the sheet (``grid``, in ``[0, 1]``) and per-victim images of one attack."""
+
+    def log_scalars(self, scalars: dict[str, float], step: int) -> None:
+        """Log the attack's scalar summary."""
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` file (empty if it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class Reporter:
+    """Write and log the attacks of one name in one run folder.
 
     Args:
-        loggers: where to log.
-        folder: where to write the PNG and the JSON (created if missing).
-        image_name: file name of the PNG; stored in ``record["image"]``.
-        truth: ``(N, C, H, W)`` normalised ground truth, or ``None`` when unknown (then the grid
-            shows the reconstructions alone and the record holds no scores).
-        reconstruction: ``(N, C, H, W)`` normalised reconstructions, in the order of ``truth``.
-        record: the attack's JSON-able description: at least ``attack``, ``settings``,
-            ``defense`` and ``labels`` (per victim, or ``None``), plus the scores if any.
-        records: the attacks reported so far (appended to).
-        mean: the data's normalisation mean.
+        folder: where the PNG sheets and ``metrics.jsonl`` go (created on the first report).
+        prefix: the key prefix of everything logged (the attack callback's ``name``).
+        mean: the data's normalisation mean (to show images in ``[0, 1]``).
         std: the data's normalisation standard deviation.
-        step: the logging step.
-        prefix: the key prefix of everything logged.
+        sinks: logger adapters the attacks also go to.
     """
-    rec01 = to_unit_interval(reconstruction, mean, std).cpu()
-    truth01 = None if truth is None else to_unit_interval(truth, mean, std).cpu()
-    shown = rec01 if truth01 is None else torch.cat([truth01, rec01])
-    grid = make_grid(shown, nrow=len(rec01), padding=2, pad_value=1.0)
-    folder.mkdir(parents=True, exist_ok=True)
-    record["image"] = image_name
-    save_image(grid, folder / image_name)
-    records.append(record)
-    (folder / "metrics.json").write_text(json.dumps(records, indent=1))
+
+    def __init__(
+        self,
+        folder: Path,
+        prefix: str = "attack",
+        mean: Sequence[float] = (0.0,),
+        std: Sequence[float] = (1.0,),
+        sinks: Sequence[ReportSink] = (),
+    ) -> None:
+        self.folder = Path(folder)
+        self.prefix = prefix
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.sinks = list(sinks)
+
+    @property
+    def records_path(self) -> Path:
+        """The JSON-lines file of this reporter's records."""
+        return self.folder / RECORDS_FILE
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record written so far (read back from ``metrics.jsonl``)."""
+        return read_records(self.records_path)
+
+    def report(
+        self,
+        image_name: str,
+        truth: Optional[Tensor],
+        reconstruction: Tensor,
+        record: dict[str, Any],
+        step: int,
+        prefix: Optional[str] = None,
+    ) -> dict[str, Any]:
+        """Save and log one attack: its sheet (ground truth above reconstruction) and its record.
+
+        Args:
+            image_name: file name of the PNG sheet in the folder.
+            truth: ``(N, C, H, W)`` normalised ground truth, or ``None`` when unknown.
+            reconstruction: ``(N, C, H, W)`` normalised reconstructions, in the order of ``truth``.
+            record: the attack's JSON-able description (``attack``, ``settings``, ``defense``,
+                ``labels`` and the scores of :class:`~ppp_lightning.metrics.ReconstructionMetrics`
+                if any); it is not modified.
+            step: the logging step.
+            prefix: the key prefix for this attack (default: the reporter's).
+
+        Returns:
+            The record as written (with the sheet's file name under ``image``).
+        """
+        prefix = prefix or self.prefix
+        rec01 = to_unit_interval(reconstruction, self.mean, self.std).cpu()
+        truth01 = None if truth is None else to_unit_interval(truth, self.mean, self.std).cpu()
+        grid = make_grid(rec01 if truth01 is None else torch.cat([truth01, rec01]), nrow=len(rec01), padding=2, pad_value=1.0)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        save_image(grid, self.folder / image_name)
+        written = {**record, "image": image_name}
+        with self.records_path.open("a") as handle:
+            handle.write(json.dumps(written) + "\n")
+        scalars = _scalars(written, prefix)
+        for sink in self.sinks:
+            sink.log_reconstruction(prefix, grid, truth01, rec01, written, step)
+            if scalars:
+                sink.log_scalars(scalars, step)
+        return written
+
+
+def _scalars(record: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The scores' means, success rate and floor PSNR, or the matching loss of an unscored attack."""
     if "mean" in record:
-        scalars = {f"{prefix}/{k}": record["mean"][k] for k in _SCORES}
-        scalars.update({f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]})
-    else:
-        scalars = {f"{prefix}/matching_loss": record["matching_loss"]} if record.get("matching_loss") is not None else {}
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            _log_wandb(logger, grid, truth01, rec01, record, step, prefix)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(f"{prefix}/reconstruction", grid, step)
-        if scalars:
-            logger.log_metrics(scalars, step=step)
-
-
-def _log_wandb(
-    logger: WandbLogger,
-    grid: Tensor,
-    truth: Optional[Tensor],
-    rec: Tensor,
-    record: dict[str, Any],
-    step: int,
-    prefix: str,
-) -> None:
-    import wandb
-
-    shown = f"{record['attack']} reconstruction" if truth is None else f"ground truth (top), {record['attack']} reconstruction (bottom)"
-    logger.log_image(f"{prefix}/reconstruction", [grid], step=step, caption=[f"step {step}: {shown}"])
-    columns = ["step", "victim", "label", "ground_truth", "reconstruction", *_SCORES, "attack", "defense"]
-    settings, defense = json.dumps(record["settings"]), json.dumps(record["defense"])
-    labels, per_image = record["labels"], record.get("per_image")
-    rows = [
-        [step, i, None if labels is None else labels[i], None if truth is None else wandb.Image(truth[i]),
-         wandb.Image(rec[i]), *(None if per_image is None else per_image[k][i] for k in _SCORES),
-         f"{record['attack']} {settings}", defense]
-        for i in range(len(rec))
-    ]  # fmt: skip
-    logger.log_table(f"{prefix}/victims", columns=columns, data=rows, step=step)
+        scalars = {f"{prefix}/{k}": record["mean"][k] for k in SCORES}
+        return {**scalars, f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]}
+    loss = record.get("matching_loss")
+    return {} if loss is None else {f"{prefix}/matching_loss": loss}

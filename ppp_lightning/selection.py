@@ -17,7 +17,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import nn
 
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.precode import PRECODE, trace_bottlenecks
 
 __all__ = ["POSITIONS", "check_layers", "execution_spans", "needs_example_input", "recorded_spans", "select_parameters"]
 
@@ -77,9 +77,9 @@ def recorded_spans(model: nn.Module) -> Iterator[dict[str, list[int]]]:
 def execution_spans(model: nn.Module, example_input: Any) -> dict[str, list[int]]:
     """:func:`recorded_spans` of a forward pass of ``model`` on ``example_input``.
 
-    The pass runs in eval mode under ``no_grad`` and ``torch.random.fork_rng``; modes, BatchNorm
-    statistics, torch's RNG and each PRECODE's generator, ``kl`` and ``last_eps`` are restored,
-    so tracing does not change training.
+    The pass runs in eval mode under ``no_grad`` and ``torch.random.fork_rng``, with PRECODE drawing
+    from a throwaway generator; modes, BatchNorm statistics, torch's RNG and each PRECODE's own
+    generator are left as they were, so tracing does not change training.
 
     Args:
         model: any module with a ``forward``.
@@ -87,18 +87,16 @@ def execution_spans(model: nn.Module, example_input: Any) -> dict[str, list[int]
             as Lightning's ``example_input_array``.
     """
     modes = {module: module.training for module in model.modules()}
-    bottlenecks = [(m, m.kl, m.last_eps, m.generator and m.generator.get_state()) for m in _precodes(model)]
-    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    devices = {p.device for p in model.parameters()}
+    cuda = sorted({d.index or 0 for d in devices if d.type == "cuda"})
+    throwaway = torch.Generator(next(iter(devices), torch.device("cpu")))
     with recorded_spans(model) as spans, torch.random.fork_rng(devices=cuda), torch.no_grad():
         try:
-            _call(model.eval(), example_input)
+            with trace_bottlenecks(throwaway):
+                _call(model.eval(), example_input)
         finally:
             for module, training in modes.items():
                 module.training = training
-            for module, kl, last_eps, state in bottlenecks:
-                module.kl, module.last_eps = kl, last_eps
-                if state is not None:
-                    module.generator.set_state(state)
     return spans
 
 
@@ -201,10 +199,6 @@ def _by_position(
 
 def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
-
-
-def _precodes(model: nn.Module) -> list[PRECODE]:
-    return [m for m in model.modules() if isinstance(m, PRECODE)]
 
 
 def _trainable(model: nn.Module) -> list[str]:

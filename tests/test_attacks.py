@@ -10,11 +10,11 @@ from torch import nn
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import (
     ATTACKS,
+    AttackSpec,
     DLG,
     AdaptiveAttack,
     AnalyticRecovery,
     InvertingGradients,
-    build_attack,
     linear_input,
     recover_labels,
     select_gradients,
@@ -173,8 +173,7 @@ def test_attacks_leave_the_model_untouched(digits):
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in model.parameters())
     assert model.training and model[0][1].track_running_stats
-    precode = model[1].bottleneck
-    assert not precode._forward_pre_hooks and precode.last_eps.shape == (2, 32)
+    assert not model[1].bottleneck._forward_pre_hooks
 
 
 def test_adaptive_attack_needs_a_sampling_precode(digits):
@@ -182,12 +181,25 @@ def test_adaptive_attack_needs_a_sampling_precode(digits):
         _attack(digits, _victim("mlp", width=16), AdaptiveAttack(iterations=1, progress=False))
 
 
-def test_registry_builds_by_name_and_refuses_unknown_names():
+def test_spec_builds_by_name_and_refuses_unknown_names_and_ignored_options():
     assert set(ATTACKS) == {"inverting", "dlg", "adaptive", "analytic"}
-    attack = build_attack("inverting", iterations=3, tv_weight=0.5)
-    assert isinstance(attack, InvertingGradients) and attack.tv_weight == 0.5
+    spec = AttackSpec("inverting", {"iterations": 3, "tv_weight": 0.5, "target": "before_decoder"})
+    attack = spec.build(mean=(0.5,), std=(0.25,))
+    assert isinstance(attack, InvertingGradients) and attack.tv_weight == 0.5 and attack.iterations == 3
+    assert attack.mean == (0.5,) and attack.std == (0.25,) and spec.label == "inverting/before_decoder"
+    assert [AttackSpec(name).needs_normalisation for name in ATTACKS] == [True, False, True, False]
+    assert not hasattr(AttackSpec("dlg").build(mean=(0.5,)), "mean")
+    assert AttackSpec("adaptive").get("restarts") == 1 and AttackSpec("dlg").get("lr") == 1.0
     with pytest.raises(ValueError, match="attack='gan'; allowed: inverting, dlg, adaptive, analytic"):
-        build_attack("gan")
+        AttackSpec("gan")
+    with pytest.raises(ValueError, match=r"attack='analytic' does not take \['iterations', 'target'\]; its options: layer"):
+        AttackSpec("analytic", {"iterations": 100, "target": "before_decoder"})
+    with pytest.raises(ValueError, match=r"does not take \['tv_weight'\]"):
+        AttackSpec("dlg", {"tv_weight": 0.1})
+    with pytest.raises(ValueError, match=r"does not take \['mean'\]"):
+        AttackSpec("inverting", {"mean": (0.1,)})
+    with pytest.raises(ValueError, match="target='middle'; allowed: None, before_bottleneck, before_decoder"):
+        AttackSpec("inverting", {"target": "middle"})
     with pytest.raises(ValueError, match="iterations=0"):
         InvertingGradients(iterations=0)
     with pytest.raises(ValueError, match="tv_weight"):

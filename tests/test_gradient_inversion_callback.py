@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import WandbLogger
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
+from ppp_lightning.reporting import read_records
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,7 @@ def _fit(data, callbacks, logger=False, max_steps=4, **trainer_kwargs):
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
-        default_root_dir="run",
-        **trainer_kwargs,
+        **{"default_root_dir": "run", **trainer_kwargs},
     )
     trainer.fit(model, data)
     return model, trainer
@@ -53,19 +53,20 @@ def test_training_is_bit_identical_with_and_without_the_callback(data):
     assert plain.keys() == attacked.keys()
     assert all(torch.equal(plain[k], attacked[k]) for k in plain)
     assert torch.equal(rng, rng_attacked) and torch.equal(noise, noise_attacked)
-    assert len(json.loads(Path("run/attack/metrics.json").read_text())) == 5  # steps 0-3 and the end
+    assert len(read_records(Path("run/attack/metrics.jsonl"))) == 5  # steps 0-3 and the end
 
 
 def test_no_logger_run_writes_png_grids_and_json_on_schedule(data):
     attack = _attack(every_n_epochs=1, num_images=3, victims="fixed", known_labels=False)
     _fit(data, [PartialPerturbation(sigma=0.01), attack], max_steps=-1, max_epochs=2, limit_train_batches=3)
-    records = json.loads(Path("run/attack/metrics.json").read_text())
+    records = read_records(Path("run/attack/metrics.jsonl"))
     assert [(r["global_step"], r["event"]) for r in records] == [(0, "before_training"), (3, "epoch"), (6, "epoch")]
     for record in records:
         assert Image.open(Path("run/attack", record["image"])).size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
         assert sorted(record["attack_labels"]) == sorted(record["labels"])  # recovered from the gradient
         assert set(record["per_image"]) == {"psnr", "ssim", "mse", "ncc"} and len(record["per_image"]["ssim"]) == 3
-        assert 0 <= record["success_rate"] <= 1 and record["floor"]["psnr"] > 5
+        assert record["successes"] == [ncc >= 0.85 for ncc in record["per_image"]["ncc"]]
+        assert record["success_rate"] == pytest.approx(sum(record["successes"]) / 3) and record["floor"]["psnr"] > 5
         assert record["defense"]["partial_perturbation"]["sigma"] == 0.01 and len(record["defense"]["precode"]) == 1
     assert records[0]["labels"] == records[-1]["labels"]  # a fixed victim set
 
@@ -118,14 +119,14 @@ def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp
     table = json.loads(tables[-1].read_text())
     assert table["columns"][:5] == ["step", "victim", "label", "ground_truth", "reconstruction"]
     assert [row[:2] for row in table["data"]] == [[4, 0], [4, 1]]
-    records = json.loads((files / "attack/metrics.json").read_text())
+    records = read_records(files / "attack/metrics.jsonl")
     assert [row[5] for row in table["data"]] == pytest.approx(records[-1]["per_image"]["psnr"])
     scalars = [row for row in _wandb_history(run_dir) if "attack/psnr" in row]
     assert [json.loads(row["trainer/global_step"]) for row in scalars] == [2, 4]
     assert json.loads(scalars[-1]["attack/psnr"]) == pytest.approx(records[-1]["mean"]["psnr"])
     assert json.loads(scalars[-1]["attack/success_rate"]) == records[-1]["success_rate"]
     assert (files / "attack" / records[-1]["image"]).exists()
-    targeted = json.loads((files / "attack_targeted/metrics.json").read_text())  # a second attack, apart
+    targeted = read_records(files / "attack_targeted/metrics.jsonl")  # a second attack, apart
     assert [(r["global_step"], r["settings"]["target"]) for r in targeted] == [(0, "before_decoder")]
     assert any("attack_targeted/psnr" in row for row in _wandb_history(run_dir))
 
@@ -134,10 +135,17 @@ def test_tensorboard_run_logs_images_and_scalars(data):
     pytest.importorskip("tensorboard")
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     logger = TensorBoardLogger("tb")
     _fit(data, [_attack(after_training=False)], logger=logger, max_steps=1)
-    assert list(Path(logger.log_dir).glob("events.out.tfevents.*"))
-    assert (Path(logger.log_dir) / "attack/metrics.json").exists()
+    (record,) = read_records(Path(logger.log_dir) / "attack/metrics.jsonl")
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0}).Reload()
+    (image,) = events.Images("attack/reconstruction")
+    assert image.step == 0 and (image.width, image.height) == (32 + 2 * 2, 2 * 32 + 3 * 2)
+    (psnr,) = events.Scalars("attack/psnr")
+    assert psnr.step == 0 and psnr.value == pytest.approx(record["mean"]["psnr"], rel=1e-5)
+    assert events.Scalars("attack/success_rate")[0].value == record["success_rate"]
 
 
 def test_invalid_settings_are_refused_at_construction():
@@ -153,3 +161,34 @@ def test_invalid_settings_are_refused_at_construction():
         GradientInversionAttack(success_metric="acc")
     with pytest.raises(ValueError, match="iterations=0"):
         GradientInversionAttack(iterations=0)
+
+
+def test_a_resumed_run_neither_repeats_nor_loses_attacks(data, tmp_path):
+    def fit(max_steps, ckpt_path=None):
+        pl.seed_everything(0, verbose=False)
+        trainer = pl.Trainer(
+            max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
+            callbacks=[_attack(every_n_steps=2, after_training=False)],
+        )  # fmt: skip
+        trainer.fit(ImageClassifier(arch="cnn", precode={"latent_dim": 16}), data, ckpt_path=ckpt_path)
+        return trainer
+
+    first = fit(3)  # attacks at steps 0 and 2, then stops
+    first.save_checkpoint(tmp_path / "stopped.ckpt")
+    fit(6, ckpt_path=tmp_path / "stopped.ckpt")  # resumes at step 3: attacks at step 4 only
+    records = read_records(tmp_path / "attack/metrics.jsonl")
+    assert [(r["global_step"], r["event"]) for r in records] == [(0, "before_training"), (2, "step"), (4, "step")]
+
+
+def test_more_victims_than_the_batch_holds_is_refused_before_any_attack(tmp_path):
+    data = OfflineMNISTDataModule(batch_size=4)
+    with pytest.raises(ValueError, match="num_images=8 but the training batches hold 4 images"):
+        _fit(data, [_attack(num_images=8)], default_root_dir=tmp_path)
+    assert not (tmp_path / "attack").exists()
+
+
+def test_fast_dev_run_records_the_iterations_that_ran(data, tmp_path):
+    _fit(data, [_attack()], max_steps=-1, fast_dev_run=True, default_root_dir=tmp_path)
+    records = read_records(tmp_path / "attack/metrics.jsonl")
+    assert [r["settings"]["iterations"] for r in records] == [2, 2]

@@ -2,11 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from ppp_lightning.classifier import classification_loss
+from ppp_lightning.defense import DefenseSpec, ResolvedDefense
 from ppp_lightning.gradients import client_gradient
+from ppp_lightning.losses import classification_terms
 from ppp_lightning.models import build_network
 from ppp_lightning.perturbation import GradientPerturbation
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.precode import PRECODE, trace_bottlenecks
 
 
 def _small_net(precode=True):
@@ -25,7 +26,7 @@ def test_equals_the_training_backward_with_the_same_precode_sample():
     model, (x, y) = _small_net(), _batch()
     shared = client_gradient(model, x, y, generator=torch.Generator().manual_seed(3))
     model[1].generator = torch.Generator().manual_seed(3)
-    classification_loss(model, model(x), y).backward()
+    classification_terms(lambda: model(x), y).loss.backward()
     assert list(shared) == [name for name, _ in model.named_parameters()]
     for name, param in model.named_parameters():
         torch.testing.assert_close(shared[name], param.grad)
@@ -38,8 +39,13 @@ def test_leaves_grads_statistics_hooks_and_mode_untouched():
     fired = []
     for param in model.parameters():
         param.register_hook(lambda grad: fired.append(grad))
+    attributes = {name: dict(vars(module)) for name, module in model.named_modules()}
     client_gradient(model, x, y)
     assert all(param.grad is None for param in model.parameters())
+    # Not one attribute of any module is rebound (PRECODE leaves no KL or noise sample behind).
+    for name, module in model.named_modules():
+        assert vars(module).keys() == attributes[name].keys()
+        assert all(vars(module)[k] is v for k, v in attributes[name].items()), name
     assert not fired
     assert torch.equal(norm.running_mean, stats[0]) and torch.equal(norm.running_var, stats[1])
     assert torch.equal(norm.num_batches_tracked, stats[2])
@@ -49,9 +55,11 @@ def test_leaves_grads_statistics_hooks_and_mode_untouched():
 def test_given_generator_reproduces_the_sample_and_otherwise_precode_draws_fresh_noise():
     model, (x, y) = _small_net(), _batch()
     first = client_gradient(model, x, y, generator=torch.Generator().manual_seed(5))
-    eps = model[1].last_eps
     again = client_gradient(model, x, y, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(model[1].last_eps, eps)
+    eps = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
+    with trace_bottlenecks():
+        replayed = model[2](model[1](model[0](x), eps=eps))
+    torch.testing.assert_close(first["2.bias"], torch.autograd.grad(classification_terms(lambda: replayed, y).ce, model[2].bias)[0])
     assert all(torch.equal(first[n], again[n]) for n in first)
     fresh = client_gradient(model, x, y)
     assert not torch.equal(first["2.weight"], fresh["2.weight"])
@@ -62,17 +70,18 @@ def test_given_generator_reproduces_the_sample_and_otherwise_precode_draws_fresh
 def test_perturbation_applies_to_the_named_parameters_only_and_reproducibly():
     model, (x, y) = _small_net(precode=False), _batch()
     clean = client_gradient(model, x, y)
-    noise = GradientPerturbation(sigma=0.1)
-    names = ["0.0.weight", "0.0.bias"]
-    shared = client_gradient(model, x, y, noise, names, noise_generator=torch.Generator().manual_seed(0))
-    again = client_gradient(model, x, y, noise, names, noise_generator=torch.Generator().manual_seed(0))
+    names = ("0.0.weight", "0.0.bias")
+    defense = DefenseSpec(layers=["0.0.*"], sigma=0.1).resolve(model)
+    assert defense.parameter_names == names
+    shared = client_gradient(model, x, y, defense, noise_generator=torch.Generator().manual_seed(0))
+    again = client_gradient(model, x, y, defense, noise_generator=torch.Generator().manual_seed(0))
     for name in clean:
         assert torch.equal(shared[name], again[name])
         assert torch.equal(shared[name], clean[name]) == (name not in names)
-    everything = client_gradient(model, x, y, noise)
+    everything = client_gradient(model, x, y, DefenseSpec(layers="all", sigma=0.1).resolve(model))
     assert all(not torch.equal(everything[n], clean[n]) for n in clean)
-    with pytest.raises(ValueError, match="not trainable parameters"):
-        client_gradient(model, x, y, noise, ["nope.weight"])
+    with pytest.raises(ValueError, match=r"defense parameters \['nope.weight'\] have no gradient"):
+        client_gradient(model, x, y, ResolvedDefense(GradientPerturbation(sigma=0.1), ("nope.weight",)))
 
 
 def test_runs_under_inference_mode_and_eval_mode():

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from ppp_lightning import PRECODE
-from ppp_lightning.precode import bottleneck_kl
+from ppp_lightning.losses import classification_terms
+from ppp_lightning.precode import trace_bottlenecks
 
 
 def test_kl_matches_hand_computation_in_bits_and_nats():
@@ -21,18 +22,20 @@ def test_kl_matches_hand_computation_in_bits_and_nats():
         for i in range(4)
     ]
     expected_nats = 0.5 * sum(per_image) / 4
-    bits(x)
-    nats(x)
-    assert nats.kl.item() == pytest.approx(expected_nats, rel=1e-5)
-    assert bits.kl.item() == pytest.approx(expected_nats / math.log(2), rel=1e-5)
+    with trace_bottlenecks() as trace:
+        bits(x)
+        nats(x)
+    assert trace.kl_terms[1].item() == pytest.approx(expected_nats, rel=1e-5)
+    assert trace.kl_terms[0].item() == pytest.approx(expected_nats / math.log(2), rel=1e-5)
 
 
 def test_shapes_are_preserved_for_any_input_shape():
     module = PRECODE(2 * 3 * 5, latent_dim=4)
-    out = module(torch.randn(7, 2, 3, 5))
+    with trace_bottlenecks() as trace:
+        out = module(torch.randn(7, 2, 3, 5))
     assert out.shape == (7, 2, 3, 5)
     assert module.encoder.weight.shape == (8, 30) and module.decoder.weight.shape == (30, 4)
-    assert module.last_eps.shape == (7, 4)
+    assert trace.eps[0].shape == (7, 4)
 
 
 def test_training_samples_and_generator_reproduces_the_draw():
@@ -41,11 +44,18 @@ def test_training_samples_and_generator_reproduces_the_draw():
     first = module(x)
     assert not torch.equal(first, module(x))
     module.generator = torch.Generator().manual_seed(7)
-    a, eps = module(x), module.last_eps
+    with trace_bottlenecks() as trace:
+        a = module(x)
+    eps = trace.eps[0]
     module.generator = torch.Generator().manual_seed(7)
     assert torch.equal(a, module(x))
     assert torch.equal(eps, torch.randn(3, 5, generator=torch.Generator().manual_seed(7)))
     assert torch.equal(module(x, eps=eps), a)
+    # A trace's generator replaces the module's for the block and leaves the module's stream alone.
+    state = module.generator.get_state()
+    with trace_bottlenecks(torch.Generator().manual_seed(7)):
+        assert torch.equal(module(x), a)
+    assert torch.equal(module.generator.get_state(), state)
 
 
 def test_eval_samples_by_default_and_uses_mu_when_asked():
@@ -53,18 +63,27 @@ def test_eval_samples_by_default_and_uses_mu_when_asked():
     sampling = PRECODE(10, latent_dim=5).eval()
     assert not torch.equal(sampling(x), sampling(x))
     mean = PRECODE(10, latent_dim=5, eval_sampling="mean").eval()
-    out = mean(x)
-    assert torch.equal(out, mean(x)) and mean.last_eps is None
+    with trace_bottlenecks() as trace:
+        out = mean(x)
+    assert torch.equal(out, mean(x)) and trace.eps == [None]
     mu = mean.encoder(x)[:, :5]
     torch.testing.assert_close(out, mean.decoder(mu))
     assert not torch.equal(mean.train()(x), out)
 
 
-def test_bottleneck_kl_sums_every_precode_and_is_zero_without():
-    model = torch.nn.Sequential(PRECODE(4, 2, beta=1.0), PRECODE(4, 3, beta=2.0))
-    model(torch.randn(5, 4))
-    assert bottleneck_kl(model).item() == pytest.approx((model[0].kl + model[1].kl).item())
-    assert bottleneck_kl(torch.nn.Linear(2, 2)).item() == 0.0
+def test_loss_sums_the_kl_of_every_precode_pass_and_is_zero_without():
+    model = torch.nn.Sequential(PRECODE(4, 2, beta=1.0), PRECODE(4, 3, beta=2.0), torch.nn.Linear(4, 3))
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    model[0].generator, model[1].generator = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    terms = classification_terms(lambda: model(x), y)
+    model[0].generator, model[1].generator = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    with trace_bottlenecks() as trace:
+        logits = model(x)
+    assert len(trace.kl_terms) == 2 and min(t.item() for t in trace.kl_terms) > 0
+    assert terms.kl.item() == pytest.approx(sum(t.item() for t in trace.kl_terms))
+    torch.testing.assert_close(terms.loss, F.cross_entropy(logits, y) + terms.kl)
+    plain = classification_terms(lambda: model[2](x), y)
+    assert plain.kl.item() == 0.0 and plain.loss.item() == pytest.approx(plain.ce.item())
 
 
 @pytest.mark.parametrize(
@@ -81,12 +100,13 @@ def test_invalid_arguments_name_the_value(kwargs, message):
         PRECODE(8, **kwargs)
 
 
-def test_a_copy_after_a_forward_pass_drops_only_the_kl_graph():
+def test_a_forward_pass_leaves_no_state_on_the_module():
     import copy
 
     module = PRECODE(4, 2)
-    module(torch.randn(3, 4))
+    before = dict(vars(module))
+    with trace_bottlenecks():
+        module(torch.randn(3, 4)).sum().backward()
+    assert vars(module).keys() == before.keys() and all(vars(module)[k] is before[k] for k in before if k != "_parameters")
     clone = copy.deepcopy(module)
-    assert clone.kl is None and module.kl is not None
-    assert torch.equal(clone.last_eps, module.last_eps)
     assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), module.state_dict().values()))

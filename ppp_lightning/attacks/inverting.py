@@ -10,6 +10,7 @@ from torch import Tensor
 from torchmetrics.functional.image import total_variation
 
 from ppp_lightning.attacks.matching import GradientMatchingAttack, Variables
+from ppp_lightning.validation import check_number
 
 __all__ = ["InvertingGradients"]
 
@@ -50,10 +51,10 @@ class InvertingGradients(GradientMatchingAttack):
         **kwargs: Any,
     ) -> None:
         super().__init__(iterations, lr, **kwargs)
-        if tv_weight < 0:
-            raise ValueError(f"tv_weight={tv_weight}; allowed: >= 0")
-        if min(std) <= 0:
-            raise ValueError(f"std={tuple(std)}; allowed: positive values")
+        check_number("tv_weight", tv_weight, minimum=0)
+        for option, values in (("mean", mean), ("std", std)):
+            for value in values:
+                check_number(option, value, minimum=0 if option == "std" else None, exclusive_minimum=True)
         self.tv_weight = tv_weight
         self.mean = tuple(mean)
         self.std = tuple(std)

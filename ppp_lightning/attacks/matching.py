@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
 from ppp_lightning.attacks.result import AttackResult
 from ppp_lightning.attacks.targets import TARGETS, select_gradients
-from ppp_lightning.classifier import classification_loss
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.losses import classification_terms
+from ppp_lightning.validation import check_number
 
 __all__ = ["GradientMatchingAttack"]
 
@@ -42,7 +42,7 @@ class GradientMatchingAttack:
 
     Every restart holds its own optimisation variables (``images``, ``(R, N, C, H, W)``, plus what a
     subclass adds). The attacker's gradient is the client's: cross-entropy + PRECODE's KL
-    (:func:`~ppp_lightning.classifier.classification_loss`) in the model's current mode, with
+    (:func:`~ppp_lightning.losses.classification_terms`) in the model's current mode, with
     PRECODE sampling fresh noise unless a subclass optimises it. It is computed with
     :mod:`torch.func` on detached parameters, so the model's ``.grad`` and BatchNorm statistics
     are untouched, and restarts run batched under :func:`torch.func.vmap` (falling back to a loop
@@ -83,8 +83,7 @@ class GradientMatchingAttack:
     ) -> None:
         if iterations < 1 or restarts < 1:
             raise ValueError(f"iterations={iterations} and restarts={restarts}; allowed: >= 1")
-        if lr <= 0:
-            raise ValueError(f"lr={lr}; allowed: > 0")
+        check_number("lr", lr, minimum=0, exclusive_minimum=True)
         if target is not None and target not in TARGETS:
             raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
         self.iterations = iterations
@@ -165,8 +164,8 @@ class GradientMatchingAttack:
 
     def client_loss(self, problem: Problem, variables: Variables, selected: dict[str, Tensor]) -> Tensor:
         """The client's loss on the dummy batch, as a function of the selected parameters."""
-        logits = self.logits(problem, {**problem.params, **selected}, variables)
-        return classification_loss(problem.model, logits, self.dummy_targets(problem, variables))
+        forward = partial(self.logits, problem, {**problem.params, **selected}, variables)
+        return classification_terms(forward, self.dummy_targets(problem, variables)).loss
 
     def logits(self, problem: Problem, params: dict[str, Tensor], variables: Variables) -> Tensor:
         """The model's output on the dummy images (subclasses inject more variables here)."""
@@ -222,14 +221,12 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
 
     BatchNorm in training mode normalises with batch statistics whatever its running ones, so
     not tracking them changes no output and removes the in-place update that transforms refuse.
-    PRECODE's ``kl`` and ``last_eps`` would otherwise keep tensors of the transforms.
     """
     norms = [
         m
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
     ]
-    precodes = [(m, m.kl, m.last_eps) for m in model.modules() if isinstance(m, PRECODE)]
     for norm in norms:
         norm.track_running_stats = False
     try:
@@ -237,5 +234,3 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for norm in norms:
             norm.track_running_stats = True
-        for module, kl, last_eps in precodes:
-            module.kl, module.last_eps = kl, last_eps

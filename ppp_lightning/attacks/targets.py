@@ -41,11 +41,9 @@ def select_gradients(
             encoder and drops the decoder and everything after it.
 
     Raises:
-        ValueError: if ``target`` is unknown or the model has no PRECODE, or nothing is selected;
+        ValueError: if ``target`` needs a PRECODE the model lacks, or nothing is selected;
             the message lists the available names.
     """
-    if target is not None and target not in TARGETS:
-        raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
     names = [n for n in available if include is None or _matches(n, include)]
     names = [n for n in names if not _matches(n, ignore or ())]
     if target is not None:

@@ -1,0 +1,53 @@
+"""Which images an attack targets and the trivial reconstruction it must beat: one place for all consumers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["FLOOR_IMAGES", "draw_victims", "floor_image"]
+
+# Images averaged into the trivial reconstruction: enough for a stable mean, cheap on any dataset.
+FLOOR_IMAGES = 2000
+
+
+def draw_victims(dataset: Any, count: int, seed: int) -> tuple[Tensor, Tensor]:
+    """A fixed, seeded set of training images and their labels.
+
+    Args:
+        dataset: indexable, ``dataset[i] -> (image, label, ...)``.
+        count: how many images; at most ``len(dataset)``.
+        seed: seed of the draw (the same seed gives the same images).
+
+    Returns:
+        ``(images (count, C, H, W), labels (count,))``.
+
+    Raises:
+        ValueError: if ``count`` is not in ``[1, len(dataset)]``.
+    """
+    if not 1 <= count <= len(dataset):
+        raise ValueError(f"count={count} victims; allowed: 1 to {len(dataset)} (the dataset's size)")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    images, labels = zip(*(dataset[int(i)][:2] for i in order[:count]))
+    return torch.stack(images), torch.as_tensor(labels)
+
+
+def floor_image(dataset: Any, limit: int = FLOOR_IMAGES) -> Tensor:
+    """The mean training image: the trivial reconstruction every attack must beat.
+
+    Averages up to ``limit`` evenly spaced images (no random draw, and no bias towards the first
+    classes of a class-sorted dataset).
+
+    Args:
+        dataset: indexable, ``dataset[i] -> (image, ...)``.
+        limit: the most images averaged.
+
+    Raises:
+        ValueError: if the dataset is empty.
+    """
+    if len(dataset) == 0:
+        raise ValueError("the dataset is empty: no mean image to use as the floor")
+    indices = torch.linspace(0, len(dataset) - 1, min(len(dataset), limit)).round().long().unique()
+    return torch.stack([dataset[int(i)][0] for i in indices]).mean(0)

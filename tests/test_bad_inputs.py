@@ -1,0 +1,114 @@
+"""Bad settings and non-finite data stop early with one clear message: a defense is never silently off."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from callbacks import GradientInversionAttack, PartialPerturbation
+from ppp_lightning import PRECODE, ImageClassifier
+from ppp_lightning.attacks import AttackSpec, InvertingGradients
+from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.metrics import ReconstructionMetrics
+from ppp_lightning.perturbation import GradientPerturbation
+
+NAN, INF = float("nan"), float("inf")
+
+BUILDERS = {
+    "PRECODE.beta": lambda v: PRECODE(4, 2, beta=v),
+    "ImageClassifier.lr": lambda v: ImageClassifier("mlp", lr=v),
+    "PartialPerturbation.sigma": lambda v: PartialPerturbation(sigma=v),
+    "PartialPerturbation.clip_norm": lambda v: PartialPerturbation(clip_norm=v),
+    "PartialPerturbation.keep_ratio": lambda v: PartialPerturbation(keep_ratio=v),
+    "GradientPerturbation.sigma": lambda v: GradientPerturbation(sigma=v),
+    "DefenseSpec.sigma": lambda v: DefenseSpec(sigma=v),
+    "InvertingGradients.lr": lambda v: InvertingGradients(lr=v),
+    "InvertingGradients.tv_weight": lambda v: InvertingGradients(tv_weight=v),
+    "InvertingGradients.std": lambda v: InvertingGradients(std=(v,)),
+    "AttackSpec.lr": lambda v: AttackSpec("dlg", {"lr": v}),
+    "ReconstructionMetrics.success_threshold": lambda v: ReconstructionMetrics(success_threshold=v),
+    "GradientInversionAttack.success_threshold": lambda v: GradientInversionAttack(success_threshold=v),
+    "GradientInversionAttack.tv_weight": lambda v: GradientInversionAttack(tv_weight=v),
+}
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -INF], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("setting", list(BUILDERS))
+def test_non_finite_settings_are_refused_naming_the_value(setting, value):
+    option = setting.split(".")[1]
+    with pytest.raises(ValueError, match=rf"^{option}={value}; allowed: a finite number"):
+        BUILDERS[setting](value)
+
+
+def test_nan_sigma_never_reaches_a_run():
+    with pytest.raises(ValueError, match="sigma=nan; allowed: a finite number >= 0"):
+        PartialPerturbation(sigma=math.nan)
+
+
+def _loader(poison_batch: int) -> DataLoader:
+    images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images[4 * poison_batch] = math.nan
+    return DataLoader(TensorDataset(images, torch.arange(16) % 10), batch_size=4)
+
+
+def _fit(tmp_path, callbacks, poison_batch=2):
+    trainer = pl.Trainer(
+        max_epochs=1, logger=CSVLogger(tmp_path), log_every_n_steps=1, default_root_dir=tmp_path,
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1), *callbacks],
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(ImageClassifier("mlp", precode={"latent_dim": 8}), _loader(poison_batch))
+    return trainer
+
+
+def test_a_nan_batch_stops_the_run_at_its_step_with_no_nan_logged_or_checkpointed(tmp_path):
+    with pytest.raises(FloatingPointError, match="train loss is nan at global step 2, batch 2 .*the batch holds non-finite values"):
+        _fit(tmp_path, [PartialPerturbation(sigma=0.1)])
+    checkpoints = sorted((tmp_path / "ckpt").glob("*.ckpt"))
+    assert checkpoints  # steps 1 and 2 were fine
+    for path in checkpoints:
+        state = torch.load(path, weights_only=False)["state_dict"]
+        assert all(torch.isfinite(t).all() for t in state.values()), path
+    logged = "\n".join(p.read_text() for p in tmp_path.rglob("metrics.csv"))
+    assert "train/loss" in logged and "nan" not in logged.lower()
+
+
+def test_the_attack_callback_refuses_a_non_finite_victim_gradient(tmp_path):
+    attack = GradientInversionAttack(iterations=2, num_images=4, every_n_steps=1, before_training=False)
+    with pytest.raises(ValueError, match="the victims' gradient at step 2 has .* non-finite values"):
+        _fit(tmp_path, [attack])
+
+
+class _Unguarded(pl.LightningModule):
+    """A user's module that does not check its loss: the perturbation must still refuse NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_partial_perturbation_stops_on_a_non_finite_gradient_naming_step_and_parameter(tmp_path):
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         callbacks=[PartialPerturbation(layers="all", sigma=0.1)], default_root_dir=tmp_path)
+    model = _Unguarded()
+    with pytest.raises(FloatingPointError, match=r"gradient of 'net.1.weight' is non-finite at global step 1"):
+        trainer.fit(model, _loader(1))
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("callback", [PartialPerturbation(sigma=0.1), GradientInversionAttack(iterations=2)], ids=["ppp", "attack"])
+def test_accumulation_below_one_is_refused_before_any_attack_or_step(tmp_path, callback):
+    trainer = pl.Trainer(max_steps=1, accumulate_grad_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, callbacks=[callback], default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match="accumulate_grad_batches=0; allowed: >= 1"):
+        trainer.fit(ImageClassifier("mlp", precode={"latent_dim": 8}), _loader(0))
+    assert not list(tmp_path.rglob("*.jsonl"))
