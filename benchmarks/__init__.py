@@ -1,0 +1,1 @@
+"""Benchmarks: modules run from the repository root as ``python -m benchmarks.<name>``."""

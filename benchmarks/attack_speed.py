@@ -8,7 +8,7 @@ restarts it is measured batched (``torch.func.vmap`` over restarts, the default)
 one after another); the speed-up is their ratio. Wall clock and process CPU time (less disturbed by
 other jobs on a shared machine) are both reported, as medians over ``repeats`` alternating runs.
 
-    python benchmarks/attack_speed.py [--archs cnn resnet18 resnet18-group] [--restarts 4] [--repeats 3]
+    python -m benchmarks.attack_speed [--archs cnn resnet18 resnet18-group] [--restarts 4] [--repeats 3]
 
 Writes ``benchmarks/results/attack_speed.json`` and ``.md``.
 """
@@ -19,27 +19,27 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.gradients import client_gradient
+from ppp_lightning.models import build_network
 
-from ppp_lightning.attacks import InvertingGradients  # noqa: E402
-from ppp_lightning.gradients import client_gradient  # noqa: E402
-from ppp_lightning.models import build_network  # noqa: E402
+__all__ = ["attack_time", "measure", "per_iteration"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ARCHS = {"cnn": ("cnn", {}), "resnet18": ("resnet18", {}), "resnet18-group": ("resnet18", {"norm": "group"})}
 
 
 def attack_time(
-    model: torch.nn.Module, shared: dict, labels: torch.Tensor, iterations: int, **kwargs
+    model: torch.nn.Module, shared: dict, labels: torch.Tensor, iterations: int, **settings: Any
 ) -> tuple[float, float]:
-    """(wall, CPU) seconds of one Inverting Gradients attack."""
-    attack = InvertingGradients(iterations=iterations, progress=False, **kwargs)
+    """(wall, CPU) seconds of one Inverting Gradients attack with further ``settings`` (e.g. ``restarts``)."""
+    attack = AttackSpec("inverting", {"iterations": iterations, "progress": False, **settings}).build()
     wall, cpu = time.perf_counter(), time.process_time()
     attack(model, shared, labels, (1, 3, 32, 32))
     if labels.is_cuda:
@@ -47,10 +47,12 @@ def attack_time(
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def per_iteration(model, shared, labels, short: int, long: int, **kwargs) -> tuple[float, float]:
+def per_iteration(
+    model: torch.nn.Module, shared: dict, labels: torch.Tensor, short: int, long: int, **settings: Any
+) -> tuple[float, float]:
     """(wall, CPU) seconds per iteration from a short and a long attack."""
-    first = attack_time(model, shared, labels, short, **kwargs)
-    second = attack_time(model, shared, labels, long, **kwargs)
+    first = attack_time(model, shared, labels, short, **settings)
+    second = attack_time(model, shared, labels, long, **settings)
     return tuple((b - a) / (long - short) for a, b in zip(first, second))
 
 

@@ -1,13 +1,13 @@
-"""The defenses the privacy-utility benchmark compares, as PartialPerturbation settings."""
+"""The defenses the privacy-utility benchmark compares, as defense specs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, replace
+from typing import Optional
 
-from callbacks import PartialPerturbation
+from ppp_lightning.defense import DefenseSpec
 
-__all__ = ["Defense", "expand_defenses"]
+__all__ = ["FAMILIES", "Defense", "expand_defenses"]
 
 FAMILIES = ("none", "noise_all", "precode", "ppp", "ppp_no_encoder", "prune")
 PRECODE_FAMILIES = ("precode", "ppp", "ppp_no_encoder")
@@ -31,26 +31,24 @@ class Defense:
 
     @property
     def key(self) -> str:
+        """The cell's name in the results, e.g. ``ppp@1`` or ``prune@0.1``."""
         if self.family == "prune":
             return f"prune@{self.keep_ratio:g}"
         return f"{self.family}@{self.sigma:g}" if self.sigma else self.family
 
     @property
     def uses_precode(self) -> bool:
+        """Whether the model has a PRECODE bottleneck."""
         return self.family in PRECODE_FAMILIES
 
-    def perturbation_kwargs(self) -> Optional[dict[str, Any]]:
-        """:class:`~callbacks.PartialPerturbation` arguments, ``None`` for no perturbation."""
+    def spec(self) -> Optional[DefenseSpec]:
+        """The gradient perturbation of the family; ``None`` when gradients are shared as they are."""
         if self.family == "prune":
-            return {"layers": "all", "mechanism": "none", "keep_ratio": self.keep_ratio}
+            return DefenseSpec("all", mechanism="none", keep_ratio=self.keep_ratio)
         if self.family in ("none", "precode"):
             return None
-        layers = "all" if self.family == "noise_all" else "before_bottleneck"
-        return {"layers": layers, "include_encoder": self.family != "ppp_no_encoder", "sigma": self.sigma, "relative": True}
-
-    def callback(self, seed: int) -> Optional[PartialPerturbation]:
-        kwargs = self.perturbation_kwargs()
-        return None if kwargs is None else PartialPerturbation(seed=seed, **kwargs)
+        spec = DefenseSpec("all" if self.family == "noise_all" else "before_bottleneck", sigma=self.sigma, relative=True)
+        return replace(spec, include_encoder=False) if self.family == "ppp_no_encoder" else spec
 
 
 def expand_defenses(families: list[str], sigmas: list[float], keep_ratios: list[float]) -> list[Defense]:

@@ -5,7 +5,7 @@ batches; only the training step is timed (``on_train_batch_start`` to ``on_train
 clock and process CPU time), after warm-up steps. Runs with and without the callback alternate so that drifting machine load
 hits both alike; the ratio is of the median step times.
 
-    python benchmarks/perturbation_overhead.py [--archs resnet18 cnn] [--steps 4] [--repeats 2] [--threads 1]
+    python -m benchmarks.perturbation_overhead [--archs resnet18 cnn] [--steps 4] [--repeats 2] [--threads 1]
 
 Writes ``benchmarks/results/perturbation_overhead.json`` and ``.md``.
 """
@@ -18,13 +18,17 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 from callbacks import PartialPerturbation
 from ppp_lightning import ImageClassifier
+
+__all__ = ["StepTimer", "overhead", "step_times"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,10 +39,14 @@ class StepTimer(pl.Callback):
     def __init__(self) -> None:
         self.times: list[tuple[float, float]] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self._start = time.perf_counter(), time.process_time()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self.times.append((time.perf_counter() - self._start[0], time.process_time() - self._start[1]))
 
 

@@ -1,13 +1,13 @@
 """Privacy-utility benchmark: which defenses stop which gradient inversion attacks, at what accuracy.
 
-    python benchmarks/privacy_utility.py --config benchmarks/privacy_utility.yaml
-    python benchmarks/privacy_utility.py --quick --out /tmp/quick
+    python -m benchmarks.privacy_utility --config benchmarks/privacy_utility.yaml
+    python -m benchmarks.privacy_utility --quick --out /tmp/quick
 
 A cell is (architecture, defense, training state). Its model is trained with the defense on (the
 noise perturbs every training step), then every applicable attack inverts the gradient each victim
 (a training image, alone in its batch) would share, perturbed by the same code the training used.
 Each finished (cell, attack) is appended to ``results.jsonl`` at once and skipped by a re-run, so
-an interrupted run loses nothing; ``report.py`` turns the file into tables and plots.
+an interrupted run loses nothing; ``python -m benchmarks.report`` turns the file into tables and plots.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import argparse
 import copy
 import json
 import math
-import sys
 import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,19 +26,20 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.cli import instantiate_class
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.defenses import Defense, expand_defenses
+from callbacks import PartialPerturbation
+from ppp_lightning import ImageClassifier
+from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.defense import ResolvedDefense
+from ppp_lightning.gradients import client_gradient
+from ppp_lightning.losses import classification_terms
+from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval
+from ppp_lightning.victims import draw_victims, floor_image
 
-from benchmarks.defenses import Defense, expand_defenses  # noqa: E402
-from ppp_lightning import ImageClassifier  # noqa: E402
-from ppp_lightning.attacks import build_attack  # noqa: E402
-from ppp_lightning.gradients import client_gradient, precode_generator  # noqa: E402
-from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval  # noqa: E402
-from ppp_lightning.precode import bottleneck_kl  # noqa: E402
-from ppp_lightning.selection import select_parameters  # noqa: E402
-
-__all__ = ["run", "QUICK"]
+__all__ = ["QUICK", "BenchmarkAttack", "parse_attacks", "run"]
 
 HERE = Path(__file__).resolve().parent
 # One small architecture, two victims, few iterations: what the test suite runs.
@@ -60,27 +62,86 @@ QUICK: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True)
+class BenchmarkAttack:
+    """One configured attack: its spec and the defense families it is restricted to.
+
+    Attributes:
+        spec: the attack and its options (:class:`~ppp_lightning.attacks.AttackSpec` validates them).
+        families: the defense families the attack runs against; ``None`` for all (a benchmark-only
+            key: spend the time where it tells something).
+    """
+
+    spec: AttackSpec
+    families: Optional[tuple[str, ...]] = None
+
+    def applies(self, arch: str, defense: Defense) -> bool:
+        """Whether the attack makes sense for the cell: PRECODE-specific ones need PRECODE, analytic an mlp.
+
+        Args:
+            arch: the cell's architecture.
+            defense: the cell's defense.
+        """
+        if self.families is not None and defense.family not in self.families:
+            return False
+        if self.spec.name == "analytic":
+            return arch == "mlp"
+        return defense.uses_precode or not (self.spec.get("target") or self.spec.name == "adaptive")
+
+
+def parse_attacks(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, BenchmarkAttack]:
+    """The config's ``attacks``: ``{label: {attack: <registered name>, families: [...], <options>}}``.
+
+    Optimisation attacks run without their own progress bar unless an entry sets ``progress``.
+
+    Args:
+        attacks: the entries by the label the results use.
+
+    Raises:
+        ValueError: from :class:`~ppp_lightning.attacks.AttackSpec`, on an unknown attack or an
+            option it would ignore or refuse.
+    """
+    parsed = {}
+    for label, entry in attacks.items():
+        settings = {key: value for key, value in entry.items() if key not in ("attack", "families")}
+        spec = AttackSpec(entry["attack"], settings)
+        if "progress" in spec.options() and "progress" not in settings:
+            spec = spec.replace(progress=False)
+        families = entry.get("families")
+        parsed[label] = BenchmarkAttack(spec, None if families is None else tuple(families))
+    return parsed
+
+
 def run(config: dict[str, Any], out: Path) -> Path:
     """Run (or resume) every cell of ``config``; returns the results file.
 
     Args:
         config: the benchmark configuration (see ``privacy_utility.yaml``).
         out: output folder: ``results.jsonl``, ``config.yaml``, model checkpoints, images.
+
+    Raises:
+        ValueError: on an unknown defense family or attack, or an attack option the attack
+            would ignore or refuse (before anything is trained).
     """
+    attacks = parse_attacks(config["attacks"])
+    defenses = expand_defenses(config["defenses"], config["sigmas"], config["keep_ratios"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     results = out / "results.jsonl"
     done = {_record_key(r) for r in _read_jsonl(results)}
     datamodule = instantiate_class((), config["data"])
     datamodule.setup()
-    defenses = expand_defenses(config["defenses"], config["sigmas"], config["keep_ratios"])
     cells = [(arch, d) for arch in config["archs"] for d in defenses]
     bar = tqdm(total=len(cells) * len(config["states"]), desc="cells", unit="cell")
     metrics = ReconstructionMetrics(datamodule.mean, datamodule.std, **config["success"])
-    floor = _mean_image(datamodule)
+    floor = floor_image(datamodule.train_set)
     for arch, defense in cells:
         for state, model, accuracy in _trained_states(arch, defense, config, datamodule, out):
-            todo = [a for a in _applicable(config["attacks"], arch, defense) if (arch, defense.key, state, a) not in done]
+            todo = {
+                label: attack
+                for label, attack in attacks.items()
+                if attack.applies(arch, defense) and (arch, defense.key, state, label) not in done
+            }
             cell = {"arch": arch, "defense": defense.key, "family": defense.family, "sigma": defense.sigma}
             cell |= {"state": state, "state_epochs": config["states"][state], "test_acc": accuracy}
             for record in _attack_cell(model, datamodule, defense, config, todo, (metrics, floor)):
@@ -92,26 +153,29 @@ def run(config: dict[str, Any], out: Path) -> Path:
     return results
 
 
-def _trained_states(arch: str, defense: Defense, config: dict[str, Any], datamodule: Any, out: Path):
+def _trained_states(
+    arch: str, defense: Defense, config: dict[str, Any], datamodule: Any, out: Path
+) -> Iterator[tuple[str, ImageClassifier, float]]:
     """Yield ``(state, model, test accuracy)`` in order of training epochs, training as needed.
 
+    The defense's noise perturbs every training step (a fresh ``PartialPerturbation`` per state).
     Checkpoints of every state are kept, so a re-run resumes training where it stopped.
     """
     pl.seed_everything(config["seed"], verbose=False)
     precode = config["precode"] if defense.uses_precode else None
     model = ImageClassifier(arch, precode=precode, arch_kwargs=config.get("arch_kwargs", {}).get(arch))
     folder = out / "models" / arch / defense.key
+    spec = defense.spec()
     previous: Optional[Path] = None
     for state, epochs in sorted(config["states"].items(), key=lambda item: item[1]):
         ckpt = folder / f"{state}.ckpt"
-        callback = defense.callback(config["seed"])
         trainer = pl.Trainer(
             max_epochs=epochs,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[callback] if callback else [],
+            callbacks=[] if spec is None else [PartialPerturbation(**spec.to_dict(), seed=config["seed"])],
         )
         if ckpt.exists():
             model = ImageClassifier.load_from_checkpoint(ckpt)
@@ -123,73 +187,53 @@ def _trained_states(arch: str, defense: Defense, config: dict[str, Any], datamod
         yield state, model, accuracy
 
 
-def _applicable(attacks: dict[str, dict[str, Any]], arch: str, defense: Defense) -> list[str]:
-    """Attacks that make sense for the cell: PRECODE-specific ones need PRECODE, analytic an mlp.
-
-    An attack's optional ``families`` list restricts it to those defense families (to spend the
-    time where it tells something).
-    """
-
-    def fits(spec: dict[str, Any]) -> bool:
-        if defense.family not in spec.get("families", [defense.family]):
-            return False
-        if spec["attack"] == "analytic":
-            return arch == "mlp"
-        return defense.uses_precode or not (spec.get("target") or spec["attack"] == "adaptive")
-
-    return [name for name, spec in attacks.items() if fits(spec)]
-
-
-def _attack_cell(model, datamodule, defense: Defense, config: dict[str, Any], attacks: list[str], scoring):
+def _attack_cell(
+    model: ImageClassifier,
+    datamodule: Any,
+    defense: Defense,
+    config: dict[str, Any],
+    attacks: dict[str, BenchmarkAttack],
+    scoring: tuple[ReconstructionMetrics, Tensor],
+) -> Iterator[dict[str, Any]]:
     """Yield one record per attack as it finishes: per-victim scores and the cell's gradient statistics."""
     if not attacks:
         return
     network = model.network.train()  # the client computes its gradient in training mode
-    victims = _victims(datamodule, config)
-    kwargs = defense.perturbation_kwargs()
-    callback = defense.callback(config["seed"])
-    names = (
-        select_parameters(network, kwargs["layers"], kwargs.get("include_encoder", True), victims[0][0])
-        if kwargs
-        else []
+    images, labels = draw_victims(datamodule.train_set, config["victims"], config["seed"])
+    victims = list(zip(images.split(1), labels.split(1)))  # each victim alone in its batch
+    spec = defense.spec()
+    resolved = None if spec is None else spec.resolve(network, victims[0][0])
+    shared, stats = zip(
+        *(_shared_gradient(network, x, y, resolved, config["seed"] + i) for i, (x, y) in enumerate(victims))
     )
-    shared, stats = zip(*(_shared_gradient(network, x, y, callback, names, config["seed"] + i) for i, (x, y) in enumerate(victims)))
-    for attack_name in attacks:
-        spec = {k: v for k, v in config["attacks"][attack_name].items() if k != "families"}
-        kind = spec.pop("attack")
-        attack = build_attack(kind, **_attack_kwargs(kind, spec, datamodule))
+    names = () if resolved is None else resolved.parameter_names
+    for label, attack in attacks.items():
+        invert = attack.spec.build(datamodule.mean, datamodule.std)
         started = time.perf_counter()
         reconstructions = torch.cat(
-            [attack(copy.deepcopy(network), g, labels=y, shape=tuple(x.shape)).images for (x, y), g in zip(victims, shared)]
+            [invert(copy.deepcopy(network), g, y, tuple(x.shape)).images for (x, y), g in zip(victims, shared)]
         )
         seconds = time.perf_counter() - started
-        truth = torch.cat([x for x, _ in victims])
         yield {
-            "attack": attack_name,
+            "attack": label,
             "seconds": seconds,
-            "victims": [_score(reconstruction, image, scoring) for reconstruction, image in zip(reconstructions, truth)],
+            "victims": [_score(reconstruction, image, scoring) for reconstruction, image in zip(reconstructions, images)],
             "gradient": _mean_stats(stats),
             "perturbed_share": sum(network.get_parameter(n).numel() for n in names)
             / sum(p.numel() for p in network.parameters()),
             "seed": config["seed"],
-            "tensors": (truth, reconstructions),
+            "tensors": (images, reconstructions),
         }
 
 
-def _score(reconstruction: torch.Tensor, truth: torch.Tensor, scoring) -> dict[str, float]:
+def _score(reconstruction: Tensor, truth: Tensor, scoring: tuple[ReconstructionMetrics, Tensor]) -> dict[str, float]:
     """Scores of one victim (alone in its batch) and of the trivial reconstruction."""
     metrics, floor = scoring
     scores = metrics(reconstruction[None], truth[None], floor_image=floor)
     return scores["mean"] | {f"floor_{k}": v for k, v in scores["floor"].items()} | {"success": scores["successes"][0]}
 
 
-def _mean_image(datamodule: Any) -> torch.Tensor:
-    """The training set's mean image: the trivial reconstruction that sets the floor."""
-    loader = torch.utils.data.DataLoader(datamodule.train_set, batch_size=1000)
-    return torch.cat([x for x, _ in loader]).mean(dim=0)
-
-
-def _save_images(tensors: tuple[torch.Tensor, torch.Tensor], datamodule: Any, out: Path, cell: dict[str, Any], attack: str) -> str:
+def _save_images(tensors: tuple[Tensor, Tensor], datamodule: Any, out: Path, cell: dict[str, Any], attack: str) -> str:
     """Store ground truth and reconstructions as uint8 images; returns the path relative to ``out``."""
     truth, reconstructions = ((to_unit_interval(t, datamodule.mean, datamodule.std) * 255).round().byte() for t in tensors)
     path = Path("images") / cell["arch"] / cell["defense"] / cell["state"] / f"{attack}.pt"
@@ -198,48 +242,26 @@ def _save_images(tensors: tuple[torch.Tensor, torch.Tensor], datamodule: Any, ou
     return str(path)
 
 
-def _victims(datamodule: Any, config: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(config["seed"])
-    indices = torch.randperm(len(datamodule.train_set), generator=generator)[: config["victims"]]
-    return [
-        (image.unsqueeze(0), torch.tensor([label]))
-        for image, label in (datamodule.train_set[int(i)] for i in indices)
-    ]
-
-
-def _shared_gradient(network, x, y, callback, names: list[str], seed: int):
+def _shared_gradient(
+    network: nn.Module, x: Tensor, y: Tensor, defense: Optional[ResolvedDefense], seed: int
+) -> tuple[dict[str, Tensor], dict[str, float]]:
     """The victim's shared gradient and how the defense changed it (the same PRECODE sample)."""
     terms = _loss_terms(network, x, y, seed)
     clean = client_gradient(network, x, y, generator=torch.Generator().manual_seed(seed))
-    if callback is None:
+    if defense is None:
         return clean, {**terms, "clean_rms": math.nan, "noise_std": 0.0}
-    shared = client_gradient(
-        network,
-        x,
-        y,
-        callback.perturbation,
-        names,
-        generator=torch.Generator().manual_seed(seed),
-        noise_generator=torch.Generator().manual_seed(seed + 10_000),
-    )
+    shared = defense.apply(clean, torch.Generator().manual_seed(seed + 10_000))
+    names = defense.parameter_names
     selected_clean = torch.cat([clean[n].flatten() for n in names])
     noise = torch.cat([(shared[n] - clean[n]).flatten() for n in names])
     return shared, {**terms, "clean_rms": selected_clean.square().mean().sqrt().item(), "noise_std": noise.std().item()}
 
 
-def _loss_terms(network, x, y, seed: int) -> dict[str, float]:
+def _loss_terms(network: nn.Module, x: Tensor, y: Tensor, seed: int) -> dict[str, float]:
     """Cross-entropy and PRECODE's KL term of the victim, with the PRECODE sample of its gradient."""
-    with torch.no_grad(), precode_generator(network, torch.Generator().manual_seed(seed)):
-        ce = torch.nn.functional.cross_entropy(network(x), y).item()
-    return {"ce": ce, "kl": bottleneck_kl(network).item()}
-
-
-def _attack_kwargs(kind: str, spec: dict[str, Any], datamodule: Any) -> dict[str, Any]:
-    """Give box-constrained attacks the data's normalisation and silence per-attack progress bars."""
-    if kind == "analytic":
-        return spec
-    box = {"mean": datamodule.mean, "std": datamodule.std} if kind in ("inverting", "adaptive") else {}
-    return {"progress": False, **box, **spec}
+    with torch.no_grad():
+        terms = classification_terms(lambda: network(x), y, torch.Generator().manual_seed(seed))
+    return {"ce": terms.ce.item(), "kl": terms.kl.item()}
 
 
 def _mean_stats(stats: tuple[dict[str, float], ...]) -> dict[str, float]:
@@ -261,6 +283,11 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
+    """Run the benchmark from the command line (``python -m benchmarks.privacy_utility --help``).
+
+    Args:
+        argv: command-line arguments; ``None`` reads ``sys.argv``.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=HERE / "privacy_utility.yaml")
     parser.add_argument("--quick", action="store_true", help="the small preset the test suite runs")

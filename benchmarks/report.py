@@ -1,6 +1,9 @@
 """Tables, derived figures and plots from the privacy-utility benchmark's ``results.jsonl``.
 
-    python benchmarks/report.py benchmarks/results/privacy_utility
+    python -m benchmarks.report benchmarks/results/privacy_utility
+
+Plots are drawn on :class:`matplotlib.figure.Figure` objects, which need no backend: nothing
+global (pyplot's state, the backend) is touched, on a display or without one.
 """
 
 from __future__ import annotations
@@ -12,16 +15,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-import matplotlib
+import torch
+import yaml
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
+from ppp_lightning.metrics import is_success
 
-from ppp_lightning.metrics import METRICS as METRIC_HIGHER_IS_BETTER  # noqa: E402
-
-__all__ = ["summarise", "write_report"]
+__all__ = ["protection_thresholds", "summarise", "write_report"]
 
 NOISE_FAMILIES = ("noise_all", "ppp", "ppp_no_encoder")
 METRICS = ("ssim", "psnr", "ncc", "mse")
@@ -34,15 +34,14 @@ def summarise(record: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]
     ``success_threshold``), so a report can apply a changed threshold without re-running attacks.
     """
     victims = record["victims"]
-    judge, threshold = success["success_metric"], success["success_threshold"]
+    judge = success["success_metric"]
     row = {key: record[key] for key in ("arch", "defense", "family", "sigma", "state", "attack", "test_acc")}
     for metric in METRICS:
         values = [v[metric] for v in victims]
         row |= {f"{metric}_mean": statistics.fmean(values), f"{metric}_median": statistics.median(values), f"{metric}_max": max(values)}
         row[f"floor_{metric}"] = statistics.fmean(v[f"floor_{metric}"] for v in victims)
-    higher = METRIC_HIGHER_IS_BETTER[judge]
-    succeeded = [v[judge] >= threshold if higher else v[judge] <= threshold for v in victims]
-    row["success_rate"] = statistics.fmean(float(s) for s in succeeded)
+    scores = torch.tensor([v[judge] for v in victims], dtype=torch.float64)
+    row["success_rate"] = is_success(scores, judge, success["success_threshold"]).double().mean().item()
     row["relative_sigma"] = record["sigma"]
     row["absolute_sigma"] = record["gradient"]["noise_std"]
     row["perturbed_share"] = record["perturbed_share"]
@@ -134,7 +133,8 @@ def _fmt(value: Optional[float], missing: str = "-") -> str:
 def _plot_ssim_and_accuracy(rows: list[dict[str, Any]], folder: Path) -> None:
     """SSIM of the strongest attack and test accuracy against the relative sigma, per architecture."""
     archs = sorted({r["arch"] for r in rows})
-    fig, axes = plt.subplots(2, len(archs), figsize=(5 * len(archs), 7), squeeze=False)
+    fig = Figure(figsize=(5 * len(archs), 7))
+    axes = fig.subplots(2, len(archs), squeeze=False)
     for column, arch in enumerate(archs):
         for family in NOISE_FAMILIES:
             cells = defaultdict(list)
@@ -152,7 +152,6 @@ def _plot_ssim_and_accuracy(rows: list[dict[str, Any]], folder: Path) -> None:
             ax.legend()
     fig.tight_layout()
     fig.savefig(folder / "ssim_accuracy_vs_sigma.png", dpi=110)
-    plt.close(fig)
 
 
 def _plot_reconstructions(records: list[dict[str, Any]], folder: Path) -> None:
@@ -162,7 +161,8 @@ def _plot_reconstructions(records: list[dict[str, Any]], folder: Path) -> None:
         chosen = [r for r in records if r["arch"] == arch and r["state"] == last_state]
         defenses = list(dict.fromkeys(r["defense"] for r in chosen))
         attacks = list(dict.fromkeys(r["attack"] for r in chosen))
-        fig, axes = plt.subplots(len(defenses), len(attacks) + 1, figsize=(1.6 * (len(attacks) + 1), 1.6 * len(defenses)), squeeze=False)
+        fig = Figure(figsize=(1.6 * (len(attacks) + 1), 1.6 * len(defenses)))
+        axes = fig.subplots(len(defenses), len(attacks) + 1, squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for r in chosen:
@@ -174,10 +174,10 @@ def _plot_reconstructions(records: list[dict[str, Any]], folder: Path) -> None:
             axes[row][col].set_title(f"{r['attack']}\nSSIM {r['victims'][0]['ssim']:.2f}", fontsize=6)
         fig.tight_layout()
         fig.savefig(folder / f"reconstructions_{arch}_{last_state}.png", dpi=110)
-        plt.close(fig)
 
 
 def main() -> None:
+    """Write the report of the results folder named on the command line."""
     parser = argparse.ArgumentParser(description="Report the privacy-utility benchmark")
     parser.add_argument("folder", type=Path)
     write_report(parser.parse_args().folder)

@@ -1,6 +1,8 @@
 """Federated learning with Flower: the shared-gradient core, the apps in one process, the Ray simulation."""
 
 import json
+import os
+import subprocess
 import sys
 import time
 from importlib.util import find_spec
@@ -9,11 +11,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from typing_extensions import override
 
 from ppp_lightning import ImageClassifier
-from ppp_lightning.classifier import classification_loss
-from ppp_lightning.federated import FederationSettings, shared_gradient
-from ppp_lightning.federated.core import client_seed, iid_indices
+from ppp_lightning.federated import FederationSettings, quiet_flower, shared_gradient
+from ppp_lightning.federated.core import client_seed, iid_indices, seeded
+from ppp_lightning.federated.environment import SWITCHES
+from ppp_lightning.losses import classification_terms
 
 requires_flower = pytest.mark.skipif(
     find_spec("flwr") is None, reason="Flower is not installed (pip install -e '.[federated]')"
@@ -32,11 +36,25 @@ RECORDS: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
 
 class BatchRecorder(pl.Callback):
-    """Keeps every training batch and PRECODE's noise sample for it, to recompute the true gradient."""
+    """Keeps every training batch and the state of the generator PRECODE samples from in its step.
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+    The recorder gives the bottleneck a generator of its own before the step, so the client's noise
+    sample can be replayed from the saved state, to recompute the true gradient.
+    """
+
+    @override
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        generator = torch.Generator().manual_seed(len(RECORDS))
+        pl_module.network.bottleneck.generator = generator
         images, labels = batch
-        RECORDS.append((images.clone(), labels.clone(), pl_module.network.bottleneck.last_eps.clone()))
+        RECORDS.append((images.clone(), labels.clone(), generator.get_state()))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_flower(monkeypatch):
+    """Flower and Ray stay quiet in these tests, as under the entry points (Flower reads the switch on import)."""
+    for key, value in SWITCHES.items():
+        monkeypatch.setenv(key, value)
 
 
 def write_config(path: Path, sigma: float, rounds: int = 2, evaluate_clients: int = 0) -> Path:
@@ -103,8 +121,62 @@ def test_settings_name_the_bad_value():
         FederationSettings(clients_per_round=2).check_nodes(1)
 
 
+def test_importing_the_package_changes_no_environment_variable():
+    """In a fresh interpreter, after the dependencies (torch and Flower set variables of their own)."""
+    modules = ["ppp_lightning.federated", *(f"ppp_lightning.federated.{m}" for m in ("__main__", "simulation"))]
+    code = (
+        "import os, pytorch_lightning, flwr.clientapp, flwr.serverapp\n"
+        "before = dict(os.environ)\n"
+        f"for module in {modules!r}: __import__(module)\n"
+        "print(sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)))"
+    )
+    environment = {k: v for k, v in os.environ.items() if k not in SWITCHES}
+    done = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_quiet_flower_keeps_the_users_values(monkeypatch):
+    for key in SWITCHES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # the user's explicit choice
+    expected = {**SWITCHES, "RAY_USAGE_STATS_ENABLED": "1"}
+    assert quiet_flower() == expected
+    assert {key: os.environ[key] for key in SWITCHES} == expected
+
+
+@requires_flower
+def test_the_command_line_entry_point_sets_flowers_switches_unless_the_user_did(monkeypatch, tmp_path):
+    import ppp_lightning.federated.simulation as simulation
+    from ppp_lightning.federated.__main__ import main
+
+    seen = {}
+    monkeypatch.setattr(simulation, "simulate", lambda config, *args: seen.update(os.environ, nodes=args[0]))
+    for key in SWITCHES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("FLWR_DISABLE_UPDATE_CHECK", "0")  # the user's explicit choice
+    main(["--config", str(write_config(tmp_path / "fed.yaml", SIGMA)), "--num-supernodes", "3"])
+    assert seen["nodes"] == 3
+    assert {key: seen[key] for key in SWITCHES} == {**SWITCHES, "FLWR_DISABLE_UPDATE_CHECK": "0"}
+
+
+def test_seeded_draws_as_after_seeding_and_restores_the_callers_streams():
+    import random
+
+    import numpy as np
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    state = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    with seeded(1):
+        drawn, _, _ = torch.rand(3), random.random(), np.random.rand()
+    assert torch.equal(drawn, expected)
+    assert torch.equal(torch.get_rng_state(), state[0]) and random.getstate() == state[1]
+    assert np.array_equal(np.random.get_state()[1], state[2])
+
+
 def test_missing_flower_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "flwr", None)  # as if Flower were not installed
+    for name in ["flwr", *(m for m in sys.modules if m.startswith("flwr."))]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if Flower were not installed (nor imported yet)
     for module in ("ppp_lightning.federated._flower", "ppp_lightning.federated.strategy"):
         monkeypatch.delitem(sys.modules, module, raising=False)
     with pytest.raises(ImportError, match=r"pip install 'ppp-lightning\[federated\]'"):
@@ -114,14 +186,16 @@ def test_missing_flower_names_the_extra(monkeypatch):
 # ---- the apps in one process: ServerApp logic, FedAvg strategy, ClientApp called directly ------
 
 
-def true_gradient(global_weights, images, labels, eps):
+def true_gradient(global_weights, images, labels, generator_state):
     """The client's gradient recomputed independently: same weights, batch and PRECODE sample."""
     model = ImageClassifier(arch="mlp", precode=PRECODE, optimizer="sgd", lr=LR)
     model.load_state_dict(global_weights)
     net = model.network.train()
-    logits = net.head(net.bottleneck(net.features(images), eps=eps))
+    generator = torch.Generator()
+    generator.set_state(generator_state)
+    loss = classification_terms(lambda: net(images), labels, generator).loss
     names, params = zip(*model.named_parameters())
-    return dict(zip(names, torch.autograd.grad(classification_loss(net, logits, labels), params)))
+    return dict(zip(names, torch.autograd.grad(loss, params)))
 
 
 @requires_flower
@@ -155,8 +229,8 @@ def test_server_recovers_each_fedsgd_client_gradient(tmp_path, sigma):
     assert set(result.train_metrics_clientapp) == {1, 2}
 
     noises = []  # per client update: recovered minus true gradient on the perturbed parameters
-    for update, (images, labels, eps) in zip(updates, RECORDS):
-        true = true_gradient(update.global_weights, images, labels, eps)
+    for update, (images, labels, generator_state) in zip(updates, RECORDS):
+        true = true_gradient(update.global_weights, images, labels, generator_state)
         recovered = update.shared_gradient(LR)
         noisy = []
         for name, grad in true.items():

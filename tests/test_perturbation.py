@@ -90,8 +90,8 @@ def test_loss_scale_keeps_noise_and_clipping_in_unscaled_units():
         ({"mechanism": "uniform"}, "mechanism='uniform'; allowed: gaussian, laplace, none"),
         ({"sigma": -1.0}, "sigma=-1.0"),
         ({"mechanism": "none", "sigma": 1.0}, "sigma=1.0"),
-        ({"clip_norm": 0.0}, "clip_norm=0.0; allowed: None or > 0"),
-        ({"keep_ratio": 1.5}, "keep_ratio=1.5; allowed: None or in (0, 1]"),
+        ({"clip_norm": 0.0}, "clip_norm=0.0; allowed: a finite number > 0"),
+        ({"keep_ratio": 1.5}, "keep_ratio=1.5; allowed: a finite number > 0 and <= 1"),
     ],
 )
 def test_invalid_options_are_refused_with_the_value_and_what_is_allowed(kwargs, message):

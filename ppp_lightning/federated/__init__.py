@@ -1,9 +1,12 @@
 """Federated learning with Flower: clients train with our LightningModules, datamodules and callbacks.
 
-Flower is optional (``pip install 'ppp-lightning[federated]'``). Importing this package first
-switches off Flower's telemetry, update check and runtime dependency installation, so every entry
-point (the apps, the simulation runner, ``python -m ppp_lightning.federated``) sets them before
-Flower is imported. The Flower-free core is importable without Flower:
+Flower is optional (``pip install 'ppp-lightning[federated]'``). Importing this package changes
+nothing in the process: the entry points (``python -m ppp_lightning.federated``, the ServerApp's
+``main``, :func:`~ppp_lightning.federated.simulation.simulate`) switch off Flower's telemetry,
+update check and runtime dependency installation and Ray's usage statistics with
+:func:`~ppp_lightning.federated.environment.quiet_flower`, keeping any value the user set. Code
+that imports the Flower apps itself calls it first. The Flower-free core is importable without
+Flower:
 
 - :func:`~ppp_lightning.federated.core.shared_gradient`, IID partitions, per-client seeds;
 - :class:`~ppp_lightning.federated.config.FederationSettings` and the YAML parser;
@@ -14,18 +17,9 @@ With Flower: ``client_app.app``, ``server_app.app`` (deployment), ``server_app.r
 ``in_process.InProcessGrid`` and ``simulation.simulate`` (Ray).
 """
 
-import os
+from ppp_lightning.federated.config import FederationSettings
+from ppp_lightning.federated.core import shared_gradient
+from ppp_lightning.federated.environment import quiet_flower
+from ppp_lightning.federated.update import ClientUpdate
 
-os.environ.update(
-    {
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    }
-)
-
-from ppp_lightning.federated.config import FederationSettings  # noqa: E402
-from ppp_lightning.federated.core import shared_gradient  # noqa: E402
-from ppp_lightning.federated.update import ClientUpdate  # noqa: E402
-
-__all__ = ["ClientUpdate", "FederationSettings", "shared_gradient"]
+__all__ = ["ClientUpdate", "FederationSettings", "quiet_flower", "shared_gradient"]

@@ -10,11 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Optional
 
-from ppp_lightning.federated.client_app import app as client_app
 from ppp_lightning.federated.config import experiment_parser, parse_config, settings
-from ppp_lightning.federated.in_process import InProcessGrid
-from ppp_lightning.federated.server_app import run_federation
-from ppp_lightning.federated.simulation import simulate
+from ppp_lightning.federated.environment import quiet_flower
 
 __all__ = ["main"]
 
@@ -24,9 +21,19 @@ _RUNNER_KEYS = ("num_supernodes", "engine", "cpus_per_client", "gpus_per_client"
 def main(args: Optional[Sequence[str]] = None) -> None:
     """Parse the arguments and run the federation.
 
+    Flower and Ray are switched quiet first (keeping any value the user set), before Flower is
+    imported: Flower reads its telemetry switch on import.
+
     Args:
         args: command-line arguments; ``None`` reads ``sys.argv``.
     """
+    quiet_flower()
+    # Flower reads its telemetry switch when imported: import the apps only now.
+    from ppp_lightning.federated.client_app import app as client_app
+    from ppp_lightning.federated.in_process import InProcessGrid
+    from ppp_lightning.federated.server_app import prepare_process, run_federation
+    from ppp_lightning.federated.simulation import simulate
+
     parser = experiment_parser()
     parser.add_argument("--num-supernodes", type=int, default=2, help="virtual clients")
     parser.add_argument("--engine", type=Literal["ray", "in-process"], default="ray", help="simulation engine")
@@ -36,6 +43,7 @@ def main(args: Optional[Sequence[str]] = None) -> None:
     runner = {key: config.pop(key) for key in _RUNNER_KEYS}
     if runner["engine"] == "in-process":
         settings(config).check_nodes(runner["num_supernodes"])
+        prepare_process()
         run_federation(InProcessGrid(client_app, runner["num_supernodes"]), config)
     else:
         simulate(config, runner["num_supernodes"], runner["cpus_per_client"], runner["gpus_per_client"])

@@ -1,7 +1,7 @@
 """The one door to Flower, an optional dependency: a clear message when it is missing.
 
-Importing :mod:`ppp_lightning.federated` first has already switched off Flower's telemetry,
-update check and runtime dependency installation.
+Flower reads its telemetry switch when imported: entry points call
+:func:`~ppp_lightning.federated.environment.quiet_flower` before they import this module.
 """
 
 try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,9 +16,10 @@ from torch import Tensor, nn
 from ppp_lightning.federated.server_attack import ServerAttack
 from ppp_lightning.federated.strategy import ObservingFedAvg
 from ppp_lightning.federated.update import ClientUpdate
+from ppp_lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.metrics import ReconstructionMetrics, match_reconstructions
 from ppp_lightning.precode import PRECODE
-from ppp_lightning.reporting import report_reconstruction, run_directory
+from ppp_lightning.reporting import Reporter
 
 __all__ = ["AttackingFedAvg"]
 
@@ -28,12 +30,13 @@ class AttackingFedAvg(ObservingFedAvg):
     For each chosen reply it recovers the FedSGD gradient ``-(w_client - w_global) / lr``, runs
     the configured attack on the model at the global weights it sent (:meth:`ServerAttack.invert`),
     scores the reconstruction against the images the client trained on when the simulation shares
-    them (``federation.share_truth``; a real client never does) and reports it with
-    :func:`~ppp_lightning.reporting.report_reconstruction`, the attack callback's code: a PNG grid
-    (ground truth above reconstruction) ``round<r>_client<p>.png`` and ``metrics.json`` (every
-    attack so far) in ``<run dir>/<attack.log_name>`` (the run dir is the W&B run's files folder,
-    else ``federation.run_dir``), and to the logger the grid, a victims table and the scalars
-    under ``<attack.log_name>/client<p>/`` with the round as step. :attr:`records` keeps every attack's record.
+    them (``federation.share_truth``; a real client never does) and reports it with a
+    :class:`~ppp_lightning.reporting.Reporter`, as the attack callback does: a PNG sheet (ground
+    truth above reconstruction) ``round<r>_client<p>.png`` and one line per attack appended to
+    ``metrics.jsonl`` in ``<run dir>/<attack.log_name>`` (the run dir is the W&B run's files folder,
+    else ``federation.run_dir``), and to the logger the sheet, a victims table and the scalars
+    under ``<attack.log_name>/client<p>/`` with the round as step. :attr:`records` keeps the
+    records of this run's attacks.
 
     **Exactness.** The gradient is exact for one local step of plain SGD (FedSGD). With several
     local steps (or momentum, weight decay) the update is a sum of gradients at different weights
@@ -141,8 +144,8 @@ class AttackingFedAvg(ObservingFedAvg):
             "round": update.server_round,
             "partition_id": update.partition_id,
             "node_id": update.node_id,
-            "attack": self.attack.name,
-            "settings": self.attack.kwargs,
+            "attack": self.attack.spec.name,
+            "settings": dict(self.attack.spec.settings),
             "defense": {"precode": [m.extra_repr() for m in self.model.modules() if isinstance(m, PRECODE)]},
             "exact_gradient": self.exact,
             "labels": None,
@@ -158,20 +161,22 @@ class AttackingFedAvg(ObservingFedAvg):
             scores = self.metrics(reconstruction, victims)
             reconstruction = reconstruction[scores["order"]]
             record.update(labels=labels.tolist(), **scores)
-        loggers = [] if self.logger is None else [self.logger]
-        report_reconstruction(
-            loggers,
-            run_directory(loggers, self.run_dir) / self.attack.log_name,
+        written = self.reporter.report(
             f"round{update.server_round:04d}_client{update.partition_id}.png",
             victims,
             reconstruction,
             record,
-            self.records,
-            self.mean,
-            self.std,
             step=update.server_round,
             prefix=f"{self.attack.log_name}/client{update.partition_id}",
         )
+        self.records.append(written)
+
+    @cached_property
+    def reporter(self) -> Reporter:
+        """The reporter of :attr:`attack`'s ``log_name``, made at the first attack (it may start the W&B run)."""
+        loggers = [] if self.logger is None else [self.logger]
+        folder = run_directory(loggers, self.run_dir) / self.attack.log_name
+        return Reporter(folder, self.attack.log_name, self.mean, self.std, sinks_for(loggers))
 
     @staticmethod
     def _victims(reconstruction: Tensor, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:

@@ -12,9 +12,10 @@ import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
 from torch import Tensor
+from typing_extensions import override
 
 from ppp_lightning.federated.config import FederationSettings, instantiate
-from ppp_lightning.federated.core import client_seed, partition_loader
+from ppp_lightning.federated.core import client_seed, partition_loader, seeded
 
 __all__ = ["evaluate_locally", "train_locally"]
 
@@ -38,7 +39,8 @@ def train_locally(
     Local training runs ``federation.local_steps`` optimizer steps (or ``local_epochs`` epochs)
     with a Lightning ``Trainer`` and the YAML's ``callbacks`` (e.g. ``PartialPerturbation``).
     Everything random in it (shuffling, PRECODE's samples) and every callback's ``seed`` init
-    argument are seeded per client and round with :func:`~ppp_lightning.federated.core.client_seed`.
+    argument are seeded per client and round with :func:`~ppp_lightning.federated.core.client_seed`,
+    inside :func:`~ppp_lightning.federated.core.seeded`: the caller's RNG streams are left alone.
 
     Args:
         config: the experiment (see :mod:`ppp_lightning.federated.config`), not instantiated.
@@ -52,17 +54,18 @@ def train_locally(
         the Trainer's logged metrics as floats, and with ``federation.share_truth`` the images
         and labels of every local training batch, in order (``None`` without).
     """
+    seed = client_seed(config.federation.seed, server_round, partition_id)
     config = _seeded_callbacks(config, server_round, partition_id)
-    pl.seed_everything(client_seed(config.federation.seed, server_round, partition_id), verbose=False)
-    experiment = instantiate(config)
-    settings = experiment.federation
-    model = _with_weights(experiment.model, weights)
-    experiment.data.setup("fit")
-    loader = partition_loader(experiment.data.train_dataloader(), num_partitions, partition_id, settings.seed)
-    batches = _Batches() if settings.share_truth else None
-    callbacks = experiment.callbacks + ([] if batches is None else [batches])
-    trainer = _trainer(experiment, callbacks=callbacks, **_budget(settings))
-    trainer.fit(model, train_dataloaders=loader)
+    with seeded(seed):
+        experiment = instantiate(config)
+        settings = experiment.federation
+        model = _with_weights(experiment.model, weights)
+        experiment.data.setup("fit")
+        loader = partition_loader(experiment.data.train_dataloader(), num_partitions, partition_id, settings.seed)
+        batches = _Batches() if settings.share_truth else None
+        callbacks = experiment.callbacks + ([] if batches is None else [batches])
+        trainer = _trainer(experiment, callbacks=callbacks, **_budget(settings))
+        trainer.fit(model, train_dataloaders=loader)
     trained = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     return trained, len(loader.dataset), _floats(trainer.callback_metrics), None if batches is None else batches.concatenated()
 
@@ -82,14 +85,14 @@ def evaluate_locally(
     Returns:
         The partition's number of validation examples and the validation metrics as floats.
     """
-    pl.seed_everything(client_seed(config.federation.seed, server_round, partition_id), verbose=False)
-    experiment = instantiate(config)
-    model = _with_weights(experiment.model, weights)
-    experiment.data.setup("validate")
-    seed = experiment.federation.seed
-    loader = partition_loader(experiment.data.val_dataloader(), num_partitions, partition_id, seed)
-    trainer = _trainer(experiment, limit_val_batches=None)
-    metrics = trainer.validate(model, dataloaders=loader, verbose=False)[0]
+    with seeded(client_seed(config.federation.seed, server_round, partition_id)):
+        experiment = instantiate(config)
+        model = _with_weights(experiment.model, weights)
+        experiment.data.setup("validate")
+        seed = experiment.federation.seed
+        loader = partition_loader(experiment.data.val_dataloader(), num_partitions, partition_id, seed)
+        trainer = _trainer(experiment, limit_val_batches=None)
+        metrics = trainer.validate(model, dataloaders=loader, verbose=False)[0]
     return len(loader.dataset), _floats(metrics)
 
 
@@ -100,6 +103,7 @@ class _Batches(pl.Callback):
         self.images: list[Tensor] = []
         self.labels: list[Tensor] = []
 
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self.images.append(batch[0].detach().cpu().clone())
         self.labels.append(batch[1].detach().cpu().clone())

@@ -6,17 +6,18 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import pytorch_lightning as pl
 import torch
 from jsonargparse import Namespace
 
 from ppp_lightning.cli import use_offline_wandb_unless_logged_in
 from ppp_lightning.federated._flower import EXPERIMENT, ArrayRecord, ConfigRecord, Context, Grid, Result, ServerApp
-from ppp_lightning.federated.config import dump_config, instantiate, parse_config
 from ppp_lightning.federated.attacking import AttackingFedAvg
+from ppp_lightning.federated.config import dump_config, instantiate, parse_config
+from ppp_lightning.federated.core import seeded
+from ppp_lightning.federated.environment import quiet_flower
 from ppp_lightning.federated.strategy import ObservingFedAvg
 
-__all__ = ["app", "make_server_app", "run_federation"]
+__all__ = ["app", "make_server_app", "prepare_process", "run_federation"]
 
 app = ServerApp()
 
@@ -24,6 +25,8 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Deployment entry point (``flwr run``): the run config's ``config`` is the YAML's path.
+
+    Sets the entry point's switches first (:func:`prepare_process`).
 
     Raises:
         ValueError: if the run config names no YAML.
@@ -35,11 +38,24 @@ def main(grid: Grid, context: Context) -> None:
     path = Path(str(context.run_config["config"])).expanduser().resolve()
     if not path.is_file():
         raise FileNotFoundError(f"federated config {path} not found (run config 'config', resolved from {Path.cwd()})")
+    prepare_process()
     run_federation(grid, parse_config(["--config", str(path)]))
+
+
+def prepare_process() -> None:
+    """Set a server entry point's switches, keeping any value the user set.
+
+    Flower and Ray quiet (:func:`~ppp_lightning.federated.environment.quiet_flower`), W&B offline
+    unless logged in.
+    """
+    quiet_flower()
+    use_offline_wandb_unless_logged_in()
 
 
 def make_server_app(config: Namespace, strategy_cls: Optional[type[ObservingFedAvg]] = None) -> ServerApp:
     """A ServerApp that runs a parsed experiment (used by the simulation runner).
+
+    Its ``main`` is an entry point: it calls :func:`prepare_process` before the run.
 
     Args:
         config: the experiment from :func:`~ppp_lightning.federated.config.parse_config`.
@@ -50,6 +66,7 @@ def make_server_app(config: Namespace, strategy_cls: Optional[type[ObservingFedA
 
     @server.main()
     def _main(grid: Grid, context: Context) -> None:
+        prepare_process()
         run_federation(grid, config, strategy_cls)
 
     return server
@@ -60,11 +77,14 @@ def run_federation(
 ) -> tuple[ObservingFedAvg, Result]:
     """Run FedAvg for ``federation.num_rounds`` rounds on the nodes of ``grid``.
 
-    The initial global model is the YAML's model, seeded with ``federation.seed``. Every round the
+    The run draws from Python's, NumPy's and torch's RNGs seeded with ``federation.seed`` (the
+    initial global model, the sampling of clients, the attacks; see
+    :func:`~ppp_lightning.federated.core.seeded`), and leaves the caller's streams alone. Every round the
     clients receive the global weights and the experiment (:func:`~ppp_lightning.federated.config.dump_config`).
-    Aggregated client metrics go to the YAML's ``logger`` (W&B offline unless logged in); at the end
-    ``metrics.json`` (aggregated train and evaluate metrics by round) and ``global_weights.pt``
-    (the final ``state_dict``) are written to ``federation.run_dir``.
+    Aggregated client metrics go to the YAML's ``logger``; at the end ``metrics.json`` (aggregated
+    train and evaluate metrics by round) and ``global_weights.pt`` (the final ``state_dict``) are
+    written to ``federation.run_dir``. Environment switches are the entry points' business
+    (:func:`prepare_process`).
 
     Args:
         grid: Flower's grid (the simulation's, a deployment's or an
@@ -77,22 +97,20 @@ def run_federation(
     Returns:
         The strategy (with its observations) and Flower's result.
     """
-    use_offline_wandb_unless_logged_in()
-    pl.seed_everything(config.federation.seed, verbose=False)
-    experiment = instantiate(config)
-    settings = experiment.federation
-    if strategy_cls is None:
-        strategy_cls = ObservingFedAvg if experiment.attack is None else AttackingFedAvg
-    strategy = strategy_cls.from_experiment(experiment)
-    shipped = dump_config(config)
-    result = strategy.start(
-        grid,
-        ArrayRecord.from_torch_state_dict(experiment.model.state_dict()),
-        num_rounds=settings.num_rounds,
-        train_config=ConfigRecord({EXPERIMENT: shipped}),
-        evaluate_config=ConfigRecord({EXPERIMENT: shipped}),
-    )
-    _save(result, Path(settings.run_dir))
+    with seeded(config.federation.seed):
+        experiment = instantiate(config)
+        if strategy_cls is None:
+            strategy_cls = ObservingFedAvg if experiment.attack is None else AttackingFedAvg
+        strategy = strategy_cls.from_experiment(experiment)
+        shipped = dump_config(config)
+        result = strategy.start(
+            grid,
+            ArrayRecord.from_torch_state_dict(experiment.model.state_dict()),
+            num_rounds=experiment.federation.num_rounds,
+            train_config=ConfigRecord({EXPERIMENT: shipped}),
+            evaluate_config=ConfigRecord({EXPERIMENT: shipped}),
+        )
+    _save(result, Path(experiment.federation.run_dir))
     if experiment.logger is not None:
         experiment.logger.finalize("success")
     return strategy, result

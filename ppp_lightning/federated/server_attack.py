@@ -7,7 +7,6 @@ The ``attack`` section of the federated YAML is a :class:`ServerAttack`; the att
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,7 +14,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from ppp_lightning.attacks import ATTACKS, AttackResult, build_attack
+from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.federated.core import shared_gradient
 from ppp_lightning.metrics import METRICS
 
@@ -28,8 +27,8 @@ class ServerAttack:
 
     Args:
         name: a registered attack: ``inverting``, ``dlg``, ``adaptive`` or ``analytic``.
-        kwargs: the attack's init arguments (e.g. ``{iterations: 20}``); ``mean``/``std`` of the
-            data are added for attacks that take them (the image box of Inverting Gradients).
+        kwargs: the attack's options (e.g. ``{iterations: 20}``); the data's ``mean``/``std`` are
+            added for attacks that need them (the image box of Inverting Gradients).
         rounds: the rounds to attack (from 1); ``None`` for every round.
         clients: the partition ids of the clients to attack; ``None`` for every client.
         num_images: images per reconstruction; ``None`` for the data's ``batch_size`` (a FedSGD
@@ -39,12 +38,17 @@ class ServerAttack:
             them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
         success_threshold: the value at which a reconstruction succeeds.
-        log_name: folder in the run directory for the PNGs and ``metrics.json``, and prefix of the
+        log_name: folder in the run directory for the PNGs and ``metrics.jsonl``, and prefix of the
             logged keys (``<log_name>/client<partition id>/...``), as the attack callback's ``name``.
 
+    Attributes:
+        spec: the :class:`~ppp_lightning.attacks.AttackSpec` of ``name`` and ``kwargs``, which
+            validates them and builds the attack.
+
     Raises:
-        ValueError: on an unknown attack or metric, a bad round, client or image count, or
-            attack arguments the attack refuses.
+        ValueError: on an unknown attack, an option it would ignore or a value it refuses (from
+            :class:`~ppp_lightning.attacks.AttackSpec`), an unknown metric, or a bad round,
+            client or image count.
     """
 
     name: str = "inverting"
@@ -56,10 +60,10 @@ class ServerAttack:
     success_metric: str = "ncc"
     success_threshold: float = 0.85
     log_name: str = "attack"
+    spec: AttackSpec = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.name not in ATTACKS:
-            raise ValueError(f"attack.name={self.name!r}; allowed: {', '.join(ATTACKS)}")
+        self.spec = AttackSpec(self.name, self.kwargs)
         if self.success_metric not in METRICS:
             raise ValueError(f"attack.success_metric={self.success_metric!r}; allowed: {', '.join(METRICS)}")
         if self.rounds is not None and min(self.rounds, default=1) < 1:
@@ -68,24 +72,12 @@ class ServerAttack:
             raise ValueError(f"attack.clients={self.clients}; allowed: None or partition ids >= 0")
         if self.num_images is not None and self.num_images < 1:
             raise ValueError(f"attack.num_images={self.num_images}; allowed: None or >= 1")
-        self.build((0.0,), (1.0,))  # refuse bad attack arguments when the YAML is read
 
     def targets(self, server_round: int, partition_id: int) -> bool:
         """Whether the update of client ``partition_id`` in ``server_round`` is attacked."""
         return (self.rounds is None or server_round in self.rounds) and (
             self.clients is None or partition_id in self.clients
         )
-
-    def build(self, mean: Sequence[float], std: Sequence[float]) -> Any:
-        """The configured attack, with the data's normalisation if it takes one.
-
-        Args:
-            mean: the data's normalisation mean.
-            std: the data's normalisation standard deviation.
-        """
-        accepted = inspect.signature(ATTACKS[self.name]).parameters
-        box = {"mean": tuple(mean), "std": tuple(std)} if "mean" in accepted and "std" in accepted else {}
-        return build_attack(self.name, **{**box, **self.kwargs})
 
     def invert(
         self,
@@ -125,4 +117,4 @@ class ServerAttack:
         trainable = {name for name, p in attacked.named_parameters() if p.requires_grad}
         gradient = {k: g for k, g in shared_gradient(global_weights, client_weights, lr).items() if k in trainable}
         with torch.random.fork_rng(), torch.enable_grad():
-            return self.build(mean, std)(attacked, gradient, labels, tuple(shape))
+            return self.spec.build(mean, std)(attacked, gradient, labels, tuple(shape))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from jsonargparse import Namespace
 
 from ppp_lightning.federated.client_app import app as client_app
 from ppp_lightning.federated.config import settings
+from ppp_lightning.federated.environment import quiet_flower
 from ppp_lightning.federated.server_app import make_server_app
 from ppp_lightning.federated.strategy import ObservingFedAvg
 
@@ -30,9 +30,12 @@ def simulate(
 ) -> None:
     """Run the experiment with Flower's simulation engine and shut Ray down afterwards.
 
-    Ray keeps its temporary files (logs, session data) in ``<federation.run_dir>/ray`` and does
-    not report usage statistics (``RAY_USAGE_STATS_ENABLED=0``). A client that fails becomes a
-    failed reply, which FedAvg skips; check ``metrics.json`` or the log.
+    An entry point: before Ray starts it switches Flower and Ray quiet for the worker processes
+    (:func:`~ppp_lightning.federated.environment.quiet_flower`: no telemetry, no usage statistics;
+    a value the user set wins). This process read Flower's telemetry switch when it imported
+    Flower: call ``quiet_flower()`` before that, as ``python -m ppp_lightning.federated`` does.
+    Ray keeps its temporary files (logs, session data) in ``<federation.run_dir>/ray``. A client
+    that fails becomes a failed reply, which FedAvg skips; check ``metrics.json`` or the log.
 
     Args:
         config: the experiment from :func:`~ppp_lightning.federated.config.parse_config`.
@@ -52,7 +55,7 @@ def simulate(
     from flwr.simulation import run_simulation
 
     settings(config).check_nodes(num_supernodes)
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_flower()
     backend = {"client_resources": {"num_cpus": cpus_per_client, "num_gpus": gpus_per_client}}
     with _short_path(Path(config.federation.run_dir, "ray")) as ray_dir:
         backend["init_args"] = {"_temp_dir": str(ray_dir), "include_dashboard": False}
