@@ -2,7 +2,8 @@
 
 from datamodules.base import ImageDataModule
 from datamodules.cifar10 import CIFAR10DataModule
+from datamodules.files import DataFileError
 from datamodules.mnist import MNISTDataModule
 from datamodules.offline_mnist import OfflineMNISTDataModule
 
-__all__ = ["CIFAR10DataModule", "ImageDataModule", "MNISTDataModule", "OfflineMNISTDataModule"]
+__all__ = ["CIFAR10DataModule", "DataFileError", "ImageDataModule", "MNISTDataModule", "OfflineMNISTDataModule"]

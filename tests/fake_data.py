@@ -1,4 +1,5 @@
-"""Small datasets written in MNIST's and CIFAR-10's own on-disk formats, so the real loaders run."""
+"""Small datasets written in MNIST's and CIFAR-10's own on-disk formats, so the real loaders run,
+and the ways such files (and checkpoints) go bad."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
@@ -37,3 +39,21 @@ def write_cifar10(root: Path, per_batch: int = 8, seed: int = 0) -> Path:
     meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     return root
+
+
+def truncate(path: Path, keep: int) -> Path:
+    """Cut ``path`` down to its first ``keep`` bytes, as an interrupted download leaves it."""
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
+def set_magic(path: Path, magic: int) -> Path:
+    """Overwrite the 4-byte big-endian magic number that starts an idx file."""
+    path.write_bytes(struct.pack(">I", magic) + path.read_bytes()[4:])
+    return path
+
+
+def write_checkpoint(path: Path, hyper_parameters: dict, tensor_elements: int = 4096) -> Path:
+    """Write a minimal Lightning-style checkpoint (zip format, like ``torch.save`` of a real one)."""
+    torch.save({"state_dict": {"w": torch.zeros(tensor_elements)}, "hyper_parameters": hyper_parameters}, path)
+    return path

@@ -33,6 +33,7 @@ def test_every_config_runs_fast_dev_run(config, request):
         root = request.getfixturevalue(FILE_DATASETS[data_class])
         args += [f"--data.init_args.data_dir={root}", "--data.init_args.val_size=4"]
     main(args)
+    assert not list(Path().rglob("*.ckpt"))
 
 
 def _quickstart_without_attacks() -> str:
@@ -58,6 +59,13 @@ def test_quickstart_saves_config_and_checkpoints_and_reruns_in_the_same_folder()
 
     model = ImageClassifier.load_from_checkpoint(checkpoints[0])
     assert model.hparams.arch == "cnn" and model.hparams.precode == {"latent_dim": 256, "beta": 0.001}
+
+
+def test_fast_dev_run_of_quickstart_writes_no_checkpoint():
+    config = yaml.safe_load(Path(_quickstart_without_attacks()).read_text())
+    assert config["trainer"]["callbacks"][0]["init_args"]["save_last"] is True
+    main(["fit", "--config", "quickstart.yaml", "--trainer.fast_dev_run=true"])
+    assert not list(Path().rglob("*.ckpt")) and not list(Path().rglob("checkpoints"))
 
 
 def test_one_epoch_of_quickstart_reaches_real_accuracy():
