@@ -4,6 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 import wandb
 import yaml
 
@@ -26,13 +28,22 @@ def test_configs_cover_every_paper_setting():
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(CONFIG_DIR)))
-def test_every_config_runs_fast_dev_run(config, request):
+def test_every_config_runs_fast_dev_run(config, request, monkeypatch):
+    finished = []
+    fit = pl.Trainer.fit
+
+    def recording_fit(trainer, model, *args, **kwargs):
+        fit(trainer, model, *args, **kwargs)
+        finished.append((trainer.global_step, trainer.state.status, all(torch.isfinite(p).all() for p in model.parameters())))
+
+    monkeypatch.setattr(pl.Trainer, "fit", recording_fit)
     data_class = yaml.safe_load(config.read_text())["data"]["class_path"]
     args = ["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--data.init_args.batch_size=4"]
     if data_class in FILE_DATASETS:
         root = request.getfixturevalue(FILE_DATASETS[data_class])
         args += [f"--data.init_args.data_dir={root}", "--data.init_args.val_size=4"]
     main(args)
+    assert finished == [(1, "finished", True)]  # one optimizer step ran, to the end, with finite weights
     assert not list(Path().rglob("*.ckpt"))
 
 
@@ -69,8 +80,6 @@ def test_fast_dev_run_of_quickstart_writes_no_checkpoint():
 
 
 def test_one_epoch_of_quickstart_reaches_real_accuracy():
-    import pytorch_lightning as pl
-
     from datamodules import OfflineMNISTDataModule
     from ppp_lightning import ImageClassifier
 
