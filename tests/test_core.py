@@ -51,7 +51,7 @@ def test_defense_spec_resolves_the_perturbed_set_once_for_every_consumer():
     }  # fmt: skip
     with pytest.raises(ValueError, match="is relative to a PRECODE bottleneck but the model has none"):
         DefenseSpec().check(nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="sigma=-1.0; allowed: >= 0"):
+    with pytest.raises(ValueError, match="sigma=-1.0; allowed: a finite number >= 0"):
         DefenseSpec(sigma=-1.0)
 
 
