@@ -60,7 +60,7 @@ def test_vit_has_cls_token_and_paper_sizes():
     [
         ({"arch": "lenet"}, "allowed: mlp, cnn, resnet18, vit"),
         ({"arch": "cnn", "optimizer": "rmsprop"}, "allowed: adam, adamw, sgd"),
-        ({"arch": "cnn", "lr": 0.0}, "lr must be > 0"),
+        ({"arch": "cnn", "lr": 0.0}, "lr=0.0; allowed: a finite number > 0"),
         ({"arch": "resnet18", "arch_kwargs": {"norm": "layer"}}, "allowed: batch, group"),
     ],
 )

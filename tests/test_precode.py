@@ -90,7 +90,7 @@ def test_loss_sums_the_kl_of_every_precode_pass_and_is_zero_without():
     "kwargs, message",
     [
         ({"latent_dim": 0}, "latent_dim=0"),
-        ({"beta": -1.0}, "beta must be >= 0"),
+        ({"beta": -1.0}, "beta=-1.0; allowed: a finite number >= 0"),
         ({"eval_sampling": "median"}, "allowed: sample, mean"),
         ({"kl_unit": "bytes"}, "allowed: bits, nats"),
     ],
