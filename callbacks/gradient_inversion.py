@@ -27,6 +27,7 @@ __all__ = ["GradientInversionAttack"]
 
 VICTIMS = ("batch", "fixed")
 SMOKE_ITERATIONS = 2  # under fast_dev_run, as Lightning runs one batch of everything
+SINGLE_IMAGE = ("analytic", "feature_inversion")  # attacks that recover one image per gradient
 
 
 class GradientInversionAttack(pl.Callback):
@@ -66,10 +67,13 @@ class GradientInversionAttack(pl.Callback):
     run neither repeats nor loses attacks.
 
     Args:
-        attack: a registered attack: ``inverting``, ``dlg``, ``adaptive`` or ``analytic``.
+        attack: a registered attack: ``inverting``, ``dlg``, ``adaptive``, ``analytic``,
+            ``clean_layer`` (matches only the gradients the defense leaves clean; without a
+            ``defense`` in ``attack_kwargs`` it takes the attached ``PartialPerturbation``'s) or
+            ``feature_inversion``.
         iterations: optimisation steps of the attack; ``None`` for its default.
         lr: the attack's learning rate; ``None`` for its default (0.1 for Adam, 1 for L-BFGS).
-        tv_weight: total-variation weight (``inverting``, ``adaptive``); ``None`` for the default.
+        tv_weight: total-variation weight (the attacks but ``dlg`` and ``analytic``); ``None`` for the default.
         restarts: restarts of the attack (best by matching loss); ``None`` for the default (1).
         include: glob patterns of the gradients to match (``None``: all shared).
         ignore: glob patterns of gradients not to match.
@@ -91,12 +95,14 @@ class GradientInversionAttack(pl.Callback):
     Raises:
         ValueError: on an unknown attack, target, victim source or metric, a non-positive count,
             an option the chosen attack does not take (e.g. ``iterations`` with ``analytic``),
-            ``analytic`` with more than one image, or attack settings the attack refuses.
+            ``analytic`` or ``feature_inversion`` with more than one image, or attack settings the
+            attack refuses; at setup, ``clean_layer`` with neither a ``defense`` nor an attached
+            ``PartialPerturbation``.
     """
 
     def __init__(
         self,
-        attack: Literal["inverting", "dlg", "adaptive", "analytic"] = "inverting",
+        attack: Literal["inverting", "dlg", "adaptive", "analytic", "clean_layer", "feature_inversion"] = "inverting",
         iterations: Optional[int] = None,
         lr: Optional[float] = None,
         tv_weight: Optional[float] = None,
@@ -123,8 +129,8 @@ class GradientInversionAttack(pl.Callback):
         for option, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value < 1:
                 raise ValueError(f"{option}={value}; allowed: None or >= 1")
-        if num_images < 1 or (attack == "analytic" and num_images != 1):
-            raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack='analytic')")
+        if num_images < 1 or (attack in SINGLE_IMAGE and num_images != 1):
+            raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack={attack!r})")
         given = {"iterations": iterations, "lr": lr, "tv_weight": tv_weight, "restarts": restarts}
         given.update(include=include, ignore=ignore, target=target, progress=progress or None)
         settings = {key: value for key, value in given.items() if value is not None}
@@ -154,6 +160,7 @@ class GradientInversionAttack(pl.Callback):
         if stage != "fit":
             return
         check_accumulation(trainer)
+        self._know_the_defense(trainer)
         data = trainer.datamodule
         mean, std = getattr(data, "mean", (0.0,)), getattr(data, "std", (1.0,))
         self.metrics = ReconstructionMetrics(mean, std, self.metrics.success_metric, self.metrics.success_threshold)
@@ -164,6 +171,18 @@ class GradientInversionAttack(pl.Callback):
         self._floor = None if train_set is None else floor_image(train_set)
         if self.victims == "fixed":
             self._victims = draw_victims(train_set, self.num_images, self.victim_seed)
+
+    def _know_the_defense(self, trainer: pl.Trainer) -> None:
+        """Give ``clean_layer`` the attached PartialPerturbation's settings unless it was given a defense."""
+        if self.spec.name != "clean_layer" or self.spec.settings.get("defense") is not None:
+            return
+        defense = _partial_perturbation(trainer)
+        if defense is None:
+            raise ValueError(
+                "attack='clean_layer' needs the defense it attacks: attach a PartialPerturbation callback or "
+                "pass attack_kwargs={'defense': {...}} (DefenseSpec's options, e.g. {'layers': 'before_bottleneck'})"
+            )
+        self.spec = self.spec.replace(defense=defense.spec.to_dict())
 
     def _check_batch_size(self, data: Any) -> None:
         batch_size = getattr(data, "batch_size", None)
@@ -236,7 +255,7 @@ class GradientInversionAttack(pl.Callback):
             "num_images": len(labels),
             "labels": labels.tolist(),
             "attack_labels": result.labels.tolist(),
-            "matching_loss": result.loss,
+            **result.summary(),
             "seconds": time.perf_counter() - started,
             **scores,
         }

@@ -8,8 +8,10 @@ name and options and builds it.
 from __future__ import annotations
 
 from ppp_lightning.attacks.adaptive import AdaptiveAttack
-from ppp_lightning.attacks.analytic import AnalyticRecovery, linear_input
+from ppp_lightning.attacks.analytic import AnalyticRecovery, bottleneck_input, linear_input
+from ppp_lightning.attacks.clean import CleanLayerAttack
 from ppp_lightning.attacks.dlg import DLG
+from ppp_lightning.attacks.features import FeatureInversion, bottleneck_features
 from ppp_lightning.attacks.inverting import InvertingGradients
 from ppp_lightning.attacks.labels import recover_labels
 from ppp_lightning.attacks.matching import GradientMatchingAttack
@@ -26,8 +28,12 @@ __all__ = [
     "AdaptiveAttack",
     "AnalyticRecovery",
     "AttackResult",
+    "CleanLayerAttack",
+    "FeatureInversion",
     "GradientMatchingAttack",
     "InvertingGradients",
+    "bottleneck_features",
+    "bottleneck_input",
     "linear_input",
     "recover_labels",
     "select_gradients",

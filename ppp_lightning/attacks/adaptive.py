@@ -10,10 +10,11 @@ import torch
 from torch import Tensor, nn
 
 from ppp_lightning.attacks.inverting import InvertingGradients
-from ppp_lightning.attacks.matching import Problem, Variables
+from ppp_lightning.attacks.matching import Problems
+from ppp_lightning.attacks.optimiser import Variables
 from ppp_lightning.precode import PRECODE
 
-__all__ = ["AdaptiveAttack"]
+__all__ = ["AdaptiveAttack", "sampling_bottlenecks"]
 
 PREFIX = "eps:"
 
@@ -32,23 +33,25 @@ class AdaptiveAttack(InvertingGradients):
     """
 
     def initial_variables(
-        self, problem: Problem, shape: tuple[int, ...], init: Optional[Tensor], generator: torch.Generator
+        self, problems: Problems, shape: tuple[int, ...], init: Optional[Tensor], generator: torch.Generator
     ) -> Variables:
-        variables = super().initial_variables(problem, shape, init, generator)
-        bottlenecks = _sampling_bottlenecks(problem.model)
+        variables = super().initial_variables(problems, shape, init, generator)
+        bottlenecks = sampling_bottlenecks(problems.model)
         if not bottlenecks:
             raise ValueError("the adaptive attack needs a PRECODE that samples in the model's current mode")
         for name, module in bottlenecks.items():
             size = (self.restarts, shape[0], module.latent_dim)
-            variables[PREFIX + name] = torch.randn(size, generator=generator, device=problem.labels.device)
+            eps = torch.randn(size, generator=generator, device=problems.labels.device)
+            variables[PREFIX + name] = self.per_problem(problems, eps)
         return variables
 
-    def logits(self, problem: Problem, params: dict[str, Tensor], variables: Variables) -> Tensor:
-        with _injected(problem.model, {k[len(PREFIX) :]: v for k, v in variables.items() if k.startswith(PREFIX)}):
-            return super().logits(problem, params, variables)
+    def logits(self, problems: Problems, params: dict[str, Tensor], variables: Variables) -> Tensor:
+        with _injected(problems.model, {k[len(PREFIX) :]: v for k, v in variables.items() if k.startswith(PREFIX)}):
+            return super().logits(problems, params, variables)
 
 
-def _sampling_bottlenecks(model: nn.Module) -> dict[str, PRECODE]:
+def sampling_bottlenecks(model: nn.Module) -> dict[str, PRECODE]:
+    """The PRECODE modules of ``model`` that sample in its current mode, by name."""
     return {name: m for name, m in model.named_modules() if isinstance(m, PRECODE) and m.samples}
 
 

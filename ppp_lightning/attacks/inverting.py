@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import total_variation
 
-from ppp_lightning.attacks.matching import GradientMatchingAttack, Variables
+from ppp_lightning.attacks.matching import Evaluate, GradientMatchingAttack
+from ppp_lightning.attacks.optimiser import Tracker, Variables, signed_adam
+from ppp_lightning.attacks.per_sample import ProblemGradients, Targets
 from ppp_lightning.validation import check_number
 
 __all__ = ["InvertingGradients"]
-
-# Geiping et al. divide the learning rate by 10 at 3/8, 5/8 and 7/8 of the iterations.
-DECAY_POINTS = (3 / 8, 5 / 8, 7 / 8)
 
 
 class InvertingGradients(GradientMatchingAttack):
@@ -24,8 +23,9 @@ class InvertingGradients(GradientMatchingAttack):
     Minimises ``1 - cos(dummy gradient, shared gradient)`` (one cosine over all selected tensors
     jointly) ``+ tv_weight * TV(images)``, where TV is torchmetrics' anisotropic total variation per
     pixel value. Adam steps on the sign of the gradient, the learning rate is divided by 10 at 3/8,
-    5/8 and 7/8 of the iterations, and after every step the images are clamped to the box of valid
-    pixels, ``[(0 - mean) / std, (1 - mean) / std]`` per channel.
+    5/8 and 7/8 of the budget or earlier when a problem stalls (then it stops; see ``tol`` and
+    ``patience``), and after every step the images are clamped to the box of valid pixels,
+    ``[(0 - mean) / std, (1 - mean) / std]`` per channel. The best iterate is returned.
 
     Args:
         iterations: optimisation steps (paper: 4,800 on CIFAR-10).
@@ -33,12 +33,13 @@ class InvertingGradients(GradientMatchingAttack):
         tv_weight: weight of the total-variation prior (paper: 1e-4 to 1e-1 depending on the data).
         mean: the data's per-channel normalisation mean (one value for all channels allowed).
         std: the data's per-channel normalisation standard deviation.
-        **kwargs: ``restarts``, ``include``, ``ignore``, ``target``, ``batched``, ``progress``,
-            ``seed`` of :class:`~ppp_lightning.attacks.matching.GradientMatchingAttack`.
+        **kwargs: ``restarts``, ``include``, ``ignore``, ``target``, ``batched``, ``tol``,
+            ``patience``, ``tie_channels``, ``threads``, ``progress``, ``seed`` of
+            :class:`~ppp_lightning.attacks.matching.GradientMatchingAttack`.
 
     Raises:
-        ValueError: if ``tv_weight`` is negative, a ``std`` is not positive or the base class rejects
-            an argument.
+        ValueError: if ``tv_weight`` is negative, a ``std`` is not positive, channels are tied
+            under different per-channel normalisations, or the base class rejects an argument.
     """
 
     def __init__(
@@ -55,40 +56,32 @@ class InvertingGradients(GradientMatchingAttack):
         for option, values in (("mean", mean), ("std", std)):
             for value in values:
                 check_number(option, value, minimum=0 if option == "std" else None, exclusive_minimum=True)
+        if self.tie_channels and (len(set(mean)) > 1 or len(set(std)) > 1):
+            raise ValueError(f"tie_channels=True needs one normalisation for all channels; got mean={mean}, std={std}")
         self.tv_weight = tv_weight
         self.mean = tuple(mean)
         self.std = tuple(std)
 
-    def distance(self, dummy: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
-        dot = sum((dummy[k] * target[k]).sum() for k in target)
-        dummy_norm = sum(dummy[k].square().sum() for k in target).sqrt()
-        target_norm = sum(target[k].square().sum() for k in target).sqrt()
-        return 1 - dot / (dummy_norm * target_norm).clamp_min(1e-12)
+    def distance(self, dummy: ProblemGradients, targets: Targets) -> Tensor:
+        target_norm = targets.square_norms.index_select(0, dummy.victims).sqrt()
+        return 1 - dummy.dot(targets) / (dummy.square_norm().sqrt() * target_norm).clamp_min(1e-12)
 
     def regulariser(self, variables: Variables) -> Tensor:
         images = variables["images"]
-        return self.tv_weight * total_variation(images) / images.numel()
+        per_image = total_variation(images.flatten(0, 1), reduction="none")
+        return self.tv_weight * per_image.view(len(images), -1).sum(1) / images[0].numel()
 
-    def optimise(self, objective: Callable[[Variables], Tensor], variables: Variables) -> Tensor:
-        step = self.step_function(objective)
-        optimizer = torch.optim.Adam(list(variables.values()), lr=self.lr)
-        milestones = [int(point * self.iterations) for point in DECAY_POINTS]
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
-        low, high = self._box(variables["images"])
-        bar = self.iterations_bar()
-        for iteration in bar:
-            grads, losses = step(variables)
-            for name, tensor in variables.items():
-                tensor.grad = grads[name].sign()
-            optimizer.step()
-            scheduler.step()
-            torch.maximum(variables["images"], low, out=variables["images"])
-            torch.minimum(variables["images"], high, out=variables["images"])
-            if iteration % 10 == 0:
-                bar.set_postfix(loss=float(losses.min()))
-        return step(variables)[1]
-
-    def _box(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def optimise(self, evaluate: Evaluate, variables: Variables) -> Tracker:
+        images = variables["images"]
         mean = images.new_tensor(self.mean).view(-1, 1, 1)
         std = images.new_tensor(self.std).view(-1, 1, 1)
-        return -mean / std, (1 - mean) / std
+        low, high = -mean / std, (1 - mean) / std
+        if self.tie_channels:  # one optimised channel; __init__ checked that all channels share the box
+            low, high = low[:1], high[:1]
+
+        def project(current: Variables) -> None:
+            torch.maximum(current["images"], low, out=current["images"])
+            torch.minimum(current["images"], high, out=current["images"])
+
+        with self.iterations_bar(len(images)) as bar:
+            return signed_adam(evaluate, variables, self.iterations, self.lr, self.stopping, project, bar)

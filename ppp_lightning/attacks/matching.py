@@ -1,11 +1,21 @@
-"""The gradient-matching loop shared by Inverting Gradients, DLG and the adaptive attack."""
+"""The gradient-matching engine shared by Inverting Gradients, DLG and the adaptive attack.
+
+One call attacks many victims at once: every victim (its own shared gradient and labels) times
+every restart is an independent *problem*, and all problems run in one loop, each stopping on its
+own (:mod:`~ppp_lightning.attacks.optimiser`). The dummy gradients of the active problems are
+computed in one of three ways (:mod:`~ppp_lightning.attacks.execution` chooses):
+
+- ``stacked``: all problems' images in one forward pass, gradients split per problem
+  (:mod:`~ppp_lightning.attacks.per_sample`; models without BatchNorm in training mode);
+- ``vmap``: :func:`torch.func.vmap` over problems (any model :mod:`torch.func` supports);
+- ``sequential``: one problem after another with plain autograd (the fastest single problem).
+"""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal, Optional
 
@@ -14,59 +24,99 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 from tqdm.auto import tqdm
 
+from ppp_lightning.attacks.execution import ExecutionChoice, signature
 from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
+from ppp_lightning.attacks.optimiser import StoppingRule, Tracker, Variables
+from ppp_lightning.attacks.per_sample import ProblemGradients, Targets, stackable, stacked_gradients
 from ppp_lightning.attacks.result import AttackResult
 from ppp_lightning.attacks.targets import TARGETS, select_gradients
 from ppp_lightning.losses import classification_terms
 from ppp_lightning.validation import check_number
 
-__all__ = ["GradientMatchingAttack"]
+__all__ = ["GradientMatchingAttack", "Problems", "detached_parameters", "known_labels"]
 
-Variables = dict[str, Tensor]
-Step = Callable[[Variables], tuple[Variables, Tensor]]
+# (variables of the active problems, their indices) -> (gradients, objectives)
+Evaluate = Callable[[Variables, Tensor], tuple[Variables, Tensor]]
 
 
 @dataclass
-class Problem:
-    """One attack's fixed data: the model, its (detached) parameters, labels and target gradients."""
+class Problems:
+    """The fixed data of every problem: problem ``p`` is restart ``p % R`` of victim ``p // R``.
+
+    Args:
+        model: the attacked model.
+        params: its parameters, detached, by name.
+        names: the gradients matched.
+        targets: every victim's shared gradient.
+        labels: ``(V, N)`` every victim's labels.
+        restarts: restarts per victim.
+        shape: ``(N, C, H, W)`` of every victim's batch.
+    """
 
     model: nn.Module
     params: dict[str, Tensor]
-    selected: dict[str, Tensor]
-    target: dict[str, Tensor]
+    names: list[str]
+    targets: Targets
     labels: Tensor
+    restarts: int
+    shape: tuple[int, ...]
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def count(self) -> int:
+        """The number of problems, ``V * R``."""
+        return len(self.labels) * self.restarts
+
+    def victims(self, active: Tensor) -> Tensor:
+        """The victim of every problem in ``active``."""
+        return torch.div(active, self.restarts, rounding_mode="floor")
+
+    def targets_for(self, active: Tensor) -> dict[str, Tensor]:
+        """``name -> (len(active), *shape)``: the shared gradient each active problem matches."""
+        key = tuple(active.tolist())
+        if key not in self._cache:  # the active set changes rarely: keep one expansion
+            victims = self.victims(active)
+            self._cache = {key: {name: t.index_select(0, victims) for name, t in self.targets.tensors.items()}}
+        return self._cache[key]
 
 
 class GradientMatchingAttack:
     """Base of the optimisation attacks: find inputs whose gradient matches a shared one.
 
-    Every restart holds its own optimisation variables (``images``, ``(R, N, C, H, W)``, plus what a
-    subclass adds). The attacker's gradient is the client's: cross-entropy + PRECODE's KL
-    (:func:`~ppp_lightning.losses.classification_terms`) in the model's current mode, with
-    PRECODE sampling fresh noise unless a subclass optimises it. It is computed with
-    :mod:`torch.func` on detached parameters, so the model's ``.grad`` and BatchNorm statistics
-    are untouched, and restarts run batched under :func:`torch.func.vmap` (falling back to a loop
-    over restarts, with a warning, when the model does not support it). The attack draws from the
-    model's RNG (PRECODE's generator or torch's global one): attack a copy to leave a training
-    run's noise stream alone. Subclasses define :meth:`distance` and :meth:`optimise`.
+    Every problem holds its own optimisation variables (``images``, ``(N, C, H, W)``, plus what a
+    subclass adds; stacked as ``(P, N, ...)``). The attacker's gradient is the client's:
+    cross-entropy + PRECODE's KL (:func:`~ppp_lightning.losses.classification_terms`) in the
+    model's current mode, with PRECODE sampling fresh noise unless a subclass optimises it. It is
+    computed on the attacker's own leaves, so the model's ``.grad`` and BatchNorm statistics are
+    untouched. The attack draws from the model's RNG (PRECODE's generator or torch's global one):
+    attack a copy to leave a training run's noise stream alone. Subclasses define
+    :meth:`distance` and :meth:`optimise`.
 
     Args:
-        iterations: optimisation steps.
+        iterations: the budget of optimisation steps per problem.
         lr: learning rate.
-        restarts: independent initialisations; the one with the lowest final objective wins.
+        restarts: independent initialisations per victim; the one with the lowest objective wins.
         include: match only gradients whose names match one of these glob patterns.
         ignore: do not match gradients whose names match one of these patterns.
         target: a targeted preset against PRECODE, ``"before_bottleneck"`` or ``"before_decoder"``
             (see :func:`~ppp_lightning.attacks.targets.select_gradients`).
-        batched: run restarts batched with ``vmap``; ``False`` runs them one after another. Batched
-            restarts compute one weight gradient per restart (grouped convolutions): 1.9x faster
-            for 4 restarts on the cnn on CPU, but 0.6-0.8x on resnet18 on CPU
-            (``benchmarks/results/attack_speed.md``).
-        progress: show a progress bar with the iteration and the current loss.
+        batched: ``True`` computes all problems together, ``False`` one after another, ``None``
+            chooses per model, device and problem count by a short timing probe
+            (:class:`~ppp_lightning.attacks.execution.ExecutionChoice`).
+        tol: a problem's best objective must improve by this relative amount ...
+        patience: ... within this many steps, or its learning rate is divided by 10; after the
+            third division it stops. ``0`` runs the whole budget.
+        tie_channels: optimise one channel shared by all (data with one true channel, e.g. MNIST
+            repeated to three).
+        threads: torch's CPU threads during the attack (restored afterwards); ``None`` leaves
+            them. One thread is never far from the best on a loaded machine, where more threads
+            can be several times slower (``benchmarks/results/attack_speed.md``).
+        progress: show a progress bar over iterations with the active problems and best objective.
         seed: seed of the random initialisation.
 
     Raises:
-        ValueError: if a count or ``lr`` is not positive or ``target`` is unknown.
+        ValueError: if a count, ``lr``, ``tol`` or ``patience`` is out of range or ``target`` is
+            unknown.
     """
 
     def __init__(
@@ -77,12 +127,18 @@ class GradientMatchingAttack:
         include: Optional[Sequence[str]] = None,
         ignore: Optional[Sequence[str]] = None,
         target: Optional[Literal["before_bottleneck", "before_decoder"]] = None,
-        batched: bool = True,
+        batched: Optional[bool] = None,
+        tol: float = 1e-3,
+        patience: int = 100,
+        tie_channels: bool = False,
+        threads: Optional[int] = 1,
         progress: bool = True,
         seed: int = 0,
     ) -> None:
         if iterations < 1 or restarts < 1:
             raise ValueError(f"iterations={iterations} and restarts={restarts}; allowed: >= 1")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads={threads}; allowed: None (leave torch's setting) or >= 1")
         check_number("lr", lr, minimum=0, exclusive_minimum=True)
         if target is not None and target not in TARGETS:
             raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
@@ -93,8 +149,12 @@ class GradientMatchingAttack:
         self.ignore = ignore
         self.target = target
         self.batched = batched
+        self.stopping = StoppingRule(tol, patience)
+        self.tie_channels = tie_channels
+        self.threads = threads
         self.progress = progress
         self.seed = seed
+        self.execution = ExecutionChoice(batched)
 
     def __call__(
         self,
@@ -104,7 +164,7 @@ class GradientMatchingAttack:
         shape: Sequence[int] = (1, 3, 32, 32),
         init: Optional[Tensor] = None,
     ) -> AttackResult:
-        """Reconstruct the batch behind ``gradients``.
+        """Reconstruct the batch behind ``gradients`` (one victim; see :meth:`run` for many).
 
         Args:
             model: the attacked model, in the client's mode (pass a copy to leave the original alone).
@@ -115,109 +175,233 @@ class GradientMatchingAttack:
             init: ``(N, C, H, W)`` initial images for every restart instead of random ones.
 
         Returns:
-            The reconstruction of the best restart.
+            The best iterate of the best restart.
 
         Raises:
             ValueError: if no gradient is selected, or labels must be recovered and the last
                 Linear layer's bias gradient is not shared.
         """
-        device = next(model.parameters()).device
-        example = torch.zeros(tuple(shape), device=device)
-        names = select_gradients(model, list(gradients), example, self.include, self.ignore, self.target)
-        if labels is None:
-            labels = recover_labels(head_bias_gradient(model, gradients, example), shape[0])
-        params = {name: p.detach() for name, p in model.named_parameters()}
-        problem = Problem(
-            model,
-            params,
-            {name: params[name] for name in names},
-            {name: gradients[name].detach().to(device) for name in names},
-            labels.to(device),
-        )
-        generator = torch.Generator(device).manual_seed(self.seed)
-        with torch.inference_mode(False), torch.enable_grad(), _attack_mode(model):
-            variables = self.initial_variables(problem, tuple(shape), init, generator)
-            losses = self.optimise(partial(self.objective, problem), variables).nan_to_num(torch.inf)
-        best = int(losses.argmin())
-        return AttackResult(
-            images=variables["images"][best].detach(),
-            labels=self.result_labels(problem, variables, best),
-            loss=float(losses[best]),
-            restart_losses=losses.tolist(),
-        )
+        return self.run(model, [gradients], None if labels is None else [labels], shape, init)[0]
+
+    def run(
+        self,
+        model: nn.Module,
+        gradients: Sequence[Mapping[str, Tensor]],
+        labels: Optional[Sequence[Optional[Tensor]]] = None,
+        shape: Sequence[int] = (1, 3, 32, 32),
+        init: Optional[Tensor] = None,
+    ) -> list[AttackResult]:
+        """Attack many victims in one loop: each victim's gradient, with all restarts.
+
+        Args:
+            model: the attacked model, in the clients' mode.
+            gradients: every victim's shared gradient by parameter name (the same names).
+            labels: every victim's ``(N,)`` labels (``None`` for one, or for all: recovered).
+            shape: ``(N, C, H, W)`` of every victim's batch.
+            init: ``(N, C, H, W)`` initial images for every problem instead of random ones.
+
+        Returns:
+            One result per victim, in order. Problem ``(victim, restart)`` starts from the same
+            initialisation whatever the other victims, so a victim's result does not depend on
+            which victims it is attacked with.
+
+        Raises:
+            ValueError: as :meth:`__call__`.
+        """
+        shape = tuple(shape)
+        problems = self.problems(model, gradients, labels, shape)
+        generator = torch.Generator(problems.labels.device).manual_seed(self.seed)
+        with _attack_mode(model, self.threads):
+            variables = self.initial_variables(problems, shape, init, generator)
+            evaluate = self.evaluator(problems, variables)
+            tracker = self.optimise(evaluate, variables)
+        return [self.result(problems, tracker, victim) for victim in range(len(problems.labels))]
+
+    def problems(
+        self,
+        model: nn.Module,
+        gradients: Sequence[Mapping[str, Tensor]],
+        labels: Optional[Sequence[Optional[Tensor]]],
+        shape: tuple[int, ...],
+    ) -> Problems:
+        """The problems' fixed data: the matched names, stacked targets and every victim's labels."""
+        example = torch.zeros(shape, device=next(model.parameters()).device)
+        names = self.matched_names(model, list(gradients[0]), example)
+        stacked = {name: torch.stack([shared[name].detach().to(example) for shared in gradients]) for name in names}
+        known = known_labels(model, gradients, labels, example)
+        return Problems(model, detached_parameters(model), names, Targets(stacked), known, self.restarts, shape)
+
+    def matched_names(self, model: nn.Module, available: list[str], example: Tensor) -> list[str]:
+        """The shared gradients the attack matches (``include``, ``ignore`` and ``target``)."""
+        return select_gradients(model, available, example, self.include, self.ignore, self.target)
 
     def initial_variables(
-        self, problem: Problem, shape: tuple[int, ...], init: Optional[Tensor], generator: torch.Generator
+        self, problems: Problems, shape: tuple[int, ...], init: Optional[Tensor], generator: torch.Generator
     ) -> Variables:
-        """The optimisation variables of all restarts, each with a leading restart dimension."""
-        device = problem.labels.device
+        """The optimisation variables of all problems, each with a leading problem dimension."""
+        device = problems.labels.device
+        channels = 1 if self.tie_channels else shape[1]
         if init is not None:
-            images = init.detach().to(device).expand(self.restarts, *shape).clone()
+            start = init.detach().to(device).mean(1, keepdim=True) if self.tie_channels else init.detach().to(device)
+            images = start.expand(self.restarts, *start.shape)
         else:
-            images = torch.randn((self.restarts, *shape), generator=generator, device=device)
-        return {"images": images}
+            images = torch.randn((self.restarts, shape[0], channels, *shape[2:]), generator=generator, device=device)
+        return {"images": self.per_problem(problems, images)}
 
-    def objective(self, problem: Problem, variables: Variables) -> Tensor:
-        """The loss of one restart: gradient distance plus :meth:`regulariser`."""
-        dummy = grad(partial(self.client_loss, problem, variables))(problem.selected)
-        return self.distance(dummy, problem.target) + self.regulariser(variables)
+    def per_problem(self, problems: Problems, per_restart: Tensor) -> Tensor:
+        """``(R, ...)`` -> ``(V * R, ...)``: every victim's restarts start from the same draw."""
+        return per_restart.repeat(len(problems.labels), *[1] * (per_restart.dim() - 1)).contiguous()
 
-    def client_loss(self, problem: Problem, variables: Variables, selected: dict[str, Tensor]) -> Tensor:
-        """The client's loss on the dummy batch, as a function of the selected parameters."""
-        forward = partial(self.logits, problem, {**problem.params, **selected}, variables)
-        return classification_terms(forward, self.dummy_targets(problem, variables)).loss
+    def images(self, problems: Problems, variables: Variables) -> Tensor:
+        """The images the model sees (``(..., C, H, W)``; tied channels repeated)."""
+        images = variables["images"]
+        return images.expand(*images.shape[:-3], *problems.shape[1:]) if self.tie_channels else images
 
-    def logits(self, problem: Problem, params: dict[str, Tensor], variables: Variables) -> Tensor:
-        """The model's output on the dummy images (subclasses inject more variables here)."""
-        return functional_call(problem.model, params, (variables["images"],))
+    def logits(self, problems: Problems, params: dict[str, Tensor], variables: Variables) -> Tensor:
+        """The model's output on the dummy images, ``(n, classes)`` (subclasses inject more here)."""
+        return functional_call(problems.model, params, (self.images(problems, variables),))
 
-    def dummy_targets(self, problem: Problem, variables: Variables) -> Tensor:
+    def dummy_targets(self, variables: Variables, labels: Tensor) -> Tensor:
         """The targets of the dummy loss: the known or recovered labels."""
-        return problem.labels
+        return labels
 
-    def result_labels(self, problem: Problem, variables: Variables, best: int) -> Tensor:
-        """The labels reported with the reconstruction."""
-        return problem.labels
+    def result_labels(self, problems: Problems, variables: Variables, problem: int) -> Tensor:
+        """The labels reported with problem ``problem``'s reconstruction."""
+        return problems.labels[problem // problems.restarts]
 
-    def distance(self, dummy: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
-        """How far the dummy gradient is from the shared one."""
+    def distance(self, dummy: ProblemGradients, targets: Targets) -> Tensor:
+        """How far each problem's dummy gradient is from its victim's target, ``(P,)``."""
         raise NotImplementedError
 
     def regulariser(self, variables: Variables) -> Tensor:
-        """An image prior added to the distance (none by default)."""
-        return torch.zeros((), device=variables["images"].device)
+        """An image prior added to the distance, ``(P,)`` (none by default)."""
+        return variables["images"].new_zeros(len(variables["images"]))
 
-    def optimise(self, objective: Callable[[Variables], Tensor], variables: Variables) -> Tensor:
-        """Update ``variables`` in place and return the final objective of every restart, ``(R,)``."""
+    def optimise(self, evaluate: Evaluate, variables: Variables) -> Tracker:
+        """Minimise every problem; returns the tracker with each problem's best iterate."""
         raise NotImplementedError
 
-    def step_function(self, objective: Callable[[Variables], Tensor]) -> Step:
-        """``variables -> (gradients, losses)`` over all restarts, batched with ``vmap`` if possible."""
-        single = grad_and_value(objective)
-        batched = vmap(single, randomness="different")
+    def evaluator(self, problems: Problems, variables: Variables) -> Evaluate:
+        """The gradients and objectives of active problems, computed the way :attr:`execution` picks."""
+        leaves = {name: problems.params[name].detach().requires_grad_() for name in problems.names}
+        single = partial(self._evaluate, problems, {**problems.params, **leaves}, partial(_autograd, leaves))
+        if problems.count == 1:
+            return single
+        evaluators = {"sequential": partial(_one_by_one, single)}
+        if stackable(problems.model, problems.names):
+            evaluators["stacked"] = partial(
+                self._evaluate, problems, problems.params, partial(stacked_gradients, problems.model, problems.names)
+            )
+        else:
+            evaluators["vmap"] = partial(self._evaluate_vmap, problems)
+        key = signature(problems.model, problems.count, variables, problems.names)
+        return self.execution.evaluator(key, variables, evaluators)
 
-        def step(variables: Variables) -> tuple[Variables, Tensor]:
-            restarts = len(variables["images"])
-            if self.batched and restarts > 1:
-                try:
-                    return batched(variables)
-                except (RuntimeError, NotImplementedError) as err:
-                    warnings.warn(f"restarts run one after another: vmap failed on this model ({err})")
-                    self.batched = False
-            results = [single({k: v[r] for k, v in variables.items()}) for r in range(restarts)]
-            grads = {k: torch.stack([g[k] for g, _ in results]) for k in variables}
-            return grads, torch.stack([loss for _, loss in results])
+    def result(self, problems: Problems, tracker: Tracker, victim: int) -> AttackResult:
+        """Victim ``victim``'s reconstruction: the best iterate of its best restart."""
+        span = range(victim * problems.restarts, (victim + 1) * problems.restarts)
+        records = tracker.records()
+        best = min(span, key=lambda p: records[p].best_objective)
+        best_variables = tracker.best_variables
+        return AttackResult(
+            images=self.images(problems, {k: v[best] for k, v in best_variables.items()}).detach().clone(),
+            labels=self.result_labels(problems, best_variables, best),
+            loss=records[best].best_objective,
+            restart_losses=[records[p].best_objective for p in span],
+            restarts=[records[p] for p in span],
+        )
 
-        return step
+    def iterations_bar(self, problems: int) -> tqdm:
+        """A progress bar over iterations, unless ``progress=False``."""
+        name = type(self).__name__
+        return tqdm(total=self.iterations, desc=f"{name} ({problems} problems)", disable=not self.progress, leave=False)
 
-    def iterations_bar(self) -> tqdm:
-        """The iterations, shown as a progress bar unless ``progress=False``."""
-        return tqdm(range(self.iterations), desc=type(self).__name__, disable=not self.progress, leave=False)
+    # --- the three ways to compute active problems' gradients and objectives -------------------
+
+    def _evaluate(
+        self,
+        problems: Problems,
+        params: dict[str, Tensor],
+        gradients_of: Callable[[Tensor, Callable[[], Tensor]], ProblemGradients],
+        variables: Variables,
+        active: Tensor,
+    ) -> tuple[Variables, Tensor]:
+        """All active problems in one autograd pass, their dummy gradients from ``gradients_of``."""
+        leaves = {name: tensor.detach().requires_grad_() for name, tensor in variables.items()}
+        flat = {name: tensor.flatten(0, 1) for name, tensor in leaves.items()}
+        victims = problems.victims(active)
+        labels = problems.labels.index_select(0, victims).flatten()
+        count = len(active)
+
+        def total_loss() -> Tensor:  # the sum over problems of each one's client loss (a batch mean)
+            forward = partial(self.logits, problems, params, flat)
+            return count * classification_terms(forward, self.dummy_targets(flat, labels)).loss
+
+        dummy = gradients_of(victims, total_loss)
+        losses = self.distance(dummy, problems.targets) + self.regulariser(leaves)
+        grads = torch.autograd.grad(losses.sum(), list(leaves.values()))
+        return dict(zip(leaves, grads)), losses.detach()
+
+    def _evaluate_vmap(self, problems: Problems, variables: Variables, active: Tensor) -> tuple[Variables, Tensor]:
+        labels = problems.labels.index_select(0, problems.victims(active))
+
+        def objective(variables: Variables, target: dict[str, Tensor], labels: Tensor) -> Tensor:
+            def client_loss(selected: dict[str, Tensor]) -> Tensor:
+                forward = partial(self.logits, problems, {**problems.params, **selected}, variables)
+                return classification_terms(forward, self.dummy_targets(variables, labels)).loss
+
+            dummy = grad(client_loss)({name: problems.params[name] for name in problems.names})
+            one = ProblemGradients(torch.zeros(1, dtype=torch.long, device=labels.device), _batch(dummy))
+            return (self.distance(one, Targets(_batch(target))) + self.regulariser(_batch(variables)))[0]
+
+        return vmap(grad_and_value(objective), randomness="different")(variables, problems.targets_for(active), labels)
+
+
+def known_labels(
+    model: nn.Module,
+    gradients: Sequence[Mapping[str, Tensor]],
+    labels: Optional[Sequence[Optional[Tensor]]],
+    example: Tensor,
+) -> Tensor:
+    """``(V, N)`` every victim's labels: the given ones, else recovered from its gradient.
+
+    Raises:
+        ValueError: if labels must be recovered and the last Linear layer's bias gradient is not shared.
+    """
+    labels = labels if labels is not None else [None] * len(gradients)
+    known = [
+        recover_labels(head_bias_gradient(model, shared, example), len(example)) if given is None else given
+        for shared, given in zip(gradients, labels)
+    ]
+    return torch.stack(known).to(example.device)
+
+
+def detached_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """The model's parameters by name, detached (the attack's constants)."""
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def _batch(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One problem's tensors as a batch of one."""
+    return {name: tensor.unsqueeze(0) for name, tensor in tensors.items()}
+
+
+def _autograd(leaves: dict[str, Tensor], victims: Tensor, loss: Callable[[], Tensor]) -> ProblemGradients:
+    """One problem's dummy gradient by plain autograd, kept differentiable."""
+    grads = torch.autograd.grad(loss(), list(leaves.values()), create_graph=True)
+    return ProblemGradients(victims, {name: g.unsqueeze(0) for name, g in zip(leaves, grads)})
+
+
+def _one_by_one(single: Evaluate, variables: Variables, active: Tensor) -> tuple[Variables, Tensor]:
+    """Evaluate the active problems one after another."""
+    results = [single({k: v[i : i + 1] for k, v in variables.items()}, active[i : i + 1]) for i in range(len(active))]
+    grads = {k: torch.cat([g[k] for g, _ in results]) for k in variables}
+    return grads, torch.cat([losses for _, losses in results])
 
 
 @contextmanager
-def _attack_mode(model: nn.Module) -> Iterator[None]:
-    """Make the model's forward pure for :mod:`torch.func`, restoring everything afterwards.
+def _attack_mode(model: nn.Module, threads: Optional[int]) -> Iterator[None]:
+    """Gradients on, ``threads`` CPU threads and a pure forward pass; everything restored afterwards.
 
     BatchNorm in training mode normalises with batch statistics whatever its running ones, so
     not tracking them changes no output and removes the in-place update that transforms refuse.
@@ -227,10 +411,15 @@ def _attack_mode(model: nn.Module) -> Iterator[None]:
         for m in model.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
     ]
+    previous_threads = torch.get_num_threads()
+    if threads is not None and next(model.parameters()).device.type == "cpu":
+        torch.set_num_threads(threads)
     for norm in norms:
         norm.track_running_stats = False
     try:
-        yield
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
     finally:
+        torch.set_num_threads(previous_threads)
         for norm in norms:
             norm.track_running_stats = True

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from torch import Tensor
 
-__all__ = ["AttackResult"]
+__all__ = ["AttackResult", "RestartRecord"]
+
+StopReason = Literal["converged", "budget", "analytic"]
+
+
+@dataclass(frozen=True)
+class RestartRecord:
+    """How one restart of one victim ran.
+
+    Args:
+        iterations: optimisation steps it ran.
+        stop_reason: ``"converged"`` (its best objective stopped improving), ``"budget"`` (it used
+            every iteration) or ``"analytic"`` (no optimisation).
+        best_objective: the lowest objective seen; its iterate is the one returned.
+        final_objective: the objective of its last iterate.
+        objectives: the objective of every iterate, in order.
+    """
+
+    iterations: int
+    stop_reason: StopReason
+    best_objective: float
+    final_objective: float
+    objectives: tuple[float, ...] = ()
 
 
 @dataclass
@@ -14,13 +37,25 @@ class AttackResult:
     """A reconstruction and how well its gradient matched.
 
     Args:
-        images: ``(N, C, H, W)`` reconstructed images in the model's (normalised) input space.
+        images: ``(N, C, H, W)`` reconstructed images in the model's (normalised) input space: the
+            best iterate of the best restart.
         labels: ``(N,)`` the labels used (given, recovered or optimised).
-        loss: final objective of the best restart (``nan`` for attacks without one).
-        restart_losses: final objective of every restart.
+        loss: best objective of the best restart (``nan`` for attacks without one).
+        restart_losses: best objective of every restart.
+        restarts: how every restart ran (empty for attacks without optimisation).
     """
 
     images: Tensor
     labels: Tensor
     loss: float = float("nan")
     restart_losses: list[float] = field(default_factory=list)
+    restarts: list[RestartRecord] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """The matching loss and how every restart ran, as plain values for a record."""
+        return {
+            "matching_loss": self.loss,
+            "restart_iterations": [record.iterations for record in self.restarts],
+            "restart_stop_reasons": [record.stop_reason for record in self.restarts],
+            "restart_best_objectives": [record.best_objective for record in self.restarts],
+        }

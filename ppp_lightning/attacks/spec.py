@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 from ppp_lightning.attacks.adaptive import AdaptiveAttack
 from ppp_lightning.attacks.analytic import AnalyticRecovery
+from ppp_lightning.attacks.clean import CleanLayerAttack
 from ppp_lightning.attacks.dlg import DLG
+from ppp_lightning.attacks.features import FeatureInversion
 from ppp_lightning.attacks.inverting import InvertingGradients
 from ppp_lightning.attacks.result import AttackResult
 
@@ -28,6 +30,8 @@ ATTACKS: dict[str, type] = {
     "dlg": DLG,
     "adaptive": AdaptiveAttack,
     "analytic": AnalyticRecovery,
+    "clean_layer": CleanLayerAttack,
+    "feature_inversion": FeatureInversion,
 }
 # Set from the data, never by the user: the box of valid pixels in normalised units.
 NORMALISATION = ("mean", "std")
@@ -35,12 +39,22 @@ NORMALISATION = ("mean", "std")
 
 @runtime_checkable
 class Attack(Protocol):
-    """What every attack is: a call from a shared gradient to a reconstruction."""
+    """What every attack is: a call from a shared gradient to a reconstruction, and many at once."""
 
     def __call__(
         self, model: nn.Module, gradients: Mapping[str, Tensor], labels: Optional[Tensor], shape: Sequence[int]
     ) -> AttackResult:
         """Reconstruct the batch of ``shape`` behind ``gradients`` (labels ``None``: recovered)."""
+        ...
+
+    def run(
+        self,
+        model: nn.Module,
+        gradients: Sequence[Mapping[str, Tensor]],
+        labels: Optional[Sequence[Optional[Tensor]]],
+        shape: Sequence[int],
+    ) -> list[AttackResult]:
+        """Reconstruct every victim's batch (one shared gradient each), in one computation where possible."""
         ...
 
 

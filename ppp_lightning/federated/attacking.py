@@ -150,7 +150,7 @@ class AttackingFedAvg(ObservingFedAvg):
             "exact_gradient": self.exact,
             "labels": None,
             "attack_labels": result.labels.tolist(),
-            "matching_loss": result.loss,
+            **result.summary(),
             "seconds": time.perf_counter() - started,
         }
         reconstruction, victims = result.images, None

@@ -6,9 +6,7 @@ Nothing here imports Flower, so the server-side arithmetic is testable on its ow
 from __future__ import annotations
 
 import io
-import random
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -21,7 +19,6 @@ __all__ = [
     "encode_batch",
     "iid_indices",
     "partition_loader",
-    "seeded",
     "shared_gradient",
 ]
 
@@ -125,28 +122,6 @@ def client_seed(seed: int, server_round: int, partition_id: int) -> int:
         partition_id: the client's partition.
     """
     return int(np.random.SeedSequence([seed, server_round, partition_id]).generate_state(1)[0])
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run the block with Python's, NumPy's and torch's RNGs seeded, and restore their states after.
-
-    The block draws exactly what it would after ``pl.seed_everything(seed)`` (shuffling, PRECODE's
-    samples, initial weights), while the caller's streams and the environment are left alone.
-
-    Args:
-        seed: the seed of the three RNGs inside the block.
-    """
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng():
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
 
 
 def encode_batch(images: Tensor, labels: Tensor) -> bytes:

@@ -15,7 +15,8 @@ from torch import Tensor
 from typing_extensions import override
 
 from ppp_lightning.federated.config import FederationSettings, instantiate
-from ppp_lightning.federated.core import client_seed, partition_loader, seeded
+from ppp_lightning.federated.core import client_seed, partition_loader
+from ppp_lightning.seeding import seeded
 
 __all__ = ["evaluate_locally", "train_locally"]
 
@@ -40,7 +41,7 @@ def train_locally(
     with a Lightning ``Trainer`` and the YAML's ``callbacks`` (e.g. ``PartialPerturbation``).
     Everything random in it (shuffling, PRECODE's samples) and every callback's ``seed`` init
     argument are seeded per client and round with :func:`~ppp_lightning.federated.core.client_seed`,
-    inside :func:`~ppp_lightning.federated.core.seeded`: the caller's RNG streams are left alone.
+    inside :func:`~ppp_lightning.seeding.seeded`: the caller's RNG streams are left alone.
 
     Args:
         config: the experiment (see :mod:`ppp_lightning.federated.config`), not instantiated.

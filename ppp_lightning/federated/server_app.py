@@ -13,7 +13,7 @@ from ppp_lightning.cli import use_offline_wandb_unless_logged_in
 from ppp_lightning.federated._flower import EXPERIMENT, ArrayRecord, ConfigRecord, Context, Grid, Result, ServerApp
 from ppp_lightning.federated.attacking import AttackingFedAvg
 from ppp_lightning.federated.config import dump_config, instantiate, parse_config
-from ppp_lightning.federated.core import seeded
+from ppp_lightning.seeding import seeded
 from ppp_lightning.federated.environment import quiet_flower
 from ppp_lightning.federated.strategy import ObservingFedAvg
 
@@ -79,7 +79,7 @@ def run_federation(
 
     The run draws from Python's, NumPy's and torch's RNGs seeded with ``federation.seed`` (the
     initial global model, the sampling of clients, the attacks; see
-    :func:`~ppp_lightning.federated.core.seeded`), and leaves the caller's streams alone. Every round the
+    :func:`~ppp_lightning.seeding.seeded`), and leaves the caller's streams alone. Every round the
     clients receive the global weights and the experiment (:func:`~ppp_lightning.federated.config.dump_config`).
     Aggregated client metrics go to the YAML's ``logger``; at the end ``metrics.json`` (aggregated
     train and evaluate metrics by round) and ``global_weights.pt`` (the final ``state_dict``) are
