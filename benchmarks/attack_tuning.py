@@ -95,16 +95,20 @@ def write_table(records: list[dict], out: Path) -> None:
     lines = [
         "# Tuning study: Inverting Gradients on undefended models",
         "",
-        f"Success: ncc >= {THRESHOLD} with the victim. `python -m benchmarks.attack_tuning`.",
+        f"Success: ncc >= {THRESHOLD} with the victim. `python -m benchmarks.attack_tuning`. Rows marked "
+        "**default** use the defaults of `InvertingGradients` (chosen from this table: every undefended "
+        "model and state at 16/16 with the fewest iterations run).",
         "",
         "| arch | state | iterations | lr | tv_weight | patience | restarts | success | median ncc "
         "| median iterations run | converged | seconds |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    defaults = AttackSpec("inverting")
     for r in records:
         s = r["settings"]
+        chosen = all(defaults.get(option) == value for option, value in s.items())
         lines.append(
-            f"| {r['arch']} | {r['state']} | {s['iterations']} | {s['lr']} | {s['tv_weight']} | {s['patience']} | "
+            f"| {r['arch']}{' **default**' if chosen else ''} | {r['state']} | {s['iterations']} | {s['lr']} | {s['tv_weight']} | {s['patience']} | "
             f"{s['restarts']} | {r['success']}/{len(r['ncc'])} | {statistics.median(r['ncc']):.3f} | "
             f"{statistics.median(r['iterations_run']):.0f} | {r['converged']}/{len(r['iterations_run'])} | "
             f"{r['seconds']:.0f} |"

@@ -68,7 +68,7 @@ class DLG(GradientMatchingAttack):
         with self.iterations_bar(len(everything)) as bar:
             for problem in everything.tolist():
                 bar.reset()
-                tracker.active = everything[problem : problem + 1]
+                tracker.focus(everything[problem : problem + 1])
                 self._minimise(evaluate, {k: v[problem : problem + 1] for k, v in variables.items()}, tracker, bar)
         return tracker
 
@@ -78,14 +78,14 @@ class DLG(GradientMatchingAttack):
         optimizer = torch.optim.LBFGS(list(leaves.values()), lr=self.lr, history_size=100)
 
         def closure() -> Tensor:
-            grads, loss = evaluate(leaves, tracker.active)
+            grads, loss = evaluate(leaves, tracker.index)
             for name, tensor in leaves.items():
                 tensor.grad = grads[name]
             return loss.sum()
 
         for iteration in range(1, self.iterations + 1):
             optimizer.step(closure)
-            _, loss = evaluate(leaves, tracker.active)
+            _, loss = evaluate(leaves, tracker.index)
             bar.update()
             if tracker.observe(leaves, loss, iteration).all():
                 break

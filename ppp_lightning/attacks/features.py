@@ -56,9 +56,9 @@ class FeatureInversion(InvertingGradients):
 
     def __init__(
         self,
-        iterations: int = 500,
+        iterations: int = 1000,
         lr: float = 0.1,
-        tv_weight: float = 1e-4,
+        tv_weight: float = 1e-2,
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
         restarts: int = 1,

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -56,6 +57,9 @@ class StoppingRule:
 class Tracker:
     """The best iterate, learning-rate decays and stop state of every problem.
 
+    The bookkeeping runs on the host (one copy of the objectives per iteration): a few dozen tiny
+    device operations per iteration would otherwise cost more than a small model's step.
+
     Args:
         variables: the optimisation variables, each ``(P, ...)``.
         budget: iterations allowed per problem.
@@ -65,21 +69,26 @@ class Tracker:
 
     def __init__(self, variables: Variables, budget: int, rule: StoppingRule, decays: int = len(DECAY_POINTS)) -> None:
         count = len(next(iter(variables.values())))
-        device = next(iter(variables.values())).device
+        self.device = next(iter(variables.values())).device
         self.budget, self.rule, self.max_decays = budget, rule, decays
         self.best_variables = {name: tensor.detach().clone() for name, tensor in variables.items()}
-        self.best = torch.full((count,), torch.inf, device=device)
-        self.final = torch.full((count,), torch.nan, device=device)
-        self.reference = torch.full((count,), torch.inf, device=device)
-        self.stall = torch.zeros(count, dtype=torch.long, device=device)
-        self.decays = torch.zeros(count, dtype=torch.long, device=device)
-        self.iterations = torch.zeros(count, dtype=torch.long, device=device)
-        self.converged = torch.zeros(count, dtype=torch.bool, device=device)
-        self.active = torch.arange(count, device=device)
-        self.history = torch.full((count, budget + 1), torch.nan, device=device)
-        self.evaluations = torch.zeros(count, dtype=torch.long, device=device)
+        self.best = np.full(count, np.inf)
+        self.final = np.full(count, np.nan)
+        self.reference = np.full(count, np.inf)
+        self.stall = np.zeros(count, dtype=np.int64)
+        self.decays = np.zeros(count, dtype=np.int64)
+        self.iterations = np.zeros(count, dtype=np.int64)
+        self.converged = np.zeros(count, dtype=bool)
+        self.history = np.full((count, budget + 1), np.nan)
+        self.evaluations = np.zeros(count, dtype=np.int64)
+        self.focus(np.arange(count))
 
-    def observe(self, variables: Variables, losses: Tensor, iteration: int) -> Tensor:
+    def focus(self, active: np.ndarray) -> None:
+        """Make ``active`` (problem indices, ascending) the problems that are computed."""
+        self.active = active
+        self.index = torch.as_tensor(active, device=self.device)
+
+    def observe(self, variables: Variables, losses: Tensor, iteration: int) -> np.ndarray:
         """Record the objectives of the active problems' current iterates (before their step).
 
         Args:
@@ -94,35 +103,51 @@ class Tracker:
         active = self.active
         self.iterations[active] = iteration
         reference = self.reference[active]
-        significant = reference.isinf() | (losses < reference - self.rule.tol * reference.abs())
-        self.reference[active] = torch.where(significant, losses, reference)
-        stall = torch.where(significant, 0, self.stall[active] + 1)
+        significant = ~np.isfinite(reference)  # the first objective always counts
+        finite = ~significant
+        significant[finite] = losses[finite] < reference[finite] - self.rule.tol * np.abs(reference[finite])
+        self.reference[active] = np.where(significant, losses, reference)
+        stall = np.where(significant, 0, self.stall[active] + 1)
         scheduled = sum(iteration > int(point * self.budget) for point in DECAY_POINTS[: self.max_decays])
-        decays = self.decays[active].clamp_min(scheduled)
-        stalled = stall >= self.rule.patience if self.rule.patience else torch.zeros_like(significant)
+        decays = np.maximum(self.decays[active], scheduled)
+        stalled = stall >= self.rule.patience if self.rule.patience else np.zeros_like(significant)
         stopping = stalled & (decays >= self.max_decays)
-        self.decays[active] = torch.where(stalled, decays + 1, decays)
-        self.stall[active] = torch.where(stalled, 0, stall)
+        self.decays[active] = np.where(stalled, decays + 1, decays)
+        self.stall[active] = np.where(stalled, 0, stall)
         self.converged[active] |= stopping
         return stopping
 
-    def keep_best(self, variables: Variables, losses: Tensor) -> Tensor:
-        """Keep the active problems' iterates that beat their best; returns the cleaned objectives."""
-        active, losses = self.active, losses.detach().nan_to_num(torch.inf)
-        improved = losses < self.best[active]
-        self.best[active] = torch.where(improved, losses, self.best[active])
-        for name, tensor in variables.items():
-            chosen = improved.view(-1, *[1] * (tensor.dim() - 1))
-            best = self.best_variables[name]
-            best[active] = torch.where(chosen, tensor.detach(), best[active])
-        self.final[active] = losses
-        self.history[active, self.evaluations[active]] = losses
+    def keep_best(self, variables: Variables, losses: Tensor) -> np.ndarray:
+        """Keep the active problems' iterates that beat their best; returns the objectives (host, nan as inf)."""
+        active = self.active
+        values = losses.detach().double().cpu().numpy()
+        values[np.isnan(values)] = np.inf
+        improved = values < self.best[active]
+        if improved.all():
+            rows = None
+        elif improved.any():
+            rows = torch.as_tensor(np.flatnonzero(improved), device=self.device)
+        else:
+            rows = torch.empty(0, dtype=torch.long, device=self.device)
+        if rows is None or len(rows):
+            for name, tensor in variables.items():
+                best = self.best_variables[name]
+                if rows is None and len(active) == len(best):
+                    best.copy_(tensor.detach())
+                elif rows is None:
+                    best[self.index] = tensor.detach()
+                else:
+                    best[self.index[rows]] = tensor.detach()[rows]
+        self.best[active] = np.minimum(self.best[active], values)
+        self.final[active] = values
+        self.history[active, self.evaluations[active]] = values
         self.evaluations[active] += 1
-        return losses
+        return values
 
     def learning_rates(self, lr: float) -> Tensor:
         """The active problems' learning rates, ``(active,)``."""
-        return lr * 0.1 ** self.decays[self.active].clamp_max(self.max_decays).float()
+        decays = np.minimum(self.decays[self.active], self.max_decays)
+        return torch.as_tensor(lr * 0.1**decays, dtype=torch.float32, device=self.device)
 
     def records(self) -> list[RestartRecord]:
         """One record per problem."""
@@ -160,21 +185,22 @@ def signed_adam(
     tracker = Tracker(variables, iterations, rule)
     moments = {name: (torch.zeros_like(t), torch.zeros_like(t)) for name, t in variables.items()}
     for iteration in range(1, iterations + 1):
-        active = tracker.active
-        current = _rows(variables, active)
-        grads, losses = evaluate(current, active)
+        index = tracker.index
+        current = {name: _rows(tensor, index) for name, tensor in variables.items()}
+        grads, losses = evaluate(current, index)
         stopping = tracker.observe(current, losses, iteration)
         rates = tracker.learning_rates(lr)
         for name, tensor in current.items():
-            first, second = (state if len(active) == len(state) else state[active] for state in moments[name])
+            first, second = (_rows(state, index) for state in moments[name])
             _adam_step(tensor, grads[name].sign(), first, second, rates, iteration)
             for state, rows in zip(moments[name], (first, second)):
-                _write(state, active, rows)
+                _write(state, index, rows)
         if project is not None:
             project(current)
         for name, tensor in variables.items():
-            _write(tensor, active, current[name])
-        tracker.active = active[~stopping]
+            _write(tensor, index, current[name])
+        if stopping.any():
+            tracker.focus(tracker.active[~stopping])
         if progress is not None:
             progress.update()
             if iteration % 10 == 1:
@@ -182,8 +208,8 @@ def signed_adam(
         if not len(tracker.active):
             break
     if len(tracker.active):  # the last step's result is an iterate too
-        current = _rows(variables, tracker.active)
-        tracker.keep_best(current, evaluate(current, tracker.active)[1])
+        current = {name: _rows(tensor, tracker.index) for name, tensor in variables.items()}
+        tracker.keep_best(current, evaluate(current, tracker.index)[1])
     return tracker
 
 
@@ -196,9 +222,9 @@ def _adam_step(tensor: Tensor, grad: Tensor, first: Tensor, second: Tensor, rate
     tensor.addcdiv_(first * scale, denominator, value=-1)
 
 
-def _rows(tensors: dict, indices: Tensor) -> dict:
-    """The rows ``indices`` of every tensor (the tensors themselves while every row is active)."""
-    return {k: t if len(indices) == len(t) else t[indices] for k, t in tensors.items()}
+def _rows(tensor: Tensor, indices: Tensor) -> Tensor:
+    """The rows ``indices`` of ``tensor`` (the tensor itself while every row is active)."""
+    return tensor if len(indices) == len(tensor) else tensor[indices]
 
 
 def _write(tensor: Tensor, indices: Tensor, rows: Tensor) -> None:

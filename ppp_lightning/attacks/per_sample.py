@@ -58,8 +58,7 @@ class ProblemGradients:
     def dot(self, targets: Targets) -> Tensor:
         """``(P,)`` every problem's inner product with its victim's target."""
         total = sum(
-            (g * _target_rows(targets.tensors[name], self.victims)).flatten(1).sum(1)
-            for name, g in self.materialised.items()
+            _per_row((g * _target_rows(targets.tensors[name], self.victims))) for name, g in self.materialised.items()
         )
         for name, (inputs, delta) in self.factored.items():
             target = targets.tensors[name].flatten(2)
@@ -70,7 +69,7 @@ class ProblemGradients:
 
     def square_norm(self) -> Tensor:
         """``(P,)`` every problem's squared gradient norm."""
-        total = sum(g.square().flatten(1).sum(1) for g in self.materialised.values())
+        total = sum(_per_row(g.square()) for g in self.materialised.values())
         for inputs, delta in self.factored.values():
             grams = torch.bmm(inputs, inputs.transpose(1, 2)) * torch.bmm(delta, delta.transpose(1, 2))
             total = total + grams.flatten(1).sum(1)
@@ -219,6 +218,11 @@ def _normalised(module: nn.Module, inputs: Tensor) -> Tensor:
 def _group(tensor: Tensor, problems: int) -> Tensor:
     """``(P * n, ...)`` -> ``(P, n, ...)``: a problem's samples are consecutive."""
     return tensor.reshape(problems, -1, *tensor.shape[1:])
+
+
+def _per_row(tensor: Tensor) -> Tensor:
+    """Sum over everything but the leading (problem) dimension."""
+    return tensor.sum(tuple(range(1, tensor.dim())))
 
 
 def _target_rows(target: Tensor, victims: Tensor) -> Tensor:
