@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,15 +30,33 @@ LAYERS = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm)
 Records = dict[str, tuple[Tensor, Tensor]]
 
 
+# Gather a target per problem (one batched product) up to this many values; beyond, loop over victims.
+GATHER_LIMIT = 1 << 24
+
+
 @dataclass
 class Targets:
     """Every victim's shared gradient, ``name -> (V, *shape)``, with its squared norm."""
 
     tensors: dict[str, Tensor]
     square_norms: Tensor = field(init=False)
+    _gathered: dict[str, tuple[tuple[int, ...], Tensor]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.square_norms = sum(t.square().flatten(1).sum(1) for t in self.tensors.values())
+
+    def rows(self, name: str, victims: Tensor, limit: Optional[int] = None) -> Optional[Tensor]:
+        """Each problem's target ``(P, *shape)`` (a broadcast view for one victim), or ``None`` past
+        ``limit`` values. The last gather per name is kept: active sets change rarely."""
+        target = self.tensors[name]
+        if len(target) == 1:
+            return target.expand(len(victims), *target.shape[1:])
+        if limit is not None and len(victims) * target[0].numel() > limit:
+            return None
+        key = tuple(victims.tolist())
+        if self._gathered.get(name, (None,))[0] != key:
+            self._gathered[name] = (key, target.index_select(0, victims))
+        return self._gathered[name][1]
 
 
 @dataclass
@@ -57,13 +76,15 @@ class ProblemGradients:
 
     def dot(self, targets: Targets) -> Tensor:
         """``(P,)`` every problem's inner product with its victim's target."""
-        total = sum(
-            _per_row((g * _target_rows(targets.tensors[name], self.victims))) for name, g in self.materialised.items()
-        )
+        total = sum(_per_row(g * targets.rows(name, self.victims)) for name, g in self.materialised.items())
         for name, (inputs, delta) in self.factored.items():
+            rows = targets.rows(name, self.victims, GATHER_LIMIT)
+            if rows is not None:
+                total = total + _per_row(torch.bmm(inputs, rows.flatten(2).transpose(1, 2)) * delta)
+                continue
             target = targets.tensors[name].flatten(2)
             total = total + torch.cat(
-                [(torch.matmul(a, target[v].T) * d).flatten(1).sum(1) for v, a, d in self._by_victim(inputs, delta)]
+                [_per_row(torch.matmul(a, target[v].T) * d) for v, a, d in self._by_victim(inputs, delta)]
             )
         return total
 
@@ -81,14 +102,11 @@ class ProblemGradients:
         Materialised gradients are subtracted directly (no cancellation as the distance vanishes);
         factored ones through ``|G|^2 - 2 <G, T> + |T|^2``.
         """
-        total = sum(
-            (g - _target_rows(targets.tensors[name], self.victims)).square().flatten(1).sum(1)
-            for name, g in self.materialised.items()
-        )
+        total = sum(_per_row((g - targets.rows(name, self.victims)).square()) for name, g in self.materialised.items())
         if self.factored:
             factored = ProblemGradients(self.victims, {}, self.factored)
             squares = sum(t.square().flatten(1).sum(1) for n, t in targets.tensors.items() if n in self.factored)
-            total = total + factored.square_norm() - 2 * factored.dot(targets) + _target_rows(squares, self.victims)
+            total = total + factored.square_norm() - 2 * factored.dot(targets) + squares.index_select(0, self.victims)
         return total
 
     def _by_victim(self, *tensors: Tensor) -> Iterator[tuple[int, ...]]:
@@ -223,8 +241,3 @@ def _group(tensor: Tensor, problems: int) -> Tensor:
 def _per_row(tensor: Tensor) -> Tensor:
     """Sum over everything but the leading (problem) dimension."""
     return tensor.sum(tuple(range(1, tensor.dim())))
-
-
-def _target_rows(target: Tensor, victims: Tensor) -> Tensor:
-    """Each problem's target: one victim's broadcasts, several are gathered."""
-    return target if len(target) == 1 else target.index_select(0, victims)

@@ -78,7 +78,8 @@ class AttackSpec:
     """A registered attack and its options, validated once.
 
     Args:
-        name: one of :data:`ATTACKS`: ``inverting``, ``dlg``, ``adaptive`` or ``analytic``.
+        name: one of :data:`ATTACKS`: ``inverting``, ``dlg``, ``adaptive``, ``clean_layer``, ``analytic`` or
+            ``feature_inversion``.
         settings: the attack's options (e.g. ``iterations``, ``lr``, ``tv_weight``, ``restarts``,
             ``target``, ``include``, ``ignore``); options the attack does not take are refused,
             and ``mean``/``std`` come from the data at :meth:`build`.

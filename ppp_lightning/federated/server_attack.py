@@ -26,7 +26,7 @@ class ServerAttack:
     """Which client updates the server attacks, and how (the ``attack`` section of the YAML).
 
     Args:
-        name: a registered attack: ``inverting``, ``dlg``, ``adaptive`` or ``analytic``.
+        name: a registered attack (:data:`~ppp_lightning.attacks.ATTACKS`), e.g. ``inverting`` or ``analytic``.
         kwargs: the attack's options (e.g. ``{iterations: 20}``); the data's ``mean``/``std`` are
             added for attacks that need them (the image box of Inverting Gradients).
         rounds: the rounds to attack (from 1); ``None`` for every round.
