@@ -86,7 +86,15 @@ class BenchmarkAttack:
             return False
         if self.spec.name == "analytic":
             return arch == "mlp"
+        if self.spec.name == "clean_layer":  # it attacks a partial perturbation it knows
+            return defense.spec() is not None and defense.uses_precode
         return defense.uses_precode or not (self.spec.get("target") or self.spec.name == "adaptive")
+
+    def for_defense(self, defense: Defense) -> AttackSpec:
+        """The spec to run in a cell: the clean-layer attack is told the cell's defense."""
+        if self.spec.name == "clean_layer" and self.spec.get("defense") is None:
+            return self.spec.replace(defense=defense.spec().to_dict())
+        return self.spec
 
 
 def parse_attacks(attacks: Mapping[str, Mapping[str, Any]]) -> dict[str, BenchmarkAttack]:
@@ -208,7 +216,7 @@ def _attack_cell(
     )
     names = () if resolved is None else resolved.parameter_names
     for label, attack in attacks.items():
-        invert = attack.spec.build(datamodule.mean, datamodule.std)
+        invert = attack.for_defense(defense).build(datamodule.mean, datamodule.std)
         started = time.perf_counter()
         # all victims in one call: the engine runs them (x restarts) in one loop
         results = invert.run(copy.deepcopy(network), list(shared), [y for _, y in victims], tuple(victims[0][0].shape))

@@ -15,11 +15,13 @@ from typing_extensions import override
 
 from callbacks.partial_perturbation import PartialPerturbation
 from callbacks.trainer_checks import check_accumulation
+from ppp_lightning.assessment import assess
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.metrics import ReconstructionMetrics
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.reidentification import POOL_SIZE, Reidentifier, check_pool_size
 from ppp_lightning.reporting import Reporter
 from ppp_lightning.victims import draw_victims, floor_image
 
@@ -89,6 +91,12 @@ class GradientInversionAttack(pl.Callback):
         known_labels: give the attack the victims' labels; ``False`` recovers them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
         success_threshold: the value at which a reconstruction succeeds.
+        control: also attack, at the same step and with the same budget, the same victims' gradient
+            without the attached ``PartialPerturbation``'s noise (the positive control); logs
+            ``<name>/control_success_rate``, adds a control row to the sheet, and a verdict of
+            "protected" needs it to pass (else "inconclusive").
+        pool_size: re-identify each victim among this many same-class training images (``K``,
+            chance ``1/K``; logs ``<name>/reidentification_rate``); ``None`` to skip.
         progress: show the attack's own progress bar (optimisation attacks).
         name: prefix of the logged keys and folder in the run directory for PNGs and JSON.
 
@@ -121,6 +129,8 @@ class GradientInversionAttack(pl.Callback):
         known_labels: bool = True,
         success_metric: Literal["psnr", "ssim", "mse", "ncc"] = "ncc",
         success_threshold: float = 0.85,
+        control: bool = False,
+        pool_size: Optional[int] = POOL_SIZE,
         progress: bool = False,
         name: str = "attack",
     ) -> None:
@@ -129,6 +139,8 @@ class GradientInversionAttack(pl.Callback):
         for option, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value < 1:
                 raise ValueError(f"{option}={value}; allowed: None or >= 1")
+        if pool_size is not None:
+            check_pool_size(pool_size, "pool_size")
         if num_images < 1 or (attack in SINGLE_IMAGE and num_images != 1):
             raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack={attack!r})")
         given = {"iterations": iterations, "lr": lr, "tv_weight": tv_weight, "restarts": restarts}
@@ -144,6 +156,9 @@ class GradientInversionAttack(pl.Callback):
         self.victim_seed = victim_seed
         self.known_labels = known_labels
         self.metrics = ReconstructionMetrics(success_metric=success_metric, success_threshold=success_threshold)
+        self.control = control
+        self.pool_size = pool_size
+        self.reidentifier: Optional[Reidentifier] = None
         self.name = name
         self.reporter: Optional[Reporter] = None
         self.last_step: Optional[int] = None
@@ -163,9 +178,13 @@ class GradientInversionAttack(pl.Callback):
         self._know_the_defense(trainer)
         data = trainer.datamodule
         mean, std = getattr(data, "mean", (0.0,)), getattr(data, "std", (1.0,))
-        self.metrics = ReconstructionMetrics(mean, std, self.metrics.success_metric, self.metrics.success_threshold)
+        one_channel = getattr(data, "one_channel", False)
+        rule = self.metrics.success_metric, self.metrics.success_threshold
+        self.metrics = ReconstructionMetrics(mean, std, *rule, one_channel=one_channel)
         self._check_batch_size(data)
         train_set = getattr(data, "train_set", None)  # the datamodule is set up before callbacks
+        if train_set is not None and self.pool_size is not None:
+            self.reidentifier = Reidentifier(train_set, mean, std, one_channel, self.pool_size, self.victim_seed)
         if self.victims == "fixed" and train_set is None:
             raise ValueError("victims='fixed' needs a datamodule with a train_set; use victims='batch'")
         self._floor = None if train_set is None else floor_image(train_set)
@@ -240,11 +259,17 @@ class GradientInversionAttack(pl.Callback):
             defense = _partial_perturbation(trainer)
             resolved = None if defense is None else defense.spec.resolve(model, images)
             generator = None if defense is None else defense.noise_generator()
-            shared = client_gradient(model, images, labels, resolved, noise_generator=generator)
+            clean = client_gradient(model, images, labels)
+            shared = clean if resolved is None else resolved.apply(clean, generator)
             _check_finite(shared, trainer.global_step)
+            # the control: the same victims, step, PRECODE sample and attack, without the defense's noise
+            gradients = [shared, clean] if self.control else [shared]
             attack = spec.build(self.metrics.mean, self.metrics.std)
-            result = attack(model, shared, labels if self.known_labels else None, tuple(images.shape))
-        scores = self.metrics(result.images, images, None if self._floor is None else self._floor.to(images))
+            known = [labels] * len(gradients) if self.known_labels else None
+            results = attack.run(model, gradients, known, tuple(images.shape))
+        control = results[1].images if self.control else None
+        floor = None if self._floor is None else self._floor.to(images)
+        assessed = assess(self.metrics, results[0].images, images, labels, floor, self.reidentifier, control)
         record = {
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
@@ -254,13 +279,14 @@ class GradientInversionAttack(pl.Callback):
             "defense": _defense_settings(pl_module, defense),
             "num_images": len(labels),
             "labels": labels.tolist(),
-            "attack_labels": result.labels.tolist(),
-            **result.summary(),
+            "attack_labels": results[0].labels.tolist(),
+            **results[0].summary(),
             "seconds": time.perf_counter() - started,
-            **scores,
+            **assessed.record,
         }
         step = trainer.global_step
-        self.reporter.report(f"step{step:07d}.png", images, result.images[scores["order"]], record, step)
+        sheet = f"step{step:07d}.png"
+        self.reporter.report(sheet, images, assessed.reconstructions, record, step, control=assessed.control)
 
     def _spec_for(self, trainer: pl.Trainer) -> AttackSpec:
         """The spec that runs: under fast_dev_run a 2-iteration smoke test of optimisation attacks."""

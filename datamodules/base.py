@@ -31,6 +31,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # One true channel repeated to three (MNIST): scores use the channel mean, attacks may tie channels.
+    one_channel = False
     num_classes = 10
     input_shape = (3, 32, 32)
 

@@ -34,6 +34,7 @@ class MNISTDataModule(DownloadableDataModule):
     dataset_class = MNIST
     mean = MNIST_MEAN
     std = MNIST_STD
+    one_channel = True
 
     def pil_transforms(self) -> list[Callable]:
         return [transforms.Resize(32), transforms.Grayscale(num_output_channels=3)]

@@ -43,6 +43,7 @@ class OfflineMNISTDataModule(ImageDataModule):
 
     mean = MNIST_MEAN
     std = MNIST_STD
+    one_channel = True
 
     def __init__(self, test_size: int = 500, val_size: int = 500, **kwargs: Any) -> None:
         super().__init__(val_size=val_size, **kwargs)

@@ -50,18 +50,26 @@ class WandbSink(ScalarSink):
         """Log the sheet as ``<prefix>/reconstruction`` and the table ``<prefix>/victims``."""
         import wandb
 
-        shown = "reconstruction" if truth is None else "ground truth (top), reconstruction (bottom)"
-        self.logger.log_image(f"{prefix}/reconstruction", [grid], step=step, caption=[f"step {step}: {record['attack']} {shown}"])
-        columns = ["step", "victim", "label", "ground_truth", "reconstruction", *SCORES, "attack", "defense"]
+        shown = "reconstruction" if truth is None else "ground truth, reconstruction" + (", control" if "control" in record else "")
+        caption = f"step {step}: {record['attack']} ({shown}); {record.get('verdict', 'unscored')}"
+        self.logger.log_image(f"{prefix}/reconstruction", [grid], step=step, caption=[caption])
+        columns = ["step", "victim", "label", "ground_truth", "reconstruction", *SCORES, "reidentified"]
+        columns += ["control_ncc", "control_success", "verdict", "attack", "defense"]
         labels, per_image = record["labels"], record.get("per_image")
         attack = f"{record['attack']} {json.dumps(record['settings'])}"
+        control = record.get("control", {})
         rows = [
             [step, i, None if labels is None else labels[i], None if truth is None else wandb.Image(truth[i]),
              wandb.Image(reconstruction[i]), *(None if per_image is None else per_image[k][i] for k in SCORES),
-             attack, json.dumps(record["defense"])]
+             _item(record.get("reidentified"), i), _item(control.get("per_image", {}).get("ncc"), i),
+             _item(control.get("successes"), i), record.get("verdict"), attack, json.dumps(record["defense"])]
             for i in range(len(reconstruction))
         ]  # fmt: skip
         self.logger.log_table(f"{prefix}/victims", columns=columns, data=rows, step=step)
+
+
+def _item(values: Optional[Sequence[Any]], index: int) -> Any:
+    return None if values is None else values[index]
 
 
 def sinks_for(loggers: Sequence[Logger]) -> list[ReportSink]:

@@ -17,6 +17,7 @@ __all__ = [
     "METRICS",
     "ReconstructionMetrics",
     "abs_ncc",
+    "channel_view",
     "image_scores",
     "is_success",
     "match_reconstructions",
@@ -68,12 +69,22 @@ def abs_ncc(images: Tensor, truth: Tensor) -> Tensor:
     return (a * b).sum(1).abs() / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)
 
 
-def image_scores(images: Tensor, truth: Tensor) -> dict[str, Tensor]:
+def channel_view(images: Tensor, one_channel: bool) -> Tensor:
+    """``(..., C, H, W)`` images as correlations see them: the channel mean for data with one true channel.
+
+    MNIST repeated to three channels has one true channel; averaging a reconstruction's channels
+    removes the independent noise an attack leaves in each, which would otherwise hide a legible digit.
+    """
+    return images.mean(-3, keepdim=True) if one_channel else images
+
+
+def image_scores(images: Tensor, truth: Tensor, one_channel: bool = False) -> dict[str, Tensor]:
     """PSNR (dB), SSIM, MSE and :func:`abs_ncc` per image pair, for images in ``[0, 1]``.
 
     Args:
         images: ``(N, C, H, W)`` reconstructions in ``[0, 1]``.
         truth: ``(N, C, H, W)`` ground truth in ``[0, 1]``.
+        one_channel: the correlation on the channel means (:func:`channel_view`).
 
     Returns:
         Metric name to an ``(N,)`` tensor (PSNR is ``inf`` for an exact reconstruction).
@@ -83,7 +94,7 @@ def image_scores(images: Tensor, truth: Tensor) -> dict[str, Tensor]:
         "psnr": peak_signal_noise_ratio(images, truth, data_range=1.0, reduction="none", dim=(1, 2, 3)),
         "ssim": structural_similarity_index_measure(images, truth, data_range=1.0, reduction="none"),
         "mse": (images - truth).square().flatten(1).mean(1),
-        "ncc": abs_ncc(images, truth),
+        "ncc": abs_ncc(channel_view(images, one_channel), channel_view(truth, one_channel)),
     }
 
 
@@ -127,6 +138,8 @@ class ReconstructionMetrics:
             where higher is better, at most it for ``mse`` and ``lpips``).
         lpips: also compute LPIPS (AlexNet); it needs the backbone's weights (a download), so it
             is off by default and skipped with a warning when they cannot be loaded.
+        one_channel: the data has one true channel (a datamodule's ``one_channel``, e.g. MNIST):
+            the correlation is taken on the channel means.
 
     Raises:
         ValueError: if ``success_metric`` is unknown, is ``lpips`` without ``lpips=True``, or a
@@ -141,6 +154,7 @@ class ReconstructionMetrics:
         success_metric: str = "ncc",
         success_threshold: float = 0.85,
         lpips: bool = False,
+        one_channel: bool = False,
     ) -> None:
         if success_metric not in METRICS or (success_metric == "lpips" and not lpips):
             raise ValueError(
@@ -153,6 +167,7 @@ class ReconstructionMetrics:
         self.std = tuple(std)
         self.success_metric = success_metric
         self.success_threshold = success_threshold
+        self.one_channel = one_channel
         self.lpips = _load_lpips() if lpips else None
         if success_metric == "lpips" and self.lpips is None:
             raise RuntimeError("success_metric='lpips' but LPIPS could not be loaded")
@@ -194,7 +209,7 @@ class ReconstructionMetrics:
         }
 
     def _scores(self, images: Tensor, truth: Tensor) -> dict[str, Tensor]:
-        scores = image_scores(images, truth)
+        scores = image_scores(images, truth, self.one_channel)
         if self.lpips is not None:
             lpips = self.lpips.to(images.device)
             scores["lpips"] = torch.stack([lpips(a[None], b[None]) for a, b in zip(images, truth)]).detach()

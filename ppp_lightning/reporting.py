@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
-import torch
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
 from ppp_lightning.metrics import to_unit_interval
+from ppp_lightning.sheets import SheetRow, draw_sheet
 
 __all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "read_records"]
 
@@ -86,8 +86,9 @@ class Reporter:
         record: dict[str, Any],
         step: int,
         prefix: Optional[str] = None,
+        control: Optional[Tensor] = None,
     ) -> dict[str, Any]:
-        """Save and log one attack: its sheet (ground truth above reconstruction) and its record.
+        """Save and log one attack: its sheet (ground truth, reconstruction, control) and its record.
 
         Args:
             image_name: file name of the PNG sheet in the folder.
@@ -98,6 +99,8 @@ class Reporter:
                 if any); it is not modified.
             step: the logging step.
             prefix: the key prefix for this attack (default: the reporter's).
+            control: ``(N, C, H, W)`` normalised reconstructions of the control (the same attack
+                without the defense), in the order of ``truth``; scored under ``record["control"]``.
 
         Returns:
             The record as written (with the sheet's file name under ``image``).
@@ -105,7 +108,7 @@ class Reporter:
         prefix = prefix or self.prefix
         rec01 = to_unit_interval(reconstruction, self.mean, self.std).cpu()
         truth01 = None if truth is None else to_unit_interval(truth, self.mean, self.std).cpu()
-        grid = make_grid(rec01 if truth01 is None else torch.cat([truth01, rec01]), nrow=len(rec01), padding=2, pad_value=1.0)
+        grid = draw_sheet(_title(record, step), self._rows(truth01, rec01, record, control))
         self.folder.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.folder / image_name)
         written = {**record, "image": image_name}
@@ -119,10 +122,46 @@ class Reporter:
         return written
 
 
+    def _rows(
+        self, truth01: Optional[Tensor], rec01: Tensor, record: dict[str, Any], control: Optional[Tensor]
+    ) -> list[SheetRow]:
+        rows = [] if truth01 is None else [SheetRow("truth", truth01)]
+        rows.append(SheetRow("attack", rec01, _captions(record)))
+        if control is not None:
+            control01 = to_unit_interval(control, self.mean, self.std).cpu()
+            rows.append(SheetRow("control", control01, _captions(record.get("control", {}))))
+        return rows
+
+
+def _title(record: dict[str, Any], step: int) -> str:
+    """The attack, its target, the step and the verdict."""
+    target = record.get("settings", {}).get("target")
+    name = record["attack"] + (f"/{target}" if target else "")
+    verdict = record.get("verdict")
+    return f"{name}, step {step}" + (f"\n{verdict}" if verdict else "")
+
+
+def _captions(record: dict[str, Any]) -> list[str]:
+    """Per image: correlation, PSNR and, where scored, whether it re-identified the victim."""
+    per_image = record.get("per_image")
+    if not per_image:
+        return []
+    reid = record.get("reidentified") or [None] * len(per_image["ncc"])
+    return [
+        f"ncc {ncc:.2f}\n{psnr:.1f} dB" + ("" if found is None else f"\nreid {'yes' if found else 'no'}")
+        for ncc, psnr, found in zip(per_image["ncc"], per_image["psnr"], reid)
+    ]
+
+
 def _scalars(record: dict[str, Any], prefix: str) -> dict[str, float]:
     """The scores' means, success rate and floor PSNR, or the matching loss of an unscored attack."""
     if "mean" in record:
         scalars = {f"{prefix}/{k}": record["mean"][k] for k in SCORES}
-        return {**scalars, f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]}
+        scalars.update({f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]})
+        if "reidentified" in record:
+            scalars[f"{prefix}/reidentification_rate"] = sum(record["reidentified"]) / len(record["reidentified"])
+        if "control" in record:
+            scalars[f"{prefix}/control_success_rate"] = record["control"]["success_rate"]
+        return scalars
     loss = record.get("matching_loss")
     return {} if loss is None else {f"{prefix}/matching_loss": loss}

@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from PIL import Image
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
@@ -62,7 +62,9 @@ def test_no_logger_run_writes_png_grids_and_json_on_schedule(data):
     records = read_records(Path("run/attack/metrics.jsonl"))
     assert [(r["global_step"], r["event"]) for r in records] == [(0, "before_training"), (3, "epoch"), (6, "epoch")]
     for record in records:
-        assert Image.open(Path("run/attack", record["image"])).size == (3 * 32 + 4 * 2, 2 * 32 + 3 * 2)
+        width, height = Image.open(Path("run/attack", record["image"])).size
+        assert width >= 3 * 96 and height >= 2 * 96  # two rows of three images, each at least 96 px
+        assert len(record["reidentified"]) == 3 and record["pool_size"] == 100
         assert sorted(record["attack_labels"]) == sorted(record["labels"])  # recovered from the gradient
         assert set(record["per_image"]) == {"psnr", "ssim", "mse", "ncc"} and len(record["per_image"]["ssim"]) == 3
         assert record["successes"] == [ncc >= 0.85 for ncc in record["per_image"]["ncc"]]
@@ -142,7 +144,8 @@ def test_tensorboard_run_logs_images_and_scalars(data):
     (record,) = read_records(Path(logger.log_dir) / "attack/metrics.jsonl")
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0}).Reload()
     (image,) = events.Images("attack/reconstruction")
-    assert image.step == 0 and (image.width, image.height) == (32 + 2 * 2, 2 * 32 + 3 * 2)
+    sheet = Image.open(Path(logger.log_dir, "attack", record["image"]))
+    assert image.step == 0 and (image.width, image.height) == sheet.size and image.height >= 2 * 96  # the PNG's sheet
     (psnr,) = events.Scalars("attack/psnr")
     assert psnr.step == 0 and psnr.value == pytest.approx(record["mean"]["psnr"], rel=1e-5)
     assert events.Scalars("attack/success_rate")[0].value == record["success_rate"]
@@ -192,3 +195,36 @@ def test_fast_dev_run_records_the_iterations_that_ran(data, tmp_path):
     _fit(data, [_attack()], max_steps=-1, fast_dev_run=True, default_root_dir=tmp_path)
     records = read_records(tmp_path / "attack/metrics.jsonl")
     assert [r["settings"]["iterations"] for r in records] == [2, 2]
+
+
+def _fit_mlp(data, callbacks, logger):
+    pl.seed_everything(0, verbose=False)
+    model = ImageClassifier(arch="mlp", arch_kwargs={"width": 64})
+    trainer = pl.Trainer(
+        max_steps=1, logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, default_root_dir="run",
+    )  # fmt: skip
+    trainer.fit(model, data)
+
+
+def test_a_control_that_leaks_makes_a_blocked_attack_protected_and_logs_both_rates(data, tmp_path):
+    logger = CSVLogger(tmp_path)
+    defense = PartialPerturbation(layers="all", sigma=100.0, relative=True)
+    attack = GradientInversionAttack(attack="analytic", control=True, after_training=False)
+    _fit_mlp(data, [defense, attack], logger)
+    (record,) = read_records(Path(logger.log_dir, "attack", "metrics.jsonl"))
+    assert record["success_rate"] == 0.0 and record["control"]["success_rate"] == 1.0  # noise 100x the RMS vs exact
+    assert record["outcome"] == "protected"
+    assert record["verdict"] == "protected: 0/1 (95% CI 0.00-0.97) leaked; control (no defense) 1/1 (95% CI 0.03-1.00)"
+    metrics = Path(logger.log_dir, "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"attack/success_rate", "attack/control_success_rate", "attack/reidentification_rate"} <= set(metrics)
+    width, height = Image.open(Path(logger.log_dir, "attack", record["image"])).size
+    assert height >= 3 * 96  # truth, attack and control rows
+
+
+def test_without_a_passing_control_the_verdict_is_inconclusive(data):
+    attack = _attack(control=True, before_training=True, after_training=False)
+    _fit(data, [PartialPerturbation(sigma=10.0, relative=True), attack], max_steps=1)
+    (record,) = read_records(Path("run/attack/metrics.jsonl"))
+    assert record["control"]["successes"] == [False] and record["successes"] == [False]  # 5 iterations: too weak
+    assert record["verdict"] == "inconclusive: the attack did not succeed without the defense either (0/1)"

@@ -87,7 +87,8 @@ def test_attacks_are_validated_before_anything_runs(tmp_path):
 
 
 def test_attacks_apply_to_the_cells_where_they_tell_something():
-    attacks = parse_attacks({**QUICK["attacks"], "adaptive": {"attack": "adaptive", "iterations": 1}})
+    extra = {"adaptive": {"attack": "adaptive", "iterations": 1}, "clean": {"attack": "clean_layer", "iterations": 1}}
+    attacks = parse_attacks({**QUICK["attacks"], **extra})
     applicable = {
         (arch, defense.key): sorted(name for name, attack in attacks.items() if attack.applies(arch, defense))
         for arch in ("mlp", "cnn")
@@ -95,8 +96,11 @@ def test_attacks_apply_to_the_cells_where_they_tell_something():
     }
     assert applicable[("mlp", "none")] == ["analytic", "inverting"]
     assert applicable[("mlp", "precode")] == ["adaptive", "analytic", "inverting"]
-    assert applicable[("mlp", "ppp@1")] == ["adaptive", "analytic", "inverting", "targeted_before_decoder"]
-    assert applicable[("cnn", "ppp@1")] == ["adaptive", "inverting", "targeted_before_decoder"]
+    assert applicable[("mlp", "ppp@1")] == ["adaptive", "analytic", "clean", "inverting", "targeted_before_decoder"]
+    assert applicable[("cnn", "ppp@1")] == ["adaptive", "clean", "inverting", "targeted_before_decoder"]
+    told = attacks["clean"].for_defense(Defense("ppp", 1.0))
+    assert told.get("defense") == Defense("ppp", 1.0).spec().to_dict() and told.get("iterations") == 1
+    assert attacks["inverting"].for_defense(Defense("ppp", 1.0)) is attacks["inverting"].spec
 
 
 def test_defenses_are_defense_specs():

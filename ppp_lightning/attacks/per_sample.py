@@ -66,8 +66,8 @@ class ProblemGradients:
     Args:
         victims: ``(P,)`` the victim (index into :class:`Targets`) of every problem, ascending.
         materialised: ``name -> (P, *shape)``.
-        factored: ``name -> (a, delta)`` with ``a: (P, M, in)``, ``delta: (P, M, out)``, the gradient
-            being ``delta^T a`` reshaped to the parameter's shape.
+        factored: ``name -> (a, delta)`` with ``a: (P, in, M)``, ``delta: (P, out, M)``, the gradient
+            being ``delta a^T`` reshaped to the parameter's shape.
     """
 
     victims: Tensor
@@ -80,11 +80,11 @@ class ProblemGradients:
         for name, (inputs, delta) in self.factored.items():
             rows = targets.rows(name, self.victims, GATHER_LIMIT)
             if rows is not None:
-                total = total + _per_row(torch.bmm(inputs, rows.flatten(2).transpose(1, 2)) * delta)
+                total = total + _per_row(torch.bmm(rows.flatten(2), inputs) * delta)
                 continue
             target = targets.tensors[name].flatten(2)
             total = total + torch.cat(
-                [_per_row(torch.matmul(a, target[v].T) * d) for v, a, d in self._by_victim(inputs, delta)]
+                [_per_row(torch.matmul(target[v], a) * d) for v, a, d in self._by_victim(inputs, delta)]
             )
         return total
 
@@ -92,7 +92,7 @@ class ProblemGradients:
         """``(P,)`` every problem's squared gradient norm."""
         total = sum(_per_row(g.square()) for g in self.materialised.values())
         for inputs, delta in self.factored.values():
-            grams = torch.bmm(inputs, inputs.transpose(1, 2)) * torch.bmm(delta, delta.transpose(1, 2))
+            grams = torch.bmm(inputs.transpose(1, 2), inputs) * torch.bmm(delta.transpose(1, 2), delta)
             total = total + grams.flatten(1).sum(1)
         return total
 
@@ -161,25 +161,37 @@ def stacked_gradients(
             if _cheaper_factored(*factors):
                 gradients.factored[name] = factors
             else:
-                gradients.materialised[name] = torch.einsum("pmo,pmi->poi", factors[1], factors[0]).view(
-                    len(victims), *module.weight.shape
-                )
+                formed = torch.bmm(factors[1], factors[0].transpose(1, 2))
+                gradients.materialised[name] = formed.view(len(victims), *module.weight.shape)
         else:
             gradients.materialised[name] = _formed(module, leaf, inputs, delta, len(victims))
     return gradients
 
 
 def _factors(module: nn.Module, inputs: Tensor, delta: Tensor, problems: int) -> tuple[Tensor, Tensor]:
-    """``(a, delta)`` of a weight gradient, each ``(P, M, features)``."""
+    """``(a, delta)`` of a weight gradient, ``(P, in, M)`` and ``(P, out, M)`` (views where the layout allows)."""
     if isinstance(module, nn.Conv2d):
-        columns = F.unfold(inputs, module.kernel_size, module.dilation, module.padding, module.stride)
-        inputs, delta = columns.transpose(1, 2), delta.flatten(2).transpose(1, 2)
-    return inputs.reshape(problems, -1, inputs.shape[-1]), delta.reshape(problems, -1, delta.shape[-1])
+        delta = delta.flatten(2)
+        if delta.shape[-1] == 1 and module.padding == (0, 0) and tuple(inputs.shape[-2:]) == module.kernel_size:
+            columns = inputs.flatten(1)[..., None]  # the kernel covers the whole input: no unfolding
+        else:
+            columns = F.unfold(inputs, module.kernel_size, module.dilation, module.padding, module.stride)
+        return _per_problem_columns(columns, problems), _per_problem_columns(delta, problems)
+    inputs, delta = inputs.reshape(problems, -1, inputs.shape[-1]), delta.reshape(problems, -1, delta.shape[-1])
+    return inputs.transpose(1, 2), delta.transpose(1, 2)
+
+
+def _per_problem_columns(columns: Tensor, problems: int) -> Tensor:
+    """``(P * n, features, L)`` -> ``(P, features, n * L)``: a problem's samples side by side."""
+    if len(columns) == problems:
+        return columns
+    grouped = columns.reshape(problems, -1, *columns.shape[1:])
+    return grouped.transpose(1, 2).reshape(problems, columns.shape[1], -1)
 
 
 def _cheaper_factored(inputs: Tensor, delta: Tensor) -> bool:
     """Whether the Gram matrices (``M x M``) are smaller than the gradient (``out x in``)."""
-    return inputs.shape[1] ** 2 < inputs.shape[2] * delta.shape[2]
+    return inputs.shape[2] ** 2 < inputs.shape[1] * delta.shape[1]
 
 
 def _formed(module: nn.Module, leaf: str, inputs: Tensor, delta: Tensor, problems: int) -> Tensor:

@@ -13,6 +13,7 @@ from jsonargparse import Namespace
 from pytorch_lightning.loggers import Logger
 from torch import Tensor, nn
 
+from ppp_lightning.assessment import assess
 from ppp_lightning.federated.server_attack import ServerAttack
 from ppp_lightning.federated.strategy import ObservingFedAvg
 from ppp_lightning.federated.update import ClientUpdate
@@ -58,6 +59,7 @@ class AttackingFedAvg(ObservingFedAvg):
         run_dir: the federation's run directory.
         exact: whether the clients run FedSGD (one step of plain SGD), for the records.
         keep_rounds: how many of the latest rounds :attr:`sent_weights` keeps.
+        one_channel: the data has one true channel (correlations on the channel mean).
 
     Raises:
         ValueError: if a count is out of range.
@@ -78,6 +80,7 @@ class AttackingFedAvg(ObservingFedAvg):
         run_dir: str = "runs/federated",
         exact: bool = True,
         keep_rounds: Optional[int] = 1,
+        one_channel: bool = False,
     ) -> None:
         super().__init__(clients_per_round, evaluate_clients, logger, keep_rounds)
         self.attack = attack
@@ -85,7 +88,8 @@ class AttackingFedAvg(ObservingFedAvg):
         self.lr = lr
         self.shape = (attack.num_images or batch_size, *image_shape)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.metrics = ReconstructionMetrics(self.mean, self.std, attack.success_metric, attack.success_threshold)
+        rule = attack.success_metric, attack.success_threshold
+        self.metrics = ReconstructionMetrics(self.mean, self.std, *rule, one_channel=one_channel)
         self.run_dir = Path(run_dir)
         self.exact = exact
         self.records: list[dict[str, Any]] = []
@@ -128,6 +132,7 @@ class AttackingFedAvg(ObservingFedAvg):
             std=getattr(data, "std", (1.0,)),
             run_dir=settings.run_dir,
             exact=settings.local_steps == 1 and hparams.get("optimizer") == "sgd",
+            one_channel=getattr(data, "one_channel", False),
         )
 
     def on_client_update(self, update: ClientUpdate) -> None:
@@ -158,9 +163,9 @@ class AttackingFedAvg(ObservingFedAvg):
             warnings.warn("no ground truth in the reply (federation.share_truth: false): the reconstruction is not scored")
         else:
             victims, labels = self._victims(reconstruction, *truth)
-            scores = self.metrics(reconstruction, victims)
-            reconstruction = reconstruction[scores["order"]]
-            record.update(labels=labels.tolist(), **scores)
+            assessed = assess(self.metrics, reconstruction, victims, labels)  # no control: the clients' noise is theirs
+            reconstruction = assessed.reconstructions
+            record.update(labels=labels.tolist(), **assessed.record)
         written = self.reporter.report(
             f"round{update.server_round:04d}_client{update.partition_id}.png",
             victims,

@@ -1,0 +1,85 @@
+"""Score one attack's reconstructions and state its verdict: the path every consumer reports through.
+
+Scores (:class:`~ppp_lightning.metrics.ReconstructionMetrics`), re-identification
+(:class:`~ppp_lightning.reidentification.Reidentifier`), the control's scores and the verdict
+(:func:`~ppp_lightning.verdicts.judge`) come out as one record, with the reconstructions in the
+victims' order for the sheet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from torch import Tensor
+
+from ppp_lightning.metrics import ReconstructionMetrics
+from ppp_lightning.reidentification import Reidentifier
+from ppp_lightning.verdicts import LeakRate, judge
+
+__all__ = ["Assessment", "assess"]
+
+
+@dataclass
+class Assessment:
+    """An attack's record fields and its reconstructions in the victims' order.
+
+    Args:
+        record: scores, ``reidentified``, ``control`` (when one ran), ``leaked``, ``verdict``, ``outcome``.
+        reconstructions: ``(N, C, H, W)`` matched to the victims.
+        control: the control's reconstructions, matched likewise (``None`` without a control).
+    """
+
+    record: dict[str, Any]
+    reconstructions: Tensor
+    control: Optional[Tensor] = None
+
+
+def assess(
+    metrics: ReconstructionMetrics,
+    reconstructions: Tensor,
+    victims: Tensor,
+    labels: Tensor,
+    floor: Optional[Tensor] = None,
+    reidentifier: Optional[Reidentifier] = None,
+    control: Optional[Tensor] = None,
+) -> Assessment:
+    """Score the reconstructions (and the control's) and judge the defense.
+
+    Args:
+        metrics: the scores and the success rule.
+        reconstructions: ``(N, C, H, W)`` normalised, in any order.
+        victims: ``(N, C, H, W)`` normalised ground truth.
+        labels: ``(N,)`` the victims' labels (for re-identification).
+        floor: ``(C, H, W)`` the trivial reconstruction (the dataset's mean image).
+        reidentifier: re-identify each victim among same-class rivals (``None``: not scored).
+        control: the same attack's reconstructions without the defense (``None``: no control ran).
+    """
+    own = _scored(metrics, reconstructions, victims, labels, floor, reidentifier)
+    record = dict(own.record)
+    verdict_control = None
+    if control is not None:
+        checked = _scored(metrics, control, victims, labels, floor, reidentifier)
+        record["control"] = {k: checked.record[k] for k in ("per_image", "mean", "successes", "success_rate")}
+        record["control"].update({k: v for k, v in checked.record.items() if k == "reidentified"})
+        verdict_control = LeakRate.of(checked.record["successes"])
+    leaked = LeakRate.of(record["successes"])
+    verdict = judge(leaked, verdict_control)
+    record.update(leaked=leaked.to_dict(), verdict=str(verdict), outcome=verdict.outcome)
+    return Assessment(record, own.reconstructions, None if control is None else checked.reconstructions)
+
+
+def _scored(
+    metrics: ReconstructionMetrics,
+    reconstructions: Tensor,
+    victims: Tensor,
+    labels: Tensor,
+    floor: Optional[Tensor],
+    reidentifier: Optional[Reidentifier],
+) -> Assessment:
+    scores = metrics(reconstructions, victims, floor)
+    ordered = reconstructions[scores["order"]]
+    if reidentifier is not None:
+        found = reidentifier(ordered, victims, labels)
+        scores.update(reidentified=[r.reidentified for r in found], pool_size=found[0].pool_size)
+    return Assessment(scores, ordered)
