@@ -90,7 +90,9 @@ class GradientInversionAttack(pl.Callback):
         victim_seed: seed that draws the fixed victims.
         known_labels: give the attack the victims' labels; ``False`` recovers them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
-        success_threshold: the value at which a reconstruction succeeds.
+        success_threshold: the value at which a reconstruction succeeds (the default, channel-aware
+            ``ncc >= 0.5``, is calibrated: ``docs/calibration.md``); with ``pool_size`` the victim
+            must also be re-identified.
         control: also attack, at the same step and with the same budget, the same victims' gradient
             without the attached ``PartialPerturbation``'s noise (the positive control); logs
             ``<name>/control_success_rate``, adds a control row to the sheet, and a verdict of
@@ -128,7 +130,7 @@ class GradientInversionAttack(pl.Callback):
         victim_seed: int = 0,
         known_labels: bool = True,
         success_metric: Literal["psnr", "ssim", "mse", "ncc"] = "ncc",
-        success_threshold: float = 0.85,
+        success_threshold: float = 0.5,
         control: bool = False,
         pool_size: Optional[int] = POOL_SIZE,
         progress: bool = False,

@@ -79,7 +79,9 @@ def _scored(
 ) -> Assessment:
     scores = metrics(reconstructions, victims, floor)
     ordered = reconstructions[scores["order"]]
-    if reidentifier is not None:
-        found = reidentifier(ordered, victims, labels)
-        scores.update(reidentified=[r.reidentified for r in found], pool_size=found[0].pool_size)
+    if reidentifier is not None:  # a legible class prototype is no leak of this image: it must also re-identify
+        found = [r.reidentified for r in reidentifier(ordered, victims, labels)]
+        successes = [bool(s and f) for s, f in zip(scores["successes"], found)]
+        scores.update(reidentified=found, pool_size=reidentifier.size, successes=successes)
+        scores.update(success_rate=sum(successes) / len(successes), success_rule="metric and re-identified")
     return Assessment(scores, ordered)

@@ -37,3 +37,16 @@ def cifar10_root(tmp_path_factory, monkeypatch):
 
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: True)
     return write_cifar10(tmp_path_factory.mktemp("cifar"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The first 16 offline MNIST training digits, their labels, the mean of 1,000 (the floor) and the metrics."""
+    from datamodules import OfflineMNISTDataModule
+    from ppp_lightning.metrics import ReconstructionMetrics
+
+    data = OfflineMNISTDataModule()
+    data.setup("fit")
+    images, labels = zip(*(data.train_set[i] for i in range(16)))
+    floor = torch.stack([data.train_set[i][0] for i in range(1000)]).mean(0)
+    return torch.stack(images), torch.stack(labels), floor, ReconstructionMetrics(data.mean, data.std)

@@ -16,7 +16,7 @@ from ppp_lightning import ImageClassifier
 from ppp_lightning.attacks import AttackSpec, CleanLayerAttack, FeatureInversion, InvertingGradients
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.gradients import client_gradient
-from ppp_lightning.metrics import ReconstructionMetrics, abs_ncc
+from ppp_lightning.metrics import abs_ncc
 from ppp_lightning.models import build_network
 from ppp_lightning.reporting import read_records
 
@@ -27,13 +27,6 @@ PPP = {"layers": "before_bottleneck", "sigma": 10.0, "relative": True}
 BOX = {"mean": (0.1307,), "std": (0.3081,), "progress": False, "tie_channels": True}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    data = OfflineMNISTDataModule()
-    data.setup("fit")
-    images, labels = zip(*(data.train_set[i] for i in range(4)))
-    floor = torch.stack([data.train_set[i][0] for i in range(1000)]).mean(0)
-    return torch.stack(images), torch.stack(labels), floor, ReconstructionMetrics(data.mean, data.std)
 
 
 def _cnn(last_channels=64, precode=PRECODE_SMALL):

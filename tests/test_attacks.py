@@ -7,7 +7,6 @@ import pytest
 import torch
 from torch import nn
 
-from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import (
     ATTACKS,
     AttackSpec,
@@ -20,19 +19,11 @@ from ppp_lightning.attacks import (
     select_gradients,
 )
 from ppp_lightning.gradients import client_gradient
-from ppp_lightning.metrics import ReconstructionMetrics
 from ppp_lightning.models import build_network
 
 PRECODE_SMALL = {"latent_dim": 32}
 
 
-@pytest.fixture(scope="module")
-def digits():
-    data = OfflineMNISTDataModule()
-    data.setup("fit")
-    images, labels = zip(*(data.train_set[i] for i in range(16)))
-    floor = torch.stack([data.train_set[i][0] for i in range(1000)]).mean(0)
-    return torch.stack(images), torch.stack(labels), floor, ReconstructionMetrics(data.mean, data.std)
 
 
 def _victim(arch, precode=None, **kwargs):

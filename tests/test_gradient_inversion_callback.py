@@ -67,7 +67,8 @@ def test_no_logger_run_writes_png_grids_and_json_on_schedule(data):
         assert len(record["reidentified"]) == 3 and record["pool_size"] == 100
         assert sorted(record["attack_labels"]) == sorted(record["labels"])  # recovered from the gradient
         assert set(record["per_image"]) == {"psnr", "ssim", "mse", "ncc"} and len(record["per_image"]["ssim"]) == 3
-        assert record["successes"] == [ncc >= 0.85 for ncc in record["per_image"]["ncc"]]
+        rule = zip(record["per_image"]["ncc"], record["reidentified"])
+        assert record["successes"] == [ncc >= 0.5 and found for ncc, found in rule]
         assert record["success_rate"] == pytest.approx(sum(record["successes"]) / 3) and record["floor"]["psnr"] > 5
         assert record["defense"]["partial_perturbation"]["sigma"] == 0.01 and len(record["defense"]["precode"]) == 1
     assert records[0]["labels"] == records[-1]["labels"]  # a fixed victim set

@@ -58,7 +58,7 @@ class ServerAttack:
     num_images: Optional[int] = None
     known_labels: bool = True
     success_metric: str = "ncc"
-    success_threshold: float = 0.85
+    success_threshold: float = 0.5
     log_name: str = "attack"
     spec: AttackSpec = field(init=False, repr=False, compare=False)
 
