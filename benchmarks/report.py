@@ -20,6 +20,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from ppp_lightning.metrics import is_success
+from ppp_lightning.verdicts import LeakRate, union_over_attacks
 
 __all__ = ["protection_thresholds", "summarise", "write_report"]
 
@@ -41,7 +42,9 @@ def summarise(record: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]
         row |= {f"{metric}_mean": statistics.fmean(values), f"{metric}_median": statistics.median(values), f"{metric}_max": max(values)}
         row[f"floor_{metric}"] = statistics.fmean(v[f"floor_{metric}"] for v in victims)
     scores = torch.tensor([v[judge] for v in victims], dtype=torch.float64)
-    row["success_rate"] = is_success(scores, judge, success["success_threshold"]).double().mean().item()
+    row["successes"] = is_success(scores, judge, success["success_threshold"]).tolist()
+    row["success_rate"] = statistics.fmean(row["successes"])
+    row["leaked"] = str(LeakRate.of(row["successes"]))
     row["relative_sigma"] = record["sigma"]
     row["absolute_sigma"] = record["gradient"]["noise_std"]
     row["perturbed_share"] = record["perturbed_share"]
@@ -113,17 +116,32 @@ def _markdown(rows: list[dict[str, Any]], protection: list[dict[str, Any]], succ
             f"| {p['arch']} | {p['family']} | {_fmt(p['relative_sigma'], 'none of the grid')} | {_fmt(p['absolute_sigma'])} | "
             f"{_fmt(p['perturbed_share'])} | {_fmt(p['test_acc'])} | {worst} |"
         )
-    lines += ["", "## Every cell", ""]
-    header = "| arch | state | defense | attack | test acc | SSIM mean/median/max | PSNR mean | NCC mean/max | success | floor SSIM/NCC | KL / CE |"
+    lines += ["", "## Any attack: victims leaked by at least one attack, per cell", ""]
+    lines += ["| arch | state | defense | attacks | leaked (union, 95% CI) |", "|---|---|---|---|---|"]
+    for (arch, state, defense), attacks in sorted(union_by_cell(rows).items()):
+        lines.append(f"| {arch} | {state} | {defense} | {', '.join(attacks['attacks'])} | {attacks['leaked']} |")
+    lines += ["", "## Every cell (leaked: k/n victims with the 95% Clopper-Pearson interval)", ""]
+    header = "| arch | state | defense | attack | test acc | SSIM mean/median/max | PSNR mean | NCC mean/max | leaked | floor SSIM/NCC | KL / CE |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for r in sorted(rows, key=lambda r: (r["arch"], r["state"], r["family"], r["relative_sigma"], r["attack"])):
         lines.append(
             f"| {r['arch']} | {r['state']} | {r['defense']} | {r['attack']} | {r['test_acc']:.3f} | "
             f"{r['ssim_mean']:.2f}/{r['ssim_median']:.2f}/{r['ssim_max']:.2f} | {r['psnr_mean']:.1f} | "
-            f"{r['ncc_mean']:.2f}/{r['ncc_max']:.2f} | {r['success_rate']:.2f} | "
+            f"{r['ncc_mean']:.2f}/{r['ncc_max']:.2f} | {r['leaked']} | "
             f"{r['floor_ssim']:.2f}/{r['floor_ncc']:.2f} | {r['kl']:.3g} / {r['ce']:.3g} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def union_by_cell(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Per (arch, state, defense): the attacks run and the victims any of them leaked."""
+    cells: dict[tuple[str, str, str], dict[str, list[bool]]] = {}
+    for r in rows:
+        cells.setdefault((r["arch"], r["state"], r["defense"]), {})[r["attack"]] = r["successes"]
+    return {
+        key: {"attacks": sorted(outcomes), "leaked": str(LeakRate.of(union_over_attacks(outcomes)))}
+        for key, outcomes in cells.items()
+    }
 
 
 def _fmt(value: Optional[float], missing: str = "-") -> str:

@@ -8,7 +8,7 @@ from matplotlib.image import imread
 
 from benchmarks.defenses import Defense, expand_defenses
 from benchmarks.privacy_utility import QUICK, parse_attacks, run
-from benchmarks.report import summarise, write_report
+from benchmarks.report import summarise, union_by_cell, write_report
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,8 @@ def test_rerun_skips_finished_cells_and_report_is_written(quick):
     summary = write_report(out)
     assert {p["family"] for p in summary["protection"]} == {"noise_all", "ppp"}
     assert len(summary["rows"]) == len(records)
-    assert "| mlp | init | ppp@1 | analytic |" in (out / "results.md").read_text()
+    report = (out / "results.md").read_text()
+    assert "| mlp | init | ppp@1 | analytic |" in report and "## Any attack: victims leaked by at least one attack" in report
     # 110 dpi: one column of 5 x 7 inches; 4 defenses x (truth + 3 attacks) panels of 1.6 inches.
     for name, shape in (("ssim_accuracy_vs_sigma.png", (770, 550)), ("reconstructions_mlp_init.png", (704, 704))):
         image = imread(out / name)
@@ -123,5 +124,8 @@ def test_report_judges_success_from_the_stored_scores(metric, threshold):
     record |= {"test_acc": 0.1, "victims": victims, "perturbed_share": 0.0, "seconds": 1.0}
     record["gradient"] = {"noise_std": 0.0, "ce": 2.3, "kl": 0.0}
     row = summarise(record, {"success_metric": metric, "success_threshold": threshold})
-    assert row["success_rate"] == pytest.approx(2 / 3)
+    assert row["success_rate"] == pytest.approx(2 / 3) and row["successes"] == [True, True, False]
+    assert row["leaked"] == "2/3 (95% CI 0.09-0.99)"
+    other = summarise({**record, "attack": "analytic", "victims": victims[::-1]}, {"success_metric": metric, "success_threshold": threshold})
+    assert union_by_cell([row, other])[("mlp", "init", "none")] == {"attacks": ["analytic", "inverting"], "leaked": "3/3 (95% CI 0.29-1.00)"}
     assert (row["ncc_max"], row["mse_median"], row["psnr_mean"]) == (0.95, 0.01, pytest.approx(65 / 3))
