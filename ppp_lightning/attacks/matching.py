@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal, Optional
 
@@ -60,7 +60,6 @@ class Problems:
     labels: Tensor
     restarts: int
     shape: tuple[int, ...]
-    _cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def count(self) -> int:
@@ -73,11 +72,8 @@ class Problems:
 
     def targets_for(self, active: Tensor) -> dict[str, Tensor]:
         """``name -> (len(active), *shape)``: the shared gradient each active problem matches."""
-        key = tuple(active.tolist())
-        if key not in self._cache:  # the active set changes rarely: keep one expansion
-            victims = self.victims(active)
-            self._cache = {key: {name: t.index_select(0, victims) for name, t in self.targets.tensors.items()}}
-        return self._cache[key]
+        victims = self.victims(active)
+        return {name: self.targets.rows(name, victims) for name in self.targets.tensors}
 
 
 class GradientMatchingAttack:
