@@ -16,10 +16,10 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-__all__ = ["MIN_SIDE", "SheetRow", "draw_sheet"]
+__all__ = ["CHAR_W", "LINE", "MIN_SIDE", "PAD", "SheetRow", "draw_sheet"]
 
 MIN_SIDE = 96
-PAD, LINE = 6, 12  # pixels between images; height of a text line (PIL's default bitmap font)
+PAD, LINE, CHAR_W = 6, 12, 7  # pixels between images; a text line's height and a character's width (PIL's default font)
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,13 @@ def draw_sheet(title: str, rows: Sequence[SheetRow], min_side: int = MIN_SIDE) -
     side = max(rows[0].images.shape[-2:])
     scale = max(1, math.ceil(min_side / side))
     tile_h, tile_w = (size * scale for size in rows[0].images.shape[-2:])
-    label_w = 8 * max(len(row.name) for row in rows) + PAD
+    label_w = CHAR_W * max(len(row.name) for row in rows) + 2 * PAD
     caption_lines = max((c.count("\n") + 1 for row in rows for c in row.captions), default=0)
     row_h = tile_h + caption_lines * LINE + PAD
     title_h = (title.count("\n") + 1) * LINE + PAD
     count = max(len(row.images) for row in rows)
-    sheet = Image.new("RGB", (label_w + count * (tile_w + PAD), title_h + len(rows) * row_h), "white")
+    title_w = CHAR_W * max(len(line) for line in title.splitlines()) + 2 * PAD
+    sheet = Image.new("RGB", (max(label_w + count * (tile_w + PAD), title_w), title_h + len(rows) * row_h), "white")
     draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
     draw.multiline_text((PAD, 2), title, fill="black", font=font, spacing=0)
     for r, row in enumerate(rows):

@@ -68,7 +68,10 @@ def test_rerun_skips_finished_cells_and_report_is_written(quick):
     assert {p["family"] for p in summary["protection"]} == {"noise_all", "ppp"}
     assert len(summary["rows"]) == len(records)
     report = (out / "results.md").read_text()
-    assert "| mlp | init | ppp@1 | analytic |" in report and "## Any attack: victims leaked by at least one attack" in report
+    assert (
+        "| mlp | init | ppp@1 | analytic |" in report
+        and "## Any attack: victims leaked by at least one attack" in report
+    )
     # 110 dpi: one column of 5 x 7 inches; 4 defenses x (truth + 3 attacks) panels of 1.6 inches.
     for name, shape in (("ssim_accuracy_vs_sigma.png", (770, 550)), ("reconstructions_mlp_init.png", (704, 704))):
         image = imread(out / name)
@@ -105,9 +108,16 @@ def test_attacks_apply_to_the_cells_where_they_tell_something():
 
 
 def test_defenses_are_defense_specs():
-    specs = {d.key: d.spec() for d in expand_defenses(["none", "precode", "noise_all", "ppp", "ppp_no_encoder", "prune"], [3.0], [0.1])}
+    specs = {
+        d.key: d.spec()
+        for d in expand_defenses(["none", "precode", "noise_all", "ppp", "ppp_no_encoder", "prune"], [3.0], [0.1])
+    }
     assert specs["none"] is None and specs["precode"] is None
-    assert (specs["noise_all@3"].layers, specs["noise_all@3"].sigma, specs["noise_all@3"].relative) == ("all", 3.0, True)
+    assert (specs["noise_all@3"].layers, specs["noise_all@3"].sigma, specs["noise_all@3"].relative) == (
+        "all",
+        3.0,
+        True,
+    )
     assert (specs["ppp@3"].layers, specs["ppp@3"].include_encoder) == ("before_bottleneck", True)
     assert specs["ppp_no_encoder@3"].to_dict() == {**specs["ppp@3"].to_dict(), "include_encoder": False}
     assert (specs["prune@0.1"].mechanism, specs["prune@0.1"].keep_ratio, specs["prune@0.1"].sigma) == ("none", 0.1, 0.0)
@@ -126,6 +136,12 @@ def test_report_judges_success_from_the_stored_scores(metric, threshold):
     row = summarise(record, {"success_metric": metric, "success_threshold": threshold})
     assert row["success_rate"] == pytest.approx(2 / 3) and row["successes"] == [True, True, False]
     assert row["leaked"] == "2/3 (95% CI 0.09-0.99)"
-    other = summarise({**record, "attack": "analytic", "victims": victims[::-1]}, {"success_metric": metric, "success_threshold": threshold})
-    assert union_by_cell([row, other])[("mlp", "init", "none")] == {"attacks": ["analytic", "inverting"], "leaked": "3/3 (95% CI 0.29-1.00)"}
+    other = summarise(
+        {**record, "attack": "analytic", "victims": victims[::-1]},
+        {"success_metric": metric, "success_threshold": threshold},
+    )
+    assert union_by_cell([row, other])[("mlp", "init", "none")] == {
+        "attacks": ["analytic", "inverting"],
+        "leaked": "3/3 (95% CI 0.29-1.00)",
+    }
     assert (row["ncc_max"], row["mse_median"], row["psnr_mean"]) == (0.95, 0.01, pytest.approx(65 / 3))

@@ -6,6 +6,7 @@ import torch
 from datamodules import CIFAR10DataModule, MNISTDataModule, OfflineMNISTDataModule
 from ppp_lightning.metrics import ReconstructionMetrics, abs_ncc, channel_view
 from ppp_lightning.reidentification import reidentify, same_class_pool
+from ppp_lightning.sheets import CHAR_W, LINE, PAD, SheetRow, draw_sheet
 from ppp_lightning.verdicts import LeakRate, clopper_pearson, judge, union_over_attacks
 
 
@@ -99,3 +100,14 @@ def test_channel_mean_scores_a_grey_digit_with_colour_noise_higher(digits):
     aware = ReconstructionMetrics(data.mean, data.std, one_channel=True)(*normalised)
     plain = ReconstructionMetrics(data.mean, data.std)(*normalised)
     assert aware["mean"]["ncc"] > plain["mean"]["ncc"] + 0.05 and aware["mean"]["psnr"] == plain["mean"]["psnr"]
+
+
+def test_sheets_enlarge_every_image_by_nearest_neighbour_to_96_px():
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    rows = [SheetRow("truth", images), SheetRow("attack", images, ["ncc 0.91\nreid yes", "ncc 0.20\nreid no"])]
+    sheet = draw_sheet("inverting, step 0\nleaked: 1/2", rows)
+    left, top = CHAR_W * len("attack") + 2 * PAD, 2 * LINE + PAD  # the first tile, under two title lines
+    tile = sheet[:, top : top + 96, left : left + 96]
+    expected = images[0].repeat_interleave(3, 1).repeat_interleave(3, 2)  # each pixel a 3x3 block
+    assert torch.allclose(tile, expected, atol=1 / 255)
+    assert sheet.shape[1] >= 2 * 96 + 2 * LINE and sheet.shape[2] >= 2 * 96

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from ppp_lightning.attacks.optimiser import Evaluate
+
 __all__ = ["MODES", "ExecutionChoice"]
 
 MODES = ("stacked", "vmap", "sequential")
-Evaluate = Callable[[dict[str, Tensor], Tensor], tuple[dict[str, Tensor], Tensor]]
 FAILURES = (RuntimeError, NotImplementedError)
 
 

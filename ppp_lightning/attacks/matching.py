@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ppp_lightning.attacks.execution import ExecutionChoice, signature
 from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
-from ppp_lightning.attacks.optimiser import StoppingRule, Tracker, Variables
+from ppp_lightning.attacks.optimiser import Evaluate, StoppingRule, Tracker, Variables
 from ppp_lightning.attacks.per_sample import ProblemGradients, Targets, stackable, stacked_gradients
 from ppp_lightning.attacks.result import AttackResult
 from ppp_lightning.attacks.targets import TARGETS, select_gradients
@@ -34,9 +34,6 @@ from ppp_lightning.losses import classification_terms
 from ppp_lightning.validation import check_number
 
 __all__ = ["GradientMatchingAttack", "Problems", "detached_parameters", "known_labels"]
-
-# (variables of the active problems, their indices) -> (gradients, objectives)
-Evaluate = Callable[[Variables, Tensor], tuple[Variables, Tensor]]
 
 
 @dataclass
