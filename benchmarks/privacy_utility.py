@@ -55,7 +55,12 @@ QUICK: dict[str, Any] = {
     "defenses": ["none", "noise_all", "precode", "ppp"],
     "attacks": {
         "inverting": {"attack": "inverting", "iterations": 5, "lr": 0.1, "tv_weight": 0.0001},
-        "targeted_before_decoder": {"attack": "inverting", "target": "before_decoder", "iterations": 5, "families": ["ppp"]},
+        "targeted_before_decoder": {
+            "attack": "inverting",
+            "target": "before_decoder",
+            "iterations": 5,
+            "families": ["ppp"],
+        },
         "analytic": {"attack": "analytic"},
     },
     "success": {"success_metric": "ncc", "success_threshold": 0.85},
@@ -211,26 +216,37 @@ def _attack_cell(
     victims = list(zip(images.split(1), labels.split(1)))  # each victim alone in its batch
     spec = defense.spec()
     resolved = None if spec is None else spec.resolve(network, victims[0][0])
-    shared, stats = zip(
+    shared, clean, stats = zip(
         *(_shared_gradient(network, x, y, resolved, config["seed"] + i) for i, (x, y) in enumerate(victims))
     )
     names = () if resolved is None else resolved.parameter_names
+    # the positive control: the same victims' gradients (same PRECODE sample) without the defense's perturbation
+    gradients = list(shared) + (list(clean) if resolved is not None else [])
     for label, attack in attacks.items():
         invert = attack.for_defense(defense).build(datamodule.mean, datamodule.std)
         started = time.perf_counter()
-        # all victims in one call: the engine runs them (x restarts) in one loop
-        results = invert.run(copy.deepcopy(network), list(shared), [y for _, y in victims], tuple(victims[0][0].shape))
+        # all victims (and their controls) in one call: the engine runs them (x restarts) in one loop
+        results = invert.run(
+            copy.deepcopy(network),
+            gradients,
+            [y for y in labels.split(1)] * (len(gradients) // len(victims)),
+            tuple(victims[0][0].shape),
+        )
         reconstructions = torch.cat([result.images for result in results])
         seconds = time.perf_counter() - started
+        scored = [
+            _score(reconstruction, images[i % len(images)], scoring) for i, reconstruction in enumerate(reconstructions)
+        ]
         yield {
             "attack": label,
             "seconds": seconds,
-            "victims": [_score(reconstruction, image, scoring) for reconstruction, image in zip(reconstructions, images)],
+            "victims": scored[: len(images)],
+            **({"control_victims": scored[len(images) :]} if resolved is not None else {}),
             "gradient": _mean_stats(stats),
             "perturbed_share": sum(network.get_parameter(n).numel() for n in names)
             / sum(p.numel() for p in network.parameters()),
             "seed": config["seed"],
-            "tensors": (images, reconstructions),
+            "tensors": (images, reconstructions[: len(images)]),
         }
 
 
@@ -243,7 +259,9 @@ def _score(reconstruction: Tensor, truth: Tensor, scoring: tuple[ReconstructionM
 
 def _save_images(tensors: tuple[Tensor, Tensor], datamodule: Any, out: Path, cell: dict[str, Any], attack: str) -> str:
     """Store ground truth and reconstructions as uint8 images; returns the path relative to ``out``."""
-    truth, reconstructions = ((to_unit_interval(t, datamodule.mean, datamodule.std) * 255).round().byte() for t in tensors)
+    truth, reconstructions = (
+        (to_unit_interval(t, datamodule.mean, datamodule.std) * 255).round().byte() for t in tensors
+    )
     path = Path("images") / cell["arch"] / cell["defense"] / cell["state"] / f"{attack}.pt"
     (out / path).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"truth": truth, "reconstruction": reconstructions}, out / path)
@@ -252,17 +270,21 @@ def _save_images(tensors: tuple[Tensor, Tensor], datamodule: Any, out: Path, cel
 
 def _shared_gradient(
     network: nn.Module, x: Tensor, y: Tensor, defense: Optional[ResolvedDefense], seed: int
-) -> tuple[dict[str, Tensor], dict[str, float]]:
-    """The victim's shared gradient and how the defense changed it (the same PRECODE sample)."""
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, float]]:
+    """The victim's shared and clean gradients (the same PRECODE sample) and how the defense changed it."""
     terms = _loss_terms(network, x, y, seed)
     clean = client_gradient(network, x, y, generator=torch.Generator().manual_seed(seed))
     if defense is None:
-        return clean, {**terms, "clean_rms": math.nan, "noise_std": 0.0}
+        return clean, clean, {**terms, "clean_rms": math.nan, "noise_std": 0.0}
     shared = defense.apply(clean, torch.Generator().manual_seed(seed + 10_000))
     names = defense.parameter_names
     selected_clean = torch.cat([clean[n].flatten() for n in names])
     noise = torch.cat([(shared[n] - clean[n]).flatten() for n in names])
-    return shared, {**terms, "clean_rms": selected_clean.square().mean().sqrt().item(), "noise_std": noise.std().item()}
+    return (
+        shared,
+        clean,
+        {**terms, "clean_rms": selected_clean.square().mean().sqrt().item(), "noise_std": noise.std().item()},
+    )
 
 
 def _loss_terms(network: nn.Module, x: Tensor, y: Tensor, seed: int) -> dict[str, float]:

@@ -20,7 +20,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from ppp_lightning.metrics import is_success
-from ppp_lightning.verdicts import LeakRate, union_over_attacks
+from ppp_lightning.verdicts import LeakRate, judge, union_over_attacks
 
 __all__ = ["protection_thresholds", "summarise", "write_report"]
 
@@ -45,6 +45,9 @@ def summarise(record: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]
     row["successes"] = is_success(scores, judge, success["success_threshold"]).tolist()
     row["success_rate"] = statistics.fmean(row["successes"])
     row["leaked"] = str(LeakRate.of(row["successes"]))
+    if "control_victims" in record:  # the same victims' gradients without the defense's perturbation
+        controls = torch.tensor([v[judge] for v in record["control_victims"]], dtype=torch.float64)
+        row["control_successes"] = is_success(controls, judge, success["success_threshold"]).tolist()
     row["relative_sigma"] = record["sigma"]
     row["absolute_sigma"] = record["gradient"]["noise_std"]
     row["perturbed_share"] = record["perturbed_share"]
@@ -53,8 +56,26 @@ def summarise(record: dict[str, Any], success: dict[str, Any]) -> dict[str, Any]
     return row
 
 
+def attach_verdicts(rows: list[dict[str, Any]]) -> None:
+    """Give every defended row its verdict (:func:`~ppp_lightning.verdicts.judge`) against its positive control.
+
+    The control of a noise or pruning cell is the same attack on the same victims' unperturbed
+    gradients (run in the cell); of a PRECODE cell, the same attack on the same architecture without
+    PRECODE in the same state (the ``none`` cell). Without a control the verdict is inconclusive.
+    """
+    undefended = {(r["arch"], r["state"], r["attack"]): r["successes"] for r in rows if r["family"] == "none"}
+    for row in rows:
+        if row["family"] == "none":
+            row["verdict"], row["outcome"] = "-", "undefended"
+            continue
+        control = row.get("control_successes", undefended.get((row["arch"], row["state"], row["attack"])))
+        verdict = judge(LeakRate.of(row["successes"]), None if control is None else LeakRate.of(control))
+        row["verdict"], row["outcome"] = str(verdict), verdict.outcome
+
+
 def protection_thresholds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per architecture and noise family: the smallest sigma at which no attack succeeds in any state."""
+    """Per architecture and noise family: the smallest sigma at which every attack in every state is
+    stopped with a passing control (verdict "protected"; rows need :func:`attach_verdicts`)."""
     by_cell: dict[tuple[str, str, float], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if row["family"] in NOISE_FAMILIES:
@@ -65,7 +86,7 @@ def protection_thresholds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             sigmas = sorted(s for a, f, s in by_cell if a == arch and f == family)
             if not sigmas:
                 continue
-            safe = [s for s in sigmas if all(r["success_rate"] == 0 for r in by_cell[(arch, family, s)])]
+            safe = [s for s in sigmas if all(r["outcome"] == "protected" for r in by_cell[(arch, family, s)])]
             cell = by_cell[(arch, family, safe[0])] if safe else []
             out.append(
                 {
@@ -76,6 +97,9 @@ def protection_thresholds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "test_acc": _final_accuracy(cell),
                     "perturbed_share": cell[0]["perturbed_share"] if cell else None,
                     "worst_success_by_sigma": {s: max(r["success_rate"] for r in by_cell[(arch, family, s)]) for s in sigmas},
+                    "inconclusive_by_sigma": {
+                        s: sum(r["outcome"] == "inconclusive" for r in by_cell[(arch, family, s)]) for s in sigmas
+                    },
                 }
             )
     return out
@@ -91,6 +115,7 @@ def write_report(folder: Path) -> dict[str, Any]:
     records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
     success = yaml.safe_load((folder / "config.yaml").read_text())["success"]
     rows = [summarise(r, success) for r in records]
+    attach_verdicts(rows)
     summary = {"success": success, "rows": rows, "protection": protection_thresholds(rows)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=1))
     (folder / "results.md").write_text(_markdown(rows, summary["protection"], success))
@@ -103,31 +128,36 @@ def _markdown(rows: list[dict[str, Any]], protection: list[dict[str, Any]], succ
     lines = [
         f"Success: {success['success_metric']} >= {success['success_threshold']} (judged by the report from the stored scores).",
         "",
-        "## Smallest sigma at which no attack succeeds (any state)",
+        "## Smallest sigma at which every attack is stopped, in every state, with a passing control",
+        "",
+        "A defense is only called protective where the same attack leaked the same victims without it",
+        "(the control); a stopped attack whose control also failed is inconclusive, not protected.",
         "",
     ]
     lines += [
-        "| arch | defense | relative sigma | absolute sigma (measured) | perturbed share | best test acc | worst success rate by relative sigma |",
-        "|---|---|---|---|---|---|---|",
+        "| arch | defense | relative sigma | absolute sigma (measured) | perturbed share | best test acc "
+        "| worst success rate by relative sigma | inconclusive cells by relative sigma |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for p in protection:
         worst = ", ".join(f"{s:g}: {rate:.2f}" for s, rate in p["worst_success_by_sigma"].items())
+        unsure = ", ".join(f"{s:g}: {count}" for s, count in p["inconclusive_by_sigma"].items())
         lines.append(
             f"| {p['arch']} | {p['family']} | {_fmt(p['relative_sigma'], 'none of the grid')} | {_fmt(p['absolute_sigma'])} | "
-            f"{_fmt(p['perturbed_share'])} | {_fmt(p['test_acc'])} | {worst} |"
+            f"{_fmt(p['perturbed_share'])} | {_fmt(p['test_acc'])} | {worst} | {unsure} |"
         )
     lines += ["", "## Any attack: victims leaked by at least one attack, per cell", ""]
     lines += ["| arch | state | defense | attacks | leaked (union, 95% CI) |", "|---|---|---|---|---|"]
     for (arch, state, defense), attacks in sorted(union_by_cell(rows).items()):
         lines.append(f"| {arch} | {state} | {defense} | {', '.join(attacks['attacks'])} | {attacks['leaked']} |")
     lines += ["", "## Every cell (leaked: k/n victims with the 95% Clopper-Pearson interval)", ""]
-    header = "| arch | state | defense | attack | test acc | SSIM mean/median/max | PSNR mean | NCC mean/max | leaked | floor SSIM/NCC | KL / CE |"
+    header = "| arch | state | defense | attack | test acc | SSIM mean/median/max | PSNR mean | NCC mean/max | leaked | verdict | floor SSIM/NCC | KL / CE |"
     lines += [header, "|" + "---|" * (header.count("|") - 1)]
     for r in sorted(rows, key=lambda r: (r["arch"], r["state"], r["family"], r["relative_sigma"], r["attack"])):
         lines.append(
             f"| {r['arch']} | {r['state']} | {r['defense']} | {r['attack']} | {r['test_acc']:.3f} | "
             f"{r['ssim_mean']:.2f}/{r['ssim_median']:.2f}/{r['ssim_max']:.2f} | {r['psnr_mean']:.1f} | "
-            f"{r['ncc_mean']:.2f}/{r['ncc_max']:.2f} | {r['leaked']} | "
+            f"{r['ncc_mean']:.2f}/{r['ncc_max']:.2f} | {r['leaked']} | {r['verdict']} | "
             f"{r['floor_ssim']:.2f}/{r['floor_ncc']:.2f} | {r['kl']:.3g} / {r['ce']:.3g} |"
         )
     return "\n".join(lines) + "\n"

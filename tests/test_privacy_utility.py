@@ -8,7 +8,7 @@ from matplotlib.image import imread
 
 from benchmarks.defenses import Defense, expand_defenses
 from benchmarks.privacy_utility import QUICK, parse_attacks, run
-from benchmarks.report import summarise, union_by_cell, write_report
+from benchmarks.report import attach_verdicts, summarise, union_by_cell, write_report
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,9 @@ def test_analytic_recovery_is_exact_without_noise_and_noise_is_relative(quick):
         gradient = by[(defense, "inverting")]["gradient"]
         assert 0.5 < gradient["noise_std"] / gradient["clean_rms"] < 2  # sigma = 1 relative to the RMS
     assert by[("precode", "inverting")]["gradient"]["kl"] > 0 and by[("none", "inverting")]["gradient"]["kl"] == 0
+    # the control: the same victims' unperturbed gradients, attacked in the same call (analytic is exact on them)
+    assert all(v["success"] and v["psnr"] > 60 for v in by[("noise_all@1", "analytic")]["control_victims"])
+    assert "control_victims" not in by[("none", "analytic")] and "control_victims" not in by[("precode", "analytic")]
 
 
 def test_rerun_skips_finished_cells_and_report_is_written(quick):
@@ -144,4 +147,13 @@ def test_report_judges_success_from_the_stored_scores(metric, threshold):
         "attacks": ["analytic", "inverting"],
         "leaked": "3/3 (95% CI 0.29-1.00)",
     }
+    # verdicts against the positive control: in-cell for noise, the undefended architecture for PRECODE
+    none = {**row, "family": "none", "successes": [True, True, True]}
+    noisy = {**row, "family": "noise_all", "defense": "noise_all@3", "successes": [False] * 3, "control_successes": [True] * 3}
+    weak = {**noisy, "control_successes": [False] * 3}
+    precode = {**row, "family": "precode", "defense": "precode", "successes": [False] * 3}
+    orphan = {**precode, "attack": "targeted"}
+    attach_verdicts(rows := [none, noisy, weak, precode, orphan])
+    assert [r["outcome"] for r in rows] == ["undefended", "protected", "inconclusive", "protected", "inconclusive"]
+    assert weak["verdict"] == "inconclusive: the attack did not succeed without the defense either (0/3)"
     assert (row["ncc_max"], row["mse_median"], row["psnr_mean"]) == (0.95, 0.01, pytest.approx(65 / 3))
