@@ -82,6 +82,6 @@ def _scored(
     if reidentifier is not None:  # a legible class prototype is no leak of this image: it must also re-identify
         found = [r.reidentified for r in reidentifier(ordered, victims, labels)]
         successes = [bool(s and f) for s, f in zip(scores["successes"], found)]
-        scores.update(reidentified=found, pool_size=reidentifier.size, successes=successes)
+        scores.update(reidentified=found, pool_size=reidentifier.size, pool_seed=reidentifier.seed, successes=successes)
         scores.update(success_rate=sum(successes) / len(successes), success_rule="metric and re-identified")
     return Assessment(scores, ordered)
