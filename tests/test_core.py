@@ -23,6 +23,12 @@ CORE = [
     "ppp_lightning.metrics",
     "ppp_lightning.victims",
     "ppp_lightning.reporting",
+    "ppp_lightning.sheets",
+    "ppp_lightning.verdicts",
+    "ppp_lightning.reidentification",
+    "ppp_lightning.assessment",
+    "ppp_lightning.noise_search",
+    "ppp_lightning.seeding",
 ]
 
 
