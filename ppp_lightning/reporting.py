@@ -20,7 +20,7 @@ from torchvision.utils import save_image
 from ppp_lightning.metrics import to_unit_interval
 from ppp_lightning.sheets import SheetRow, draw_sheet
 
-__all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "read_records"]
+__all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "captions", "read_records"]
 
 RECORDS_FILE = "metrics.jsonl"
 SCORES = ("psnr", "ssim", "ncc")
@@ -30,7 +30,13 @@ class ReportSink(Protocol):
     """Where a reporter sends an attack besides its folder (a logger adapter)."""
 
     def log_reconstruction(
-        self, prefix: str, grid: Tensor, truth: Optional[Tensor], reconstruction: Tensor, record: dict[str, Any], step: int
+        self,
+        prefix: str,
+        grid: Tensor,
+        truth: Optional[Tensor],
+        reconstruction: Tensor,
+        record: dict[str, Any],
+        step: int,
     ) -> None:
         """Log the sheet (``grid``, in ``[0, 1]``) and per-victim images of one attack."""
 
@@ -121,15 +127,14 @@ class Reporter:
                 sink.log_scalars(scalars, step)
         return written
 
-
     def _rows(
         self, truth01: Optional[Tensor], rec01: Tensor, record: dict[str, Any], control: Optional[Tensor]
     ) -> list[SheetRow]:
         rows = [] if truth01 is None else [SheetRow("truth", truth01)]
-        rows.append(SheetRow("attack", rec01, _captions(record)))
+        rows.append(SheetRow("attack", rec01, captions(record)))
         if control is not None:
             control01 = to_unit_interval(control, self.mean, self.std).cpu()
-            rows.append(SheetRow("control", control01, _captions(record.get("control", {}))))
+            rows.append(SheetRow("control", control01, captions(record.get("control", {}))))
         return rows
 
 
@@ -141,7 +146,7 @@ def _title(record: dict[str, Any], step: int) -> str:
     return f"{name}, step {step}" + (f"\n{verdict}" if verdict else "")
 
 
-def _captions(record: dict[str, Any]) -> list[str]:
+def captions(record: dict[str, Any]) -> list[str]:
     """Per image: correlation, PSNR and, where scored, whether it re-identified the victim."""
     per_image = record.get("per_image")
     if not per_image:
@@ -157,7 +162,9 @@ def _scalars(record: dict[str, Any], prefix: str) -> dict[str, float]:
     """The scores' means, success rate and floor PSNR, or the matching loss of an unscored attack."""
     if "mean" in record:
         scalars = {f"{prefix}/{k}": record["mean"][k] for k in SCORES}
-        scalars.update({f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]})
+        scalars.update(
+            {f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]}
+        )
         if "reidentified" in record:
             scalars[f"{prefix}/reidentification_rate"] = sum(record["reidentified"]) / len(record["reidentified"])
         if "control" in record:

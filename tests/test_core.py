@@ -28,6 +28,7 @@ CORE = [
     "ppp_lightning.reidentification",
     "ppp_lightning.assessment",
     "ppp_lightning.noise_search",
+    "ppp_lightning.audit",
     "ppp_lightning.seeding",
 ]
 
