@@ -60,7 +60,7 @@ def audit(
         mean: the data's normalisation mean.
         std: the data's normalisation standard deviation.
         one_channel: the data has one true channel.
-        victims: how many victims (each alone in its batch).
+        victims: how many victims (each alone in its batch), class-stratified.
         seed: seed of the victims, PRECODE samples, noise and re-identification rivals.
         progress: show a bar over attacks.
 
@@ -70,7 +70,7 @@ def audit(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = {record["attack"]: record for record in read_records(folder / RESULTS)}
-    images, labels = draw_victims(dataset, victims, seed)
+    images, labels = draw_victims(dataset, victims, seed, stratified=True)
     network = copy.deepcopy(model).train()
     shared, clean = _gradients(network, images, labels, defense, seed)
     metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)

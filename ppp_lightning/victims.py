@@ -13,13 +13,15 @@ __all__ = ["FLOOR_IMAGES", "draw_victims", "floor_image"]
 FLOOR_IMAGES = 2000
 
 
-def draw_victims(dataset: Any, count: int, seed: int) -> tuple[Tensor, Tensor]:
+def draw_victims(dataset: Any, count: int, seed: int, stratified: bool = False) -> tuple[Tensor, Tensor]:
     """A fixed, seeded set of training images and their labels.
 
     Args:
         dataset: indexable, ``dataset[i] -> (image, label, ...)``.
         count: how many images; at most ``len(dataset)``.
         seed: seed of the draw (the same seed gives the same images).
+        stratified: take the classes in turn (as equal counts as ``count`` allows), each class's
+            images in the seeded order, so no class dominates a small set of victims.
 
     Returns:
         ``(images (count, C, H, W), labels (count,))``.
@@ -29,9 +31,20 @@ def draw_victims(dataset: Any, count: int, seed: int) -> tuple[Tensor, Tensor]:
     """
     if not 1 <= count <= len(dataset):
         raise ValueError(f"count={count} victims; allowed: 1 to {len(dataset)} (the dataset's size)")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    images, labels = zip(*(dataset[int(i)][:2] for i in order[:count]))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    if stratified:
+        order = _round_robin(order, [int(dataset[i][1]) for i in order])
+    images, labels = zip(*(dataset[i][:2] for i in order[:count]))
     return torch.stack(images), torch.as_tensor(labels)
+
+
+def _round_robin(order: list[int], labels: list[int]) -> list[int]:
+    """``order`` rearranged to visit the classes in turn, keeping each class's own order."""
+    by_class: dict[int, list[int]] = {}
+    for index, label in zip(order, labels):
+        by_class.setdefault(label, []).append(index)
+    queues = [by_class[label] for label in sorted(by_class)]
+    return [queue[rank] for rank in range(max(map(len, queues))) for queue in queues if rank < len(queue)]
 
 
 def floor_image(dataset: Any, limit: int = FLOOR_IMAGES) -> Tensor:

@@ -85,6 +85,17 @@ def test_victims_are_seeded_and_the_floor_averages_the_whole_range():
         draw_victims(_Numbers(), 31, seed=0)
 
 
+def test_stratified_victims_take_the_classes_in_turn():
+    images, labels = draw_victims(_Numbers(), 7, seed=3, stratified=True)
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2, 0]  # 7 victims of 3 classes: 3, 2, 2
+    assert labels.tolist() == [int(v) % 3 for v in images[:, 0, 0, 0]] and len(set(images[:, 0, 0, 0].tolist())) == 7
+    plain, _ = draw_victims(_Numbers(), 30, seed=3)
+    every, _ = draw_victims(_Numbers(), 30, seed=3, stratified=True)
+    assert sorted(plain[:, 0, 0, 0].tolist()) == sorted(every[:, 0, 0, 0].tolist())  # a reordering, nothing lost
+    first = [v for v in plain[:, 0, 0, 0].tolist() if v % 3 == 0][:3]
+    assert every[::3, 0, 0, 0].tolist()[:3] == first  # each class keeps its seeded order
+
+
 def test_success_is_decided_in_one_place_for_both_directions():
     values = torch.tensor([0.84, 0.85, 0.9])
     assert is_success(values, "ncc", 0.85).tolist() == [False, True, True]
