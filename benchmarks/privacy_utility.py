@@ -34,7 +34,7 @@ from callbacks import PartialPerturbation
 from ppp_lightning import ImageClassifier
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.defense import ResolvedDefense
-from ppp_lightning.gradients import client_gradient
+from ppp_lightning.gradients import seeded_client_gradients
 from ppp_lightning.losses import classification_terms
 from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval
 from ppp_lightning.victims import draw_victims, floor_image
@@ -273,10 +273,9 @@ def _shared_gradient(
 ) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, float]]:
     """The victim's shared and clean gradients (the same PRECODE sample) and how the defense changed it."""
     terms = _loss_terms(network, x, y, seed)
-    clean = client_gradient(network, x, y, generator=torch.Generator().manual_seed(seed))
+    shared, clean = seeded_client_gradients(network, x, y, defense, seed)
     if defense is None:
         return clean, clean, {**terms, "clean_rms": math.nan, "noise_std": 0.0}
-    shared = defense.apply(clean, torch.Generator().manual_seed(seed + 10_000))
     names = defense.parameter_names
     selected_clean = torch.cat([clean[n].flatten() for n in names])
     noise = torch.cat([(shared[n] - clean[n]).flatten() for n in names])

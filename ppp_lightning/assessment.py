@@ -60,8 +60,8 @@ def assess(
     verdict_control = None
     if control is not None:
         checked = _scored(metrics, control, victims, labels, floor, reidentifier)
-        record["control"] = {k: checked.record[k] for k in ("per_image", "mean", "successes", "success_rate")}
-        record["control"].update({k: v for k, v in checked.record.items() if k == "reidentified"})
+        kept = ("per_image", "mean", "successes", "success_rate", "reidentified")
+        record["control"] = {k: checked.record[k] for k in kept if k in checked.record}
         verdict_control = LeakRate.of(checked.record["successes"])
     leaked = LeakRate.of(record["successes"])
     verdict = judge(leaked, verdict_control)

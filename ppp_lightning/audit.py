@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ppp_lightning.assessment import assess
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.gradients import client_gradient
+from ppp_lightning.gradients import seeded_client_gradients
 from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval
 from ppp_lightning.reidentification import Reidentifier
 from ppp_lightning.reporting import captions, read_records
@@ -105,14 +105,11 @@ def _gradients(
 ) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
     """Every victim's shared gradient and its unperturbed twin (the same PRECODE sample)."""
     resolved = None if defense is None else defense.resolve(network, images[:1])
-    clean = [
-        client_gradient(network, x[None], y[None], generator=torch.Generator().manual_seed(seed + i))
+    pairs = [
+        seeded_client_gradients(network, x[None], y[None], resolved, seed + i)
         for i, (x, y) in enumerate(zip(images, labels))
     ]
-    if resolved is None:
-        return clean, clean
-    noise = torch.Generator().manual_seed(seed + 10_000)
-    return [resolved.apply(gradient, noise) for gradient in clean], clean
+    return [shared for shared, _ in pairs], [clean for _, clean in pairs]
 
 
 def _save_sheet(

@@ -11,7 +11,7 @@ from torch.func import functional_call
 from ppp_lightning.defense import ResolvedDefense
 from ppp_lightning.losses import classification_terms
 
-__all__ = ["client_gradient"]
+__all__ = ["client_gradient", "seeded_client_gradients"]
 
 
 def client_gradient(
@@ -57,3 +57,27 @@ def client_gradient(
         grads = torch.autograd.grad(loss, list(trainable.values()), materialize_grads=True)
     shared = {name: grad.detach() for name, grad in zip(trainable, grads)}
     return shared if defense is None else defense.apply(shared, noise_generator)
+
+
+def seeded_client_gradients(
+    model: nn.Module, images: Tensor, labels: Tensor, defense: Optional[ResolvedDefense], seed: int
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """A batch's shared gradient under ``defense`` and its unperturbed twin, both reproducible.
+
+    The twin is the positive control's gradient: the same batch and PRECODE sample (drawn with
+    ``seed``) without the defense's perturbation (drawn with ``seed + 10_000``).
+
+    Args:
+        model: the client's model.
+        images: the batch, ``(N, C, H, W)``.
+        labels: ``(N,)`` class indices.
+        defense: the resolved defense; ``None`` shares the clean gradient (then both are the same).
+        seed: seed of the PRECODE sample and of the defense's noise.
+
+    Returns:
+        ``(shared, clean)``.
+    """
+    clean = client_gradient(model, images, labels, generator=torch.Generator().manual_seed(seed))
+    if defense is None:
+        return clean, clean
+    return defense.apply(clean, torch.Generator().manual_seed(seed + 10_000)), clean

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from ppp_lightning.defense import DefenseSpec, ResolvedDefense
-from ppp_lightning.gradients import client_gradient
+from ppp_lightning.gradients import client_gradient, seeded_client_gradients
 from ppp_lightning.losses import classification_terms
 from ppp_lightning.models import build_network
 from ppp_lightning.perturbation import GradientPerturbation
@@ -59,7 +59,9 @@ def test_given_generator_reproduces_the_sample_and_otherwise_precode_draws_fresh
     eps = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
     with trace_bottlenecks():
         replayed = model[2](model[1](model[0](x), eps=eps))
-    torch.testing.assert_close(first["2.bias"], torch.autograd.grad(classification_terms(lambda: replayed, y).ce, model[2].bias)[0])
+    torch.testing.assert_close(
+        first["2.bias"], torch.autograd.grad(classification_terms(lambda: replayed, y).ce, model[2].bias)[0]
+    )
     assert all(torch.equal(first[n], again[n]) for n in first)
     fresh = client_gradient(model, x, y)
     assert not torch.equal(first["2.weight"], fresh["2.weight"])
@@ -91,3 +93,15 @@ def test_runs_under_inference_mode_and_eval_mode():
         shared = client_gradient(model, x, y)
     assert not model.training
     assert shared["head.weight"].abs().sum() > 0 and not shared["head.weight"].is_inference()
+
+
+def test_seeded_gradients_are_reproducible_and_differ_from_their_twin_only_where_the_defense_acts():
+    net, (x, y) = _small_net(), _batch()
+    resolved = DefenseSpec(layers="before_bottleneck", sigma=1.0).resolve(net, x)
+    shared, clean = seeded_client_gradients(net, x, y, resolved, seed=5)
+    again, twin = seeded_client_gradients(net, x, y, resolved, seed=5)
+    assert all(torch.equal(shared[n], again[n]) and torch.equal(clean[n], twin[n]) for n in shared)
+    changed = {n for n in shared if not torch.equal(shared[n], clean[n])}
+    assert changed == set(resolved.parameter_names)
+    plain, same = seeded_client_gradients(net, x, y, None, seed=5)
+    assert plain is same and all(torch.equal(plain[n], clean[n]) for n in plain)  # the same PRECODE sample
