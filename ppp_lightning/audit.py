@@ -1,17 +1,27 @@
 """Does this model, with this defense, leak? An attack suite on fixed victims, with positive controls.
 
-The core of ``ppp-lightning audit``: every attack runs on the victims' defended gradients and, in
-the same :meth:`run` call, on the same gradients without the defense (the control); each is
-assessed (:func:`~ppp_lightning.assessment.assess`: scores, re-identification, verdict) and
-appended to ``results.jsonl`` at once, so a rerun skips finished attacks. ``report.md`` holds the
-table (attack, leaked k/n with 95% intervals, control, verdict) and the union over attacks.
+The core of ``ppp-lightning audit``. What is audited is the model's outermost defense, and the
+control removes exactly that, at the same victims, seed and budget:
+
+- a noise defense (``defense``): the control is the same gradient without the noise (same PRECODE
+  sample); defended and control problems run in one :meth:`run` call;
+- else a PRECODE that samples: the control is the same network with its sampling off
+  (``z = mu``, :func:`~ppp_lightning.precode.without_sampling`) for the client and the attacker;
+- else nothing is audited and no control runs (a leak needs no control; protection would).
+
+Every attack is assessed (:func:`~ppp_lightning.assessment.assess`: scores, re-identification,
+verdict) and appended to ``results.jsonl`` at once, so a rerun skips finished attacks (a folder
+holding another model's, defense's or victims' audit is refused). ``report.md`` holds the table
+(attack, leaked k/n with 95% intervals, control, verdict) and the union over attacks;
+``sheet.png`` shows every attack's and control's reconstructions under the victims.
 """
 
 from __future__ import annotations
 
 import copy
-import json
+import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,20 +30,79 @@ from torch import Tensor, nn
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from ppp_lightning.assessment import assess
+from ppp_lightning.assessment import Assessment, assess
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.gradients import seeded_client_gradients
+from ppp_lightning.gradients import client_gradient, seeded_client_gradients
 from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval
+from ppp_lightning.precode import PRECODE, without_sampling
 from ppp_lightning.reidentification import Reidentifier
-from ppp_lightning.reporting import captions, read_records
+from ppp_lightning.reporting import Reporter, ReportSink, captions
 from ppp_lightning.sheets import SheetRow, draw_sheet
 from ppp_lightning.verdicts import LeakRate, union_over_attacks
 from ppp_lightning.victims import draw_victims, floor_image
 
-__all__ = ["audit"]
+__all__ = ["REPORT", "RESULTS", "SHEET", "AuditedGradients", "audit", "audited_gradients", "model_fingerprint"]
 
-RESULTS, REPORT = "results.jsonl", "report.md"
+RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
+RECONSTRUCTIONS = "reconstructions"
+
+
+@dataclass
+class AuditedGradients:
+    """The victims' shared gradients and, where a defense is audited, their controls.
+
+    Args:
+        audited: what the control removes: ``"noise"``, ``"precode sampling"`` or ``"nothing"``.
+        shared: every victim's shared gradient.
+        control: every victim's gradient without the audited defense (``None``: no control).
+        control_model: the network the control's client and attacker use.
+    """
+
+    audited: str
+    shared: list[dict[str, Tensor]]
+    control: Optional[list[dict[str, Tensor]]] = None
+    control_model: Optional[nn.Module] = None
+
+
+def audited_gradients(
+    network: nn.Module, images: Tensor, labels: Tensor, defense: Optional[DefenseSpec], seed: int, control: bool = True
+) -> AuditedGradients:
+    """Every victim's shared gradient (each alone in its batch) and the control's (see the module doc).
+
+    Args:
+        network: the client's model, in the mode the client trains in.
+        images: ``(N, C, H, W)`` the victims.
+        labels: ``(N,)`` their labels.
+        defense: the noise defense (``None``: none).
+        seed: victim ``i``'s PRECODE sample and noise are drawn with ``seed + i``.
+        control: also compute the control's gradients.
+    """
+    resolved = None if defense is None else defense.resolve(network, images[:1])
+    pairs = [
+        seeded_client_gradients(network, x[None], y[None], resolved, seed + i)
+        for i, (x, y) in enumerate(zip(images, labels))
+    ]
+    shared = [pair[0] for pair in pairs]
+    if defense is not None:
+        return AuditedGradients("noise", shared, [pair[1] for pair in pairs] if control else None, network)
+    if not any(isinstance(module, PRECODE) for module in network.modules()):
+        return AuditedGradients("nothing", shared)
+    if not control:
+        return AuditedGradients("precode sampling", shared)
+    plain = without_sampling(network)
+    return AuditedGradients(
+        "precode sampling", shared, [client_gradient(plain, x[None], y[None]) for x, y in zip(images, labels)], plain
+    )
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's parameters and buffers (which weights were audited)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def audit(
@@ -47,7 +116,10 @@ def audit(
     one_channel: bool = False,
     victims: int = 16,
     seed: int = 0,
+    control: bool = True,
     progress: bool = True,
+    sinks: Sequence[ReportSink] = (),
+    step: int = 0,
 ) -> list[dict[str, Any]]:
     """Attack ``victims`` training images of ``dataset`` with every attack, with controls; write the report.
 
@@ -55,82 +127,143 @@ def audit(
         model: the client's network (attacked in training mode, on a copy).
         dataset: the training set, items ``(normalised image, label)``.
         attacks: label -> attack.
-        folder: where ``results.jsonl``, ``report.md`` and the sheets go.
-        defense: the defense on the shared gradient (``None``: the gradient as it is, no control).
+        folder: where ``results.jsonl``, ``report.md``, ``sheet.png`` and one sheet per attack go.
+        defense: the noise defense on the shared gradient (``None``: the gradient as it is).
         mean: the data's normalisation mean.
         std: the data's normalisation standard deviation.
         one_channel: the data has one true channel.
         victims: how many victims (each alone in its batch), class-stratified.
         seed: seed of the victims, PRECODE samples, noise and re-identification rivals.
-        progress: show a bar over attacks.
+        control: run the positive controls.
+        progress: show a bar over attacks with the remaining time.
+        sinks: logger adapters (W&B, TensorBoard) every attack also goes to.
+        step: the logging step (a training step when audited during training).
 
     Returns:
         Every attack's record (those of earlier runs included), in the order of ``attacks``.
+
+    Raises:
+        ValueError: if ``folder`` holds an audit of another model, defense, victims or seed.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    done = {record["attack"]: record for record in read_records(folder / RESULTS)}
     images, labels = draw_victims(dataset, victims, seed, stratified=True)
     network = copy.deepcopy(model).train()
-    shared, clean = _gradients(network, images, labels, defense, seed)
+    gradients = audited_gradients(network, images, labels, defense, seed, control)
+    setting = {
+        "model": model_fingerprint(network),
+        "defense": None if defense is None else defense.to_dict(),
+        "audited": gradients.audited,
+        "controlled": gradients.control is not None,
+        "victims": victims,
+        "seed": seed,
+    }
+    reporter = Reporter(folder, "audit", mean, std, sinks, records_file=RESULTS)
+    done = _finished(reporter, setting)
     metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
     reidentifier = Reidentifier(dataset, mean, std, one_channel, seed=seed)
     floor = floor_image(dataset)
-    for label, spec in tqdm(attacks.items(), desc="audit", disable=not progress):
-        if label in done:
+    for label, spec in tqdm(attacks.items(), desc="audit", unit="attack", disable=not progress):
+        if label in done and done[label]["spec"] == spec.to_dict():
             continue
-        gradients = shared + (clean if defense is not None else [])
-        results = spec.build(mean, std).run(
-            copy.deepcopy(network),
-            gradients,
-            list(labels[:, None]) * (len(gradients) // victims),
-            (1, *images.shape[1:]),
-        )
-        reconstructions = torch.cat([r.images for r in results])
-        control = reconstructions[victims:] if defense is not None else None
-        assessed = assess(metrics, reconstructions[:victims], images, labels, floor, reidentifier, control)
-        record = {"attack": label, "spec": spec.to_dict(), "defense": None if defense is None else defense.to_dict()}
-        record.update(victims=victims, seed=seed, labels=labels.tolist(), **assessed.record)
-        _save_sheet(folder / f"{label}.png", images, assessed, record, mean, std)
-        with (folder / RESULTS).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        done[label] = record
+        reconstructions, controls = _attack(spec, network, gradients, labels, tuple(images.shape[1:]), mean, std)
+        assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls)
+        record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting}
+        record.update(labels=labels.tolist(), **assessed.record)
+        _keep_reconstructions(folder, label, assessed)
+        done[label] = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions, record, step,
+                                      prefix=f"audit/{label}", control=assessed.control)  # fmt: skip
     records = [done[label] for label in attacks if label in done]
     (folder / REPORT).write_text(_report(records))
+    save_image(_sheet(folder, images, records, mean, std), folder / SHEET)
     return records
 
 
-def _gradients(
-    network: nn.Module, images: Tensor, labels: Tensor, defense: Optional[DefenseSpec], seed: int
-) -> tuple[list[dict[str, Tensor]], list[dict[str, Tensor]]]:
-    """Every victim's shared gradient and its unperturbed twin (the same PRECODE sample)."""
-    resolved = None if defense is None else defense.resolve(network, images[:1])
-    pairs = [
-        seeded_client_gradients(network, x[None], y[None], resolved, seed + i)
-        for i, (x, y) in enumerate(zip(images, labels))
-    ]
-    return [shared for shared, _ in pairs], [clean for _, clean in pairs]
+def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The folder's finished attacks by label (the latest of each), refusing another audit's folder."""
+    done = {}
+    for record in reporter.records():
+        other = {key: record.get(key) for key in setting}
+        if other != setting:
+            changed = [key for key in setting if other[key] != setting[key]]
+            raise ValueError(
+                f"{reporter.folder} holds an audit with other {', '.join(changed)} ({other}); "
+                "pass another folder or delete it"
+            )
+        done[record["label"]] = record
+    return done
 
 
-def _save_sheet(
-    path: Path, images: Tensor, assessed: Any, record: dict, mean: Sequence[float], std: Sequence[float]
-) -> None:
+def _attack(
+    spec: AttackSpec,
+    network: nn.Module,
+    gradients: AuditedGradients,
+    labels: Tensor,
+    image_shape: tuple[int, ...],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[Tensor, Optional[Tensor]]:
+    """The attack's reconstructions of the shared gradients and of the controls (one run where possible)."""
+    attack = spec.build(mean, std)
+    shape = (1, *image_shape)
+    known = list(labels[:, None])
+    count = len(known)
+
+    def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
+        results = attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape)
+        return torch.cat([result.images for result in results])
+
+    if gradients.control is None:
+        return run(network, gradients.shared), None
+    if gradients.control_model is network:
+        both = run(network, gradients.shared + gradients.control)
+        return both[:count], both[count:]
+    return run(network, gradients.shared), run(gradients.control_model, gradients.control)
+
+
+def _file_name(label: str) -> str:
+    return label.replace("/", "_")
+
+
+def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> None:
+    """Save the reconstructions (for the combined sheet of a resumed audit)."""
+    (folder / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
+    kept = {"attack": assessed.reconstructions, "control": assessed.control}
+    path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
+    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, path)
+
+
+def _sheet(
+    folder: Path, images: Tensor, records: list[dict[str, Any]], mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """Every attack's (and control's) reconstructions under the victims, captioned with their scores."""
     rows = [SheetRow("truth", to_unit_interval(images, mean, std))]
-    rows.append(SheetRow("attack", to_unit_interval(assessed.reconstructions, mean, std), captions(record)))
-    if assessed.control is not None:
-        rows.append(SheetRow("control", to_unit_interval(assessed.control, mean, std), captions(record["control"])))
-    save_image(draw_sheet(f"{record['attack']}\n{record['verdict']}", rows), path)
+    for record in records:
+        kept = torch.load(folder / RECONSTRUCTIONS / f"{_file_name(record['label'])}.pt")
+        rows.append(SheetRow(record["label"], to_unit_interval(kept["attack"], mean, std), captions(record)))
+        if kept["control"] is not None:
+            shown = to_unit_interval(kept["control"], mean, std)
+            rows.append(SheetRow(f"{record['label']} control", shown, captions(record["control"])))
+    audited = records[0]["audited"] if records else "nothing"
+    return draw_sheet(f"Audit of {len(images)} victims; audited defense: {audited}", rows)
 
 
 def _report(records: list[dict[str, Any]]) -> str:
-    lines = ["# Audit", "", "| attack | leaked (95% CI) | control (no defense) | verdict |", "|---|---|---|---|"]
+    lines = ["# Audit", ""]
+    if not records:
+        return "\n".join(lines + ["No attack ran."]) + "\n"
+    first = records[0]
+    lines += [
+        f"Audited defense: {first['audited']} (the control removes it). Defense settings: {first['defense']}.",
+        f"Model {first['model']}; {first['victims']} class-stratified victims, each alone in its batch; "
+        f"seed {first['seed']}.",
+        "",
+        "| attack | leaked (95% CI) | control (without the audited defense) | verdict |",
+        "|---|---|---|---|",
+    ]
     for r in records:
         control = "-" if "control" not in r else str(LeakRate.of(r["control"]["successes"]))
-        lines.append(f"| {r['attack']} | {LeakRate.of(r['successes'])} | {control} | {r['verdict']} |")
-    if records:
-        union = union_over_attacks({r["attack"]: r["successes"] for r in records})
-        lines += [
-            "",
-            f"Any attack (per victim): {LeakRate.of(union)}. Victims: {records[0]['victims']}, seed {records[0]['seed']}.",
-        ]
+        lines.append(f"| {r['label']} | {LeakRate.of(r['successes'])} | {control} | {r['verdict']} |")
+    union = union_over_attacks({r["label"]: r["successes"] for r in records})
+    lines += ["", f"Any attack (per victim): {LeakRate.of(union)}.", "", "Settings:", ""]
+    lines += [f"- {r['label']}: {r['spec']}" for r in records]
     return "\n".join(lines) + "\n"

@@ -14,14 +14,12 @@ import os
 import re
 import shutil
 import sys
-import zipfile
 from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
 import pytorch_lightning as pl
-import torch
 import yaml
 from jsonargparse import Namespace
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
@@ -29,9 +27,14 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
+from typing_extensions import override
+
+from ppp_lightning.checkpoints import CheckpointFileError, local_checkpoint, read_checkpoint
+from ppp_lightning.commands import LeakFound, PPPTrainer
 
 __all__ = [
     "CheckpointFileError",
+    "LEAK_EXIT_STATUS",
     "PPPLightningCLI",
     "TRACEBACK_ENV",
     "TRACEBACK_FLAG",
@@ -44,6 +47,8 @@ __all__ = [
 ]
 
 PROG = "ppp-lightning"
+# The exit status of ``audit --fail_on_leak=true`` when a victim leaked (1 and 2 are errors).
+LEAK_EXIT_STATUS = 3
 # Either of these shows the full traceback of a failure instead of the one-line summary.
 TRACEBACK_ENV = "PPP_LIGHTNING_TRACEBACK"
 TRACEBACK_FLAG = "--traceback"
@@ -56,9 +61,6 @@ WANDB_LOGGER = {
 }
 # Trainer options Lightning accepts but cannot run with: option -> smallest allowed value.
 TRAINER_MINIMA = {"accumulate_grad_batches": 1}
-# ckpt_path values that name no local file (Lightning resolves them itself).
-SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
-ZIP_MAGIC = b"PK\x03\x04"
 # Modules that only wrap or re-raise errors while parsing and instantiating the configuration.
 WRAPPER_MODULES = ("jsonargparse", "argparse", "pytorch_lightning.cli")
 OUR_PACKAGES = ("ppp_lightning", "callbacks", "datamodules")
@@ -85,79 +87,6 @@ def use_offline_wandb_unless_logged_in() -> None:
     if credentials is None:
         os.environ["WANDB_MODE"] = "offline"
         rank_zero_info("W&B: not logged in, logging offline (upload later with `wandb sync`).")
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-class CheckpointFileError(RuntimeError):
-    """A ``--ckpt_path`` that is missing, truncated, corrupt or not a Lightning checkpoint.
-
-    Args:
-        path: the checkpoint file.
-        cause: what is wrong with it.
-        fix: what to do about it.
-    """
-
-    def __init__(self, path: Path, cause: str, fix: str = "Delete it or pass another --ckpt_path") -> None:
-        self.path = path
-        self.cause = cause
-        super().__init__(f"bad checkpoint --ckpt_path={path}: {cause}. {fix}.")
-
-
-def local_checkpoint(ckpt_path: Optional[str]) -> Optional[Path]:
-    """The local file a ``ckpt_path`` names, or ``None`` for none, ``best``/``last``/... and URLs."""
-    if not ckpt_path or str(ckpt_path).startswith(SPECIAL_CKPT_PATHS) or "://" in str(ckpt_path):
-        return None
-    return Path(ckpt_path).resolve()
-
-
-def _first_sentence(err: Exception) -> str:
-    """``"Type: first sentence"`` of an error (torch appends advice this module's errors replace)."""
-    text = next(iter(str(err).strip().splitlines()), "").split(". ")[0]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
-def _format_problem(path: Path) -> Optional[str]:
-    """Why ``path`` cannot be a ``torch.save`` file (empty, truncated zip, other format), or ``None``."""
-    size = path.stat().st_size
-    with path.open("rb") as file:
-        head = file.read(4)
-    if size == 0:
-        return "truncated: the file is empty"
-    if head == ZIP_MAGIC and not zipfile.is_zipfile(path):  # the end-of-archive record is missing
-        return f"truncated: {size} bytes, the zip archive has no end record"
-    if head != ZIP_MAGIC and head[:1] != b"\x80":  # neither torch.save's zip format nor its legacy pickle
-        return f"not a PyTorch checkpoint: it starts with {head!r}"
-    return None
-
-
-def read_checkpoint(path: Path, weights_only: Optional[bool] = None) -> dict[str, Any]:
-    """Load a Lightning checkpoint on the CPU, or say why it cannot be used.
-
-    Args:
-        path: the checkpoint file.
-        weights_only: passed to ``torch.load`` (``None``: torch's default).
-
-    Returns:
-        The checkpoint dictionary.
-
-    Raises:
-        CheckpointFileError: if the file is missing, truncated, corrupt or holds no ``state_dict``.
-    """
-    if not path.is_file():
-        raise CheckpointFileError(path, "no such file", fix="Pass the path of an existing checkpoint")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as err:  # noqa: BLE001 - every load failure is explained by the file
-        problem = _format_problem(path)
-        if problem is None and "Weights only load failed" in str(err):
-            fix = "If you trust the file, add --weights_only=false"
-            raise CheckpointFileError(path, "it holds objects that a weights-only load refuses", fix) from err
-        raise CheckpointFileError(path, f"{problem or 'corrupt'} ({_first_sentence(err)})") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointFileError(path, "not a Lightning checkpoint: it holds no 'state_dict' entry")
-    return checkpoint
 
 
 def _plain(value: Any) -> Any:
@@ -431,6 +360,7 @@ class PPPLightningCLI(LightningCLI):
     def __init__(self, args: Optional[list[str]] = None, **kwargs: Any) -> None:
         defaults: dict[str, Any] = {
             "model_class": pl.LightningModule,
+            "trainer_class": PPPTrainer,
             "datamodule_class": pl.LightningDataModule,
             "subclass_mode_model": True,
             "subclass_mode_data": True,
@@ -441,6 +371,12 @@ class PPPLightningCLI(LightningCLI):
         }
         super().__init__(args=args, **{**defaults, **kwargs})
 
+    @staticmethod
+    @override
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "audit": {"model", "datamodule"}, "calibrate": {"model", "datamodule"}}
+
+    @override
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             f"--{USE_CHECKPOINT_HPARAMS}",
@@ -520,7 +456,11 @@ def _traceback_requested(argv: list[str]) -> bool:
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    """Run ``fit``, ``validate``, ``test`` or ``predict`` from YAML configs and flags.
+    """Run ``fit``, ``validate``, ``test``, ``predict``, ``audit`` or ``calibrate`` from YAML configs and flags.
+
+    ``audit`` and ``calibrate`` are :class:`~ppp_lightning.commands.PPPTrainer`'s: an attack suite
+    with positive controls against the model and its ``PartialPerturbation``, and the smallest
+    protective noise of that defense family.
 
     Any LightningModule and LightningDataModule can be chosen with ``class_path`` (ours are
     ``ppp_lightning.ImageClassifier`` and the classes in ``datamodules``). Runs log to W&B
@@ -541,7 +481,8 @@ def main(args: Optional[list[str]] = None) -> None:
         args: command-line arguments; ``None`` reads ``sys.argv``.
 
     Raises:
-        SystemExit: with status 1 or 2 after printing the error (0 after ``--help``).
+        SystemExit: with status 1 or 2 after printing the error (0 after ``--help``), 3 when
+            ``audit --fail_on_leak=true`` found a leak.
     """
     argv = list(sys.argv[1:] if args is None else args)
     show_traceback = _traceback_requested(argv)
@@ -549,6 +490,9 @@ def main(args: Optional[list[str]] = None) -> None:
     use_offline_wandb_unless_logged_in()
     try:
         PPPLightningCLI(args=argv)
+    except LeakFound as leak:
+        sys.stderr.write(f"{PROG}: leak found: {leak}\n")
+        raise SystemExit(LEAK_EXIT_STATUS) from None
     except Exception as err:
         if show_traceback:
             raise

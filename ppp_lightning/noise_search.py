@@ -1,4 +1,5 @@
-"""The smallest protective noise: a geometric bisection over sigma against a leak oracle.
+"""The smallest protective noise: a geometric bisection over sigma against a leak oracle, and the
+noise calibrator that runs it against an attack suite (``ppp-lightning calibrate``).
 
 The oracle runs an attack suite at one sigma and says whether any victim leaked. Leaking is taken
 to fall with sigma; the search brackets the threshold between a sigma that leaks and one that does
@@ -8,14 +9,26 @@ answer is the bracket's upper end: the smallest sigma *measured* not to leak.
 
 from __future__ import annotations
 
+import copy
+import json
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Optional
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
 
+import torch
+from torch import Tensor, nn
+
+from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.audit import audit, audited_gradients
+from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.validation import check_number
+from ppp_lightning.verdicts import clopper_pearson, union_over_attacks
+from ppp_lightning.victims import draw_victims
 
-__all__ = ["SigmaSearch", "smallest_protective_sigma"]
+__all__ = ["Calibration", "SigmaSearch", "calibrate", "noise_statistics", "smallest_protective_sigma"]
 
 
 @dataclass
@@ -79,3 +92,143 @@ def smallest_protective_sigma(
     while search.sigma is not None and search.leaking is not None and search.sigma / search.leaking > factor:
         ask(math.sqrt(search.sigma * search.leaking))
     return search
+
+
+@dataclass
+class Calibration:
+    """The smallest protective sigma of a defense family at one model state.
+
+    Args:
+        state: the model state (``initialisation`` or a checkpoint's path).
+        family: the defense's settings (``sigma`` set to the answer, when there is one).
+        outcome: ``calibrated``; ``inconclusive`` (no attack leaked even without noise, so no sigma
+            can be shown to protect); or ``not found`` (even ``max_sigma`` leaked).
+        search: the bisection.
+        leaking_attacks: the attacks that leaked without noise (the ones searched against).
+        victims: the number of victims.
+        upper_bound: the 95% upper bound of the union's leak rate at ``search.sigma``.
+        noise: the noise at ``search.sigma`` (:func:`noise_statistics`), medians over victims.
+    """
+
+    state: str
+    family: dict[str, Any]
+    outcome: str
+    search: SigmaSearch
+    leaking_attacks: list[str]
+    victims: int
+    upper_bound: Optional[float] = None
+    noise: dict[str, float] = field(default_factory=dict)
+
+    def yaml_block(self) -> str:
+        """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
+        settings = {key: value for key, value in self.family.items() if value is not None}
+        lines = ["- class_path: callbacks.PartialPerturbation", "  init_args:"]
+        return "\n".join(lines + [f"    {key}: {json.dumps(value)}" for key, value in settings.items()]) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (for JSON)."""
+        return {**asdict(self), "search": asdict(self.search)}
+
+
+def noise_statistics(
+    shared: Sequence[Mapping[str, Tensor]], clean: Sequence[Mapping[str, Tensor]], names: Sequence[str]
+) -> dict[str, float]:
+    """How large the defense's noise is, in three units, as medians over victims.
+
+    Args:
+        shared: every victim's shared (noisy) gradient.
+        clean: the same gradients without the noise.
+        names: the perturbed parameters.
+
+    Returns:
+        ``absolute``: the noise's RMS per entry; ``relative``: its RMS over each tensor's gradient
+        RMS, averaged over tensors; ``noise_to_signal``: the noise's L2 norm over the clean
+        gradient's, over all perturbed entries.
+    """
+    absolute, relative, ratio = [], [], []
+    for noisy, plain in zip(shared, clean):
+        noise = [(noisy[name] - plain[name]).flatten() for name in names]
+        signal = [plain[name].flatten() for name in names]
+        absolute.append(torch.cat(noise).pow(2).mean().sqrt().item())
+        relative.append(statistics.fmean(_rms(n) / max(_rms(s), 1e-30) for n, s in zip(noise, signal)))
+        ratio.append(torch.cat(noise).norm().item() / max(torch.cat(signal).norm().item(), 1e-30))
+    units = {"absolute": absolute, "relative": relative, "noise_to_signal": ratio}
+    return {unit: statistics.median(values) for unit, values in units.items()}
+
+
+def _rms(values: Tensor) -> float:
+    return values.pow(2).mean().sqrt().item()
+
+
+def calibrate(
+    model: nn.Module,
+    dataset: Any,
+    attacks: Mapping[str, AttackSpec],
+    family: DefenseSpec,
+    folder: Path,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+    one_channel: bool = False,
+    victims: int = 16,
+    seed: int = 0,
+    factor: float = 1.5,
+    start: Optional[float] = None,
+    state: str = "initialisation",
+    progress: bool = True,
+) -> Calibration:
+    """The smallest sigma of ``family`` at which no attack of the suite leaks any victim.
+
+    First the suite attacks the victims without noise (the positive control of the whole search):
+    the attacks that leak nothing there are dropped, and if none leaks the outcome is
+    ``inconclusive``. Then :func:`smallest_protective_sigma` asks, at each sigma, whether the
+    union of the remaining attacks leaks any victim. Every audit goes to a subfolder of ``folder``
+    (``no_noise``, ``sigma=<value>``), so an interrupted calibration resumes where it stopped.
+
+    Args:
+        model: the client's network at the state to calibrate.
+        dataset: the training set, items ``(normalised image, label)``.
+        attacks: label -> attack (:func:`~ppp_lightning.attacks.suite.attack_suite`).
+        family: the defense family (layers, mechanism, ``relative``...); its ``sigma`` is searched.
+        folder: where the audits go.
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+        one_channel: the data has one true channel.
+        victims: victims per audit (class-stratified, the same at every sigma).
+        seed: seed of the victims, PRECODE samples and noise.
+        factor: the precision of the answer (the leaking and protective sigma are within it).
+        start: the first sigma tried (``None``: the family's sigma, or 1 when it is 0).
+        state: the name of the model state, for the record.
+        progress: show the audits' progress bars.
+    """
+    folder = Path(folder)
+    common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
+    common.update(control=False, progress=progress)
+    baseline = audit(model, dataset, attacks, folder / "no_noise", None, **common)
+    leaking = [record["label"] for record in baseline if any(record["successes"])]
+    if not leaking:
+        return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims)
+    unions: dict[float, list[bool]] = {}
+
+    def leaks(sigma: float) -> bool:
+        noisy = replace(family, sigma=sigma)
+        suite = {label: attacks[label] for label in leaking}
+        records = audit(model, dataset, suite, folder / f"sigma={sigma:.6g}", noisy, **common)
+        unions[sigma] = union_over_attacks({record["label"]: record["successes"] for record in records})
+        return any(unions[sigma])
+
+    search = smallest_protective_sigma(leaks, start or family.sigma or 1.0, factor)
+    if search.sigma is None:
+        return Calibration(state, family.to_dict(), "not found", search, leaking, victims)
+    answer = replace(family, sigma=search.sigma)
+    upper = clopper_pearson(sum(unions[search.sigma]), victims)[1]
+    noise = _noise_at(model, dataset, answer, victims, seed)
+    return Calibration(state, answer.to_dict(), "calibrated", search, leaking, victims, upper, noise)
+
+
+def _noise_at(model: nn.Module, dataset: Any, defense: DefenseSpec, victims: int, seed: int) -> dict[str, float]:
+    """:func:`noise_statistics` of the audit's victims under ``defense``."""
+    images, labels = draw_victims(dataset, victims, seed, stratified=True)
+    network = copy.deepcopy(model).train()
+    gradients = audited_gradients(network, images, labels, defense, seed)
+    names = defense.resolve(network, images[:1]).parameter_names
+    return noise_statistics(gradients.shared, gradients.control or [], names)

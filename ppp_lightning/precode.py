@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 
 from ppp_lightning.validation import check_number
 
-__all__ = ["PRECODE", "BottleneckTrace", "trace_bottlenecks"]
+__all__ = ["PRECODE", "BottleneckTrace", "trace_bottlenecks", "without_sampling"]
 
 EVAL_SAMPLING = ("sample", "mean")
 KL_UNITS = ("bits", "nats")
@@ -157,3 +158,21 @@ def trace_bottlenecks(generator: Optional[torch.Generator] = None) -> Iterator[B
         yield trace
     finally:
         _ACTIVE_TRACE.reset(token)
+
+
+def without_sampling(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose PRECODE modules use ``z = mu`` (the same weights, the defense's noise off).
+
+    The positive control of PRECODE itself: the client's gradient and the attacker's model without
+    the sampling that makes the gradients stochastic. The PRECODE modules are put in evaluation
+    mode with ``eval_sampling="mean"``; every other module keeps its mode.
+
+    Args:
+        model: any module (left unchanged).
+    """
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if isinstance(module, PRECODE):
+            module.eval_sampling = "mean"
+            module.eval()
+    return plain

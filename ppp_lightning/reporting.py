@@ -60,6 +60,7 @@ class Reporter:
         mean: the data's normalisation mean (to show images in ``[0, 1]``).
         std: the data's normalisation standard deviation.
         sinks: logger adapters the attacks also go to.
+        records_file: the name of the JSON-lines file of records in ``folder``.
     """
 
     def __init__(
@@ -69,8 +70,10 @@ class Reporter:
         mean: Sequence[float] = (0.0,),
         std: Sequence[float] = (1.0,),
         sinks: Sequence[ReportSink] = (),
+        records_file: str = RECORDS_FILE,
     ) -> None:
         self.folder = Path(folder)
+        self.records_file = records_file
         self.prefix = prefix
         self.mean, self.std = tuple(mean), tuple(std)
         self.sinks = list(sinks)
@@ -78,10 +81,10 @@ class Reporter:
     @property
     def records_path(self) -> Path:
         """The JSON-lines file of this reporter's records."""
-        return self.folder / RECORDS_FILE
+        return self.folder / self.records_file
 
     def records(self) -> list[dict[str, Any]]:
-        """Every record written so far (read back from ``metrics.jsonl``)."""
+        """Every record written so far (read back from :attr:`records_path`)."""
         return read_records(self.records_path)
 
     def report(

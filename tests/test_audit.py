@@ -8,9 +8,11 @@ from PIL import Image
 
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import AttackSpec
-from ppp_lightning.audit import audit
+from ppp_lightning.audit import audit, audited_gradients
 from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.gradients import client_gradient
 from ppp_lightning.models import build_network
+from ppp_lightning.precode import PRECODE
 
 
 def _setup():
@@ -48,3 +50,20 @@ def test_a_rerun_skips_finished_attacks(tmp_path):
     records = [json.loads(line) for line in Path(tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["attack"] for r in records] == ["analytic", "inverting"] and records[0] == json.loads(lines[0])
     assert second[0] == first[0] and second[1]["attack"] == "inverting"
+
+
+def test_precode_is_audited_against_its_own_sampling_switched_off():
+    torch.manual_seed(0)
+    model = build_network("mlp", 10, (3, 32, 32), {"latent_dim": 8}, width=32).train()
+    images, labels = torch.randn(2, 3, 32, 32), torch.tensor([1, 7])
+    gradients = audited_gradients(model, images, labels, None, seed=0)
+    assert gradients.audited == "precode sampling"
+    plain = gradients.control_model
+    assert [m.samples for m in plain.modules() if isinstance(m, PRECODE)] == [False]
+    assert [m.samples for m in model.modules() if isinstance(m, PRECODE)] == [True]  # the original is untouched
+    for i in range(2):
+        twice = client_gradient(plain, images[i : i + 1], labels[i : i + 1])
+        assert all(torch.equal(gradients.control[i][name], twice[name]) for name in twice)  # deterministic
+        assert not torch.allclose(gradients.shared[i]["head.weight"], gradients.control[i]["head.weight"])
+    without_precode = build_network("mlp", 10, (3, 32, 32), None, width=32)
+    assert audited_gradients(without_precode, images, labels, None, seed=0).control is None

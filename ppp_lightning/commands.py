@@ -1,0 +1,237 @@
+"""``ppp-lightning audit`` and ``ppp-lightning calibrate``: the Trainer's two extra subcommands.
+
+:class:`PPPTrainer` is Lightning's Trainer with two more methods; the CLI exposes each method's
+arguments as flags and YAML keys (``audit: {victims: 8}``), next to the ``model``, ``data`` and
+``trainer`` sections of a ``fit`` config. The defense is the ``PartialPerturbation`` callback of
+``trainer.callbacks`` (none: the gradient as it is), so a training config audits as it trained.
+The work is done by the core (:func:`~ppp_lightning.audit.audit`,
+:func:`~ppp_lightning.noise_search.calibrate`); this shell loads weights and data, logs and prints.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
+
+import pytorch_lightning as pl
+from torch import nn
+
+from callbacks.partial_perturbation import PartialPerturbation
+from ppp_lightning.attacks.suite import attack_suite
+from ppp_lightning.audit import REPORT, SHEET, audit, model_fingerprint
+from ppp_lightning.checkpoints import read_checkpoint
+from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.logger_sinks import sinks_for
+from ppp_lightning.noise_search import Calibration, calibrate
+from ppp_lightning.verdicts import LeakRate, union_over_attacks
+
+__all__ = ["LeakFound", "PPPTrainer"]
+
+CALIBRATION_FILE = "calibration.json"
+
+
+class LeakFound(RuntimeError):
+    """``audit --fail_on_leak=true`` found a victim that leaked (the CLI exits with status 3)."""
+
+
+class PPPTrainer(pl.Trainer):
+    """Lightning's Trainer with :meth:`audit` and :meth:`calibrate` (see the module doc)."""
+
+    def audit(
+        self,
+        model: nn.Module,
+        datamodule: Optional[pl.LightningDataModule] = None,
+        ckpt_path: Optional[str] = None,
+        attacks: Optional[list[str]] = None,
+        victims: int = 16,
+        seed: int = 0,
+        folder: Optional[str] = None,
+        fail_on_leak: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Does the model, with the attached defense, leak? Attack it with a suite, with positive controls.
+
+        Writes ``report.md`` (attack, leaked k/n with 95% intervals, control, verdict, the union
+        over attacks), ``sheet.png`` and ``results.jsonl``; a rerun with the same folder skips
+        finished attacks. With a W&B logger the sheets, tables and rates are logged too.
+
+        Args:
+            model: the model (its configured initialisation, or ``ckpt_path``'s weights).
+            datamodule: the data; the victims are drawn from its ``train_set``.
+            ckpt_path: a checkpoint whose weights are audited.
+            attacks: the attacks by label (``None``: every one that applies, e.g. ``inverting``,
+                ``inverting/before_decoder``, ``adaptive``, ``analytic``, ``clean_layer``).
+            victims: how many training images, class-stratified, each alone in its batch.
+            seed: seed of the victims, PRECODE samples and noise.
+            folder: where the audit goes (``None``: ``<default_root_dir>/audits/<model and defense>``).
+            fail_on_leak: raise :class:`LeakFound` (exit status 3) if any attack leaked any victim.
+
+        Raises:
+            LeakFound: with ``fail_on_leak``, if a victim leaked.
+            ValueError: on an attack that does not apply, a datamodule without ``train_set``, or a
+                folder that holds another audit.
+        """
+        data = _prepared(datamodule, "audit")
+        if ckpt_path:
+            _load_weights(model, ckpt_path)
+        defense = _attached_defense(self)
+        suite = attack_suite(model, data.train_set[0][0][None], defense, attacks, data.one_channel, progress=True)
+        where = Path(folder) if folder else _default_folder(self, "audits", model, defense, victims, seed)
+        records = audit(model, data.train_set, suite, where, defense, data.mean, data.std, data.one_channel,
+                        victims, seed, sinks=sinks_for(self.loggers), step=self.global_step)  # fmt: skip
+        print((where / REPORT).read_text() + f"\nSheet: {where / SHEET}")
+        union = LeakRate.of(union_over_attacks({r["label"]: r["successes"] for r in records}))
+        if fail_on_leak and union.leaked:
+            raise LeakFound(f"{union} victims leaked to at least one attack; see {where / REPORT}")
+        return records
+
+    def calibrate(
+        self,
+        model: nn.Module,
+        datamodule: Optional[pl.LightningDataModule] = None,
+        checkpoints: Optional[list[str]] = None,
+        initialisation: bool = True,
+        attacks: Optional[list[str]] = None,
+        victims: int = 16,
+        seed: int = 0,
+        factor: float = 1.5,
+        start: Optional[float] = None,
+        folder: Optional[str] = None,
+        train_epochs: int = 0,
+    ) -> list[Calibration]:
+        """How much noise does the attached defense family need? The smallest sigma at which no victim leaks.
+
+        For every model state the suite first attacks without noise (attacks that leak nothing are
+        dropped; none left: inconclusive), then sigma is bisected to within ``factor``. Prints sigma
+        in the family's units, as the noise's RMS per entry, relative to each tensor's gradient
+        RMS and as the noise-to-signal norm ratio, with the 95% upper bound of the leak rate, and a
+        ``PartialPerturbation`` block at the largest sigma over the states.
+
+        Args:
+            model: the model at initialisation (as configured).
+            datamodule: the data; the victims are drawn from its ``train_set``.
+            checkpoints: further model states (checkpoint files) to calibrate at.
+            initialisation: calibrate at the configured initialisation too.
+            attacks: the attacks by label (``None``: every one that applies).
+            victims: victims per audit, class-stratified.
+            seed: seed of the victims, PRECODE samples and noise.
+            factor: the precision of sigma (> 1).
+            start: the first sigma tried (``None``: the callback's sigma, or 1).
+            folder: where the audits and ``calibration.json`` go (``None``: under ``<default_root_dir>/calibrations``).
+            train_epochs: then train this many epochs from initialisation with and without that
+                noise and report both validation scores (0: do not).
+
+        Raises:
+            ValueError: without an attached ``PartialPerturbation`` (the family), with no state to
+                calibrate, or on an attack that does not apply.
+        """
+        family = _attached_defense(self)
+        if family is None:
+            raise ValueError(
+                "calibrate needs a defense family: add a callbacks.PartialPerturbation to trainer.callbacks "
+                "(its layers, mechanism and relative are kept; sigma is searched)"
+            )
+        states = ([("initialisation", model)] if initialisation else []) + [
+            (path, _load_weights(copy.deepcopy(model), path)) for path in checkpoints or []
+        ]
+        if not states:
+            raise ValueError("initialisation=false and no checkpoints: nothing to calibrate; allowed: either or both")
+        data = _prepared(datamodule, "calibrate")
+        where = Path(folder) if folder else _default_folder(self, "calibrations", model, family, victims, seed)
+        results = [
+            calibrate(state, data.train_set, attack_suite(state, data.train_set[0][0][None], family, attacks,
+                      data.one_channel), family, where / _state_folder(name), data.mean, data.std,
+                      data.one_channel, victims, seed, factor, start, name)  # fmt: skip
+            for name, state in states
+        ]
+        (where / CALIBRATION_FILE).write_text(json.dumps([r.to_dict() for r in results], indent=2))
+        print(_calibration_table(results) + f"\nDetails: {where / CALIBRATION_FILE}")
+        found = [r for r in results if r.outcome == "calibrated"]
+        if found:
+            largest = max(found, key=lambda r: r.family["sigma"])
+            print("\nPartialPerturbation at the largest protective sigma (paste under trainer.callbacks):\n")
+            print(largest.yaml_block())
+            if train_epochs:
+                print(self._accuracies(model, datamodule, DefenseSpec(**largest.family), train_epochs))
+        return results
+
+    def _accuracies(
+        self, model: nn.Module, datamodule: pl.LightningDataModule, defense: DefenseSpec, epochs: int
+    ) -> str:
+        """Train copies of ``model`` with and without ``defense`` and say their validation scores."""
+        lines = [f"\nAfter {epochs} epoch(s) of training from initialisation:"]
+        noisy = [PartialPerturbation(**defense.to_dict())]
+        for name, callbacks in (("without noise", []), ("with that noise", noisy)):
+            trainer = pl.Trainer(max_epochs=epochs, devices=1, logger=False, enable_checkpointing=False,
+                                 enable_model_summary=False, callbacks=callbacks)  # fmt: skip
+            network = copy.deepcopy(model)
+            trainer.fit(network, datamodule=datamodule)
+            scores = trainer.validate(network, datamodule=datamodule, verbose=False)[0]
+            lines.append(f"- {name}: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(scores.items())))
+        return "\n".join(lines)
+
+
+class VictimData(NamedTuple):
+    """What the attacks need from a datamodule: the victims' pool and how its images are normalised."""
+
+    train_set: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    one_channel: bool
+
+
+def _prepared(datamodule: Optional[pl.LightningDataModule], command: str) -> VictimData:
+    """The datamodule, set up: its training set and normalisation."""
+    if datamodule is None:
+        raise ValueError(f"{command} needs a datamodule (a `data:` section) whose train_set holds the victims")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if getattr(datamodule, "train_set", None) is None:
+        raise ValueError(f"{command}: {type(datamodule).__name__} has no train_set; use one of the datamodules package")
+    return VictimData(
+        datamodule.train_set,
+        tuple(getattr(datamodule, "mean", (0.0,))),
+        tuple(getattr(datamodule, "std", (1.0,))),
+        bool(getattr(datamodule, "one_channel", False)),
+    )
+
+
+def _load_weights(model: nn.Module, path: str) -> nn.Module:
+    """``model`` with a checkpoint's weights (:func:`~ppp_lightning.checkpoints.read_checkpoint` names a bad file)."""
+    model.load_state_dict(read_checkpoint(Path(path))["state_dict"])
+    return model
+
+
+def _attached_defense(trainer: pl.Trainer) -> Optional[DefenseSpec]:
+    found = [callback for callback in trainer.callbacks if isinstance(callback, PartialPerturbation)]
+    return found[0].spec if found else None
+
+
+def _default_folder(
+    trainer: pl.Trainer, kind: str, model: nn.Module, defense: Optional[DefenseSpec], victims: int, seed: int
+) -> Path:
+    """A folder named by what is audited, so a rerun finds (and resumes) its own audit."""
+    settings = json.dumps([model_fingerprint(model), None if defense is None else defense.to_dict(), victims, seed])
+    return Path(trainer.default_root_dir, kind, hashlib.sha256(settings.encode()).hexdigest()[:12])
+
+
+def _state_folder(state: str) -> str:
+    return "initialisation" if state == "initialisation" else Path(state).stem
+
+
+def _calibration_table(results: list[Calibration]) -> str:
+    lines = [
+        "| state | outcome | sigma | noise RMS per entry | relative to gradient RMS | noise / signal norm | "
+        "leak rate upper bound (95%) | attacks searched |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        sigma = "-" if r.search.sigma is None else f"{r.search.sigma:.4g} (leaks at {r.search.leaking:.4g})"
+        if r.search.leaking is None and r.search.sigma is not None:
+            sigma = f"{r.search.sigma:.4g} (the smallest tried)"
+        noise = [f"{r.noise[key]:.4g}" if r.noise else "-" for key in ("absolute", "relative", "noise_to_signal")]
+        bound = "-" if r.upper_bound is None else f"{r.upper_bound:.3f} (0/{r.victims})"
+        lines.append(f"| {r.state} | {r.outcome} | {sigma} | {' | '.join(noise)} | {bound} | {', '.join(r.leaking_attacks) or '-'} |")
+    return "\n".join(lines)

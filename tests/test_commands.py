@@ -1,0 +1,115 @@
+"""``ppp-lightning audit`` and ``ppp-lightning calibrate`` end to end on a tiny mlp, and the attack suite."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from callbacks import PartialPerturbation
+from datamodules import OfflineMNISTDataModule
+from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.attacks.suite import attack_suite
+from ppp_lightning.cli import LEAK_EXIT_STATUS, main
+from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.models import build_network
+from ppp_lightning.noise_search import calibrate
+
+NOISY = {"class_path": "callbacks.PartialPerturbation", "init_args": {"layers": "all", "sigma": 100.0, "relative": True}}
+
+
+def _config(callbacks=()) -> str:
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "ppp_lightning.ImageClassifier", "init_args": {"arch": "mlp", "arch_kwargs": {"width": 32}}},
+        "data": {"class_path": "datamodules.OfflineMNISTDataModule"},
+        "trainer": {"logger": False, "callbacks": list(callbacks)},
+    }
+    Path("tiny.yaml").write_text(yaml.safe_dump(config))
+    return "tiny.yaml"
+
+
+def _audit(*flags: str) -> None:
+    main(["audit", "--config", *flags, "--attacks=[analytic]", "--victims=4", "--folder=audit"])
+
+
+def test_audit_reports_an_undefended_mlp_as_leaking_and_fails_when_asked(capsys):
+    _audit(_config())
+    report = Path("audit/report.md").read_text()
+    assert "| analytic | 4/4 (95% CI 0.40-1.00) | - | leaked: 4/4" in report
+    assert "Any attack (per victim): 4/4" in capsys.readouterr().out
+    assert Image.open("audit/sheet.png").size[1] >= 2 * 96  # the victims and the reconstructions
+    with pytest.raises(SystemExit) as exit_info:
+        _audit(_config(), "--fail_on_leak=true")
+    assert exit_info.value.code == LEAK_EXIT_STATUS
+    assert len(Path("audit/results.jsonl").read_text().splitlines()) == 1  # the rerun skipped the finished attack
+
+
+def test_audit_reports_a_strongly_noised_mlp_as_protected_with_its_control_passing():
+    _audit(_config([NOISY]), "--fail_on_leak=true")  # no leak: no exit
+    (record,) = [json.loads(line) for line in Path("audit/results.jsonl").read_text().splitlines()]
+    assert record["successes"] == [False] * 4 and record["control"]["successes"] == [True] * 4
+    assert record["outcome"] == "protected" and record["audited"] == "noise"
+    assert record["defense"]["sigma"] == 100.0
+
+
+def test_audit_refuses_a_folder_holding_another_models_audit():
+    _audit(_config())
+    with pytest.raises(SystemExit):
+        _audit(_config([NOISY]))
+    assert len(Path("audit/results.jsonl").read_text().splitlines()) == 1
+
+
+def test_calibrate_finds_the_protective_sigma_to_the_factor_and_prints_a_callback_block(capsys):
+    main(["calibrate", "--config", _config([NOISY]), "--attacks=[analytic]", "--victims=4", "--folder=cal"])
+    (result,) = json.loads(Path("cal/calibration.json").read_text())
+    search = result["search"]
+    assert result["outcome"] == "calibrated" and result["leaking_attacks"] == ["analytic"]
+    assert search["leaking"] < search["sigma"] <= 1.5 * search["leaking"]
+    assert all(leaked == (sigma <= search["leaking"]) for sigma, leaked in search["evaluations"])
+    assert result["upper_bound"] == pytest.approx(0.6024, abs=1e-4)  # 0/4 leaked
+    assert result["noise"]["noise_to_signal"] == pytest.approx(search["sigma"], rel=0.05)  # relative noise on all
+    block = capsys.readouterr().out.split("(paste under trainer.callbacks):\n")[1]
+    (entry,) = yaml.safe_load(block)
+    assert PartialPerturbation(**entry["init_args"]).spec == DefenseSpec(layers="all", sigma=search["sigma"], relative=True)
+
+
+def test_calibrate_is_inconclusive_when_the_suite_leaks_nothing_without_noise():
+    data = OfflineMNISTDataModule()
+    data.setup("fit")
+    torch.manual_seed(0)
+    model = build_network("mlp", 10, (3, 32, 32), None, width=32)
+    one_step = {"inverting": AttackSpec("inverting", {"iterations": 1, "progress": False})}
+    family = DefenseSpec(layers="all", sigma=100.0, relative=True)
+    result = calibrate(model, data.train_set, one_step, family, Path("cal"), data.mean, data.std, victims=2)
+    assert result.outcome == "inconclusive" and result.leaking_attacks == [] and result.search.evaluations == []
+    assert not Path("cal/sigma=100").exists()  # no noise was tried
+
+
+def test_calibrate_needs_a_defense_family(capsys):
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--config", _config(), "--victims=2"])
+    assert "calibrate needs a defense family: add a callbacks.PartialPerturbation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arch", "precode", "layers", "expected"),
+    [
+        ("mlp", None, "all", ["inverting", "analytic", "dlg"]),
+        ("cnn", None, "all", ["inverting"]),
+        ("cnn", {"latent_dim": 16}, "all", ["inverting", "inverting/before_bottleneck", "inverting/before_decoder",
+                                            "adaptive", "feature_inversion"]),
+        ("mlp", {"latent_dim": 16}, "before_bottleneck", ["inverting", "inverting/before_bottleneck",
+         "inverting/before_decoder", "adaptive", "feature_inversion", "analytic", "dlg", "clean_layer"]),
+    ],
+)  # fmt: skip
+def test_the_suite_holds_exactly_the_attacks_that_apply(arch, precode, layers, expected):
+    torch.manual_seed(0)
+    model = build_network(arch, 10, (3, 32, 32), precode, **({"width": 32} if arch == "mlp" else {}))
+    suite = attack_suite(model, torch.zeros(1, 3, 32, 32), DefenseSpec(layers=layers))
+    assert list(suite) == expected
+    assert suite["inverting"].get("iterations") == 1000  # the converged budget
+    with pytest.raises(ValueError, match=rf"attacks \['nope'\] do not apply to this model and defense; allowed: {expected[0]}"):
+        attack_suite(model, torch.zeros(1, 3, 32, 32), DefenseSpec(layers=layers), names=["nope"])
