@@ -42,7 +42,19 @@ from ppp_lightning.sheets import SheetRow, draw_sheet
 from ppp_lightning.verdicts import LeakRate, union_over_attacks
 from ppp_lightning.victims import draw_victims, floor_image
 
-__all__ = ["REPORT", "RESULTS", "SHEET", "AuditedGradients", "audit", "audited_gradients", "model_fingerprint"]
+__all__ = [
+    "LEAK_COLUMNS",
+    "REPORT",
+    "RESULTS",
+    "SHEET",
+    "AuditedGradients",
+    "audit",
+    "audited_gradients",
+    "leak_rows",
+    "markdown_table",
+    "model_fingerprint",
+    "sheet_rows",
+]
 
 RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
 RECONSTRUCTIONS = "reconstructions"
@@ -174,7 +186,9 @@ def audit(
                                       prefix=f"audit/{label}", control=assessed.control)  # fmt: skip
     records = [done[label] for label in attacks if label in done]
     (folder / REPORT).write_text(_report(records))
-    save_image(_sheet(folder, images, records, mean, std), folder / SHEET)
+    title = f"Audit of {victims} victims; audited defense: {setting['audited']}"
+    truth = SheetRow("truth", to_unit_interval(images, mean, std))
+    save_image(draw_sheet(title, [truth, *sheet_rows(folder, records, mean, std)]), folder / SHEET)
     return records
 
 
@@ -232,19 +246,51 @@ def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> Non
     torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, path)
 
 
-def _sheet(
-    folder: Path, images: Tensor, records: list[dict[str, Any]], mean: Sequence[float], std: Sequence[float]
-) -> Tensor:
-    """Every attack's (and control's) reconstructions under the victims, captioned with their scores."""
-    rows = [SheetRow("truth", to_unit_interval(images, mean, std))]
+def sheet_rows(
+    folder: Path,
+    records: Sequence[dict[str, Any]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    controls: bool = True,
+    prefix: str = "",
+) -> list[SheetRow]:
+    """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their scores.
+
+    Args:
+        folder: the audit's folder.
+        records: its records (:func:`audit`'s return).
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+        controls: include the controls' rows.
+        prefix: put before every row's name.
+    """
+    rows = []
     for record in records:
         kept = torch.load(folder / RECONSTRUCTIONS / f"{_file_name(record['label'])}.pt")
-        rows.append(SheetRow(record["label"], to_unit_interval(kept["attack"], mean, std), captions(record)))
-        if kept["control"] is not None:
+        name = f"{prefix}{record['label']}"
+        rows.append(SheetRow(name, to_unit_interval(kept["attack"], mean, std), captions(record)))
+        if controls and kept["control"] is not None:
             shown = to_unit_interval(kept["control"], mean, std)
-            rows.append(SheetRow(f"{record['label']} control", shown, captions(record["control"])))
-    audited = records[0]["audited"] if records else "nothing"
-    return draw_sheet(f"Audit of {len(images)} victims; audited defense: {audited}", rows)
+            rows.append(SheetRow(f"{name} control", shown, captions(record["control"])))
+    return rows
+
+
+LEAK_COLUMNS = ("attack", "leaked (95% CI)", "control (without the audited defense)", "outcome")
+
+
+def leak_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row of :data:`LEAK_COLUMNS` per audited attack."""
+    rows = []
+    for r in records:
+        control = "-" if "control" not in r else str(LeakRate.of(r["control"]["successes"]))
+        rows.append([r["label"], str(LeakRate.of(r["successes"])), control, r["outcome"]])
+    return rows
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table."""
+    lines = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
+    return "\n".join(lines + [f"| {' | '.join(row)} |" for row in rows])
 
 
 def _report(records: list[dict[str, Any]]) -> str:
@@ -257,12 +303,8 @@ def _report(records: list[dict[str, Any]]) -> str:
         f"Model {first['model']}; {first['victims']} class-stratified victims, each alone in its batch; "
         f"seed {first['seed']}.",
         "",
-        "| attack | leaked (95% CI) | control (without the audited defense) | verdict |",
-        "|---|---|---|---|",
+        markdown_table(LEAK_COLUMNS, leak_rows(records)),
     ]
-    for r in records:
-        control = "-" if "control" not in r else str(LeakRate.of(r["control"]["successes"]))
-        lines.append(f"| {r['label']} | {LeakRate.of(r['successes'])} | {control} | {r['verdict']} |")
     union = union_over_attacks({r["label"]: r["successes"] for r in records})
     lines += ["", f"Any attack (per victim): {LeakRate.of(union)}.", "", "Settings:", ""]
     lines += [f"- {r['label']}: {r['spec']}" for r in records]

@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import pytorch_lightning as pl
 from torch import nn
@@ -27,6 +27,7 @@ from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.logger_sinks import sinks_for
 from ppp_lightning.noise_search import Calibration, calibrate
 from ppp_lightning.verdicts import LeakRate, union_over_attacks
+from ppp_lightning.victims import VictimPool, victim_pool
 
 __all__ = ["LeakFound", "PPPTrainer"]
 
@@ -173,29 +174,12 @@ class PPPTrainer(pl.Trainer):
         return "\n".join(lines)
 
 
-class VictimData(NamedTuple):
-    """What the attacks need from a datamodule: the victims' pool and how its images are normalised."""
-
-    train_set: Any
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    one_channel: bool
-
-
-def _prepared(datamodule: Optional[pl.LightningDataModule], command: str) -> VictimData:
+def _prepared(datamodule: Optional[pl.LightningDataModule], command: str) -> VictimPool:
     """The datamodule, set up: its training set and normalisation."""
-    if datamodule is None:
-        raise ValueError(f"{command} needs a datamodule (a `data:` section) whose train_set holds the victims")
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    if getattr(datamodule, "train_set", None) is None:
-        raise ValueError(f"{command}: {type(datamodule).__name__} has no train_set; use one of the datamodules package")
-    return VictimData(
-        datamodule.train_set,
-        tuple(getattr(datamodule, "mean", (0.0,))),
-        tuple(getattr(datamodule, "std", (1.0,))),
-        bool(getattr(datamodule, "one_channel", False)),
-    )
+    if datamodule is not None:
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    return victim_pool(datamodule, command)
 
 
 def _load_weights(model: nn.Module, path: str) -> nn.Module:

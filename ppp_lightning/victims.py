@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["FLOOR_IMAGES", "draw_victims", "floor_image"]
+__all__ = ["FLOOR_IMAGES", "VictimPool", "draw_victims", "floor_image", "victim_pool"]
 
 # Images averaged into the trivial reconstruction: enough for a stable mean, cheap on any dataset.
 FLOOR_IMAGES = 2000
@@ -64,3 +64,32 @@ def floor_image(dataset: Any, limit: int = FLOOR_IMAGES) -> Tensor:
         raise ValueError("the dataset is empty: no mean image to use as the floor")
     indices = torch.linspace(0, len(dataset) - 1, min(len(dataset), limit)).round().long().unique()
     return torch.stack([dataset[int(i)][0] for i in indices]).mean(0)
+
+
+class VictimPool(NamedTuple):
+    """What attacks need from a datamodule: the training set victims come from and its normalisation."""
+
+    train_set: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    one_channel: bool
+
+
+def victim_pool(datamodule: Any, user: str) -> VictimPool:
+    """A set-up datamodule's ``train_set``, ``mean``, ``std`` and ``one_channel`` (defaults 0, 1, false).
+
+    Args:
+        datamodule: any datamodule after ``setup("fit")`` (the toolkit's have all four).
+        user: who needs it, for the error message.
+
+    Raises:
+        ValueError: if there is no datamodule or it has no ``train_set``.
+    """
+    if getattr(datamodule, "train_set", None) is None:
+        raise ValueError(f"{user} needs a datamodule with a train_set (the victims' pool); use one of datamodules")
+    return VictimPool(
+        datamodule.train_set,
+        tuple(getattr(datamodule, "mean", (0.0,))),
+        tuple(getattr(datamodule, "std", (1.0,))),
+        bool(getattr(datamodule, "one_channel", False)),
+    )

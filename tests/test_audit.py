@@ -36,7 +36,7 @@ def test_an_undefended_mlp_leaks_and_strong_noise_protects_with_a_passing_contro
     assert shielded["successes"] == [False] * 4 and shielded["control"]["successes"] == [True] * 4
     assert shielded["outcome"] == "protected"
     report = (tmp_path / "noise" / "report.md").read_text()
-    assert "| analytic | 0/4 (95% CI 0.00-0.60) | 4/4 (95% CI 0.40-1.00) | protected:" in report
+    assert "| analytic | 0/4 (95% CI 0.00-0.60) | 4/4 (95% CI 0.40-1.00) | protected |" in report
     assert "Any attack (per victim): 0/4" in report
     assert Image.open(tmp_path / "noise" / "analytic.png").size[1] >= 3 * 96  # truth, attack, control rows
 

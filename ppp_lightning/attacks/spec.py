@@ -125,6 +125,12 @@ class AttackSpec:
         """A copy with some options changed (validated again)."""
         return AttackSpec(self.name, {**self.settings, **settings})
 
+    def smoke_test(self, iterations: int = 2) -> AttackSpec:
+        """The same attack with at most ``iterations`` steps (for Lightning's ``fast_dev_run``)."""
+        if "iterations" not in self.options():
+            return self
+        return self.replace(iterations=min(self.get("iterations"), iterations))
+
     def build(self, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,)) -> Attack:
         """Make the attack.
 

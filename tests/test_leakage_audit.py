@@ -1,0 +1,43 @@
+"""LeakageAudit: audits before and after training with controls, one printed table, training unchanged."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from callbacks import LeakageAudit, PartialPerturbation
+from datamodules import OfflineMNISTDataModule
+from ppp_lightning import ImageClassifier
+
+
+def _fit(*callbacks):
+    pl.seed_everything(0)
+    model = ImageClassifier("mlp", arch_kwargs={"width": 32})
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, callbacks=[PartialPerturbation(layers="all", sigma=100.0, relative=True), *callbacks],
+    )  # fmt: skip
+    trainer.fit(model, OfflineMNISTDataModule())
+    return model
+
+
+def test_the_audits_print_what_leaked_and_what_was_stopped_with_controls(capsys):
+    audit = LeakageAudit(attacks=["analytic"], victims=4, progress=False)
+    trained = _fit(audit)
+    printed = capsys.readouterr().out
+    noise = "noise on all (gaussian, relative sigma 100)"
+    for when in ("before training", "after training"):
+        assert f"| {when} | none | analytic | 4/4 (95% CI 0.40-1.00) | - | leaked |" in printed
+        assert f"| {when} | {noise} | analytic | 0/4 (95% CI 0.00-0.60) | 4/4 (95% CI 0.40-1.00) | protected |" in printed
+    assert audit.done == ["before_training", "after_training"] and len(audit.rows) == 4
+    assert Image.open(audit.sheet).size[1] >= 5 * 96  # the victims and four audited rows
+    assert f"Sheet: {audit.sheet}" in printed
+    untouched = _fit()
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untouched.state_dict().values()))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match=r"victims=0; allowed: >= 1"):
+        LeakageAudit(victims=0)
+    with pytest.raises(ValueError, match=r"attacks \['adaptive'\] do not apply to this model and defense"):
+        _fit(LeakageAudit(attacks=["adaptive"]))
