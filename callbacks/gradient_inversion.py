@@ -5,14 +5,20 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, Optional
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.utilities import rank_zero_only
-from torch import Tensor
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import override
 
+from callbacks.gradient_capture import CapturedStep, GradientCapture, check_capturable
 from callbacks.partial_perturbation import PartialPerturbation
 from callbacks.trainer_checks import check_accumulation
 from ppp_lightning.assessment import assess
@@ -28,29 +34,62 @@ from ppp_lightning.victims import draw_victims, floor_image
 __all__ = ["GradientInversionAttack"]
 
 VICTIMS = ("batch", "fixed")
+SOURCES = ("recomputed", "captured")
 SMOKE_ITERATIONS = 2  # under fast_dev_run, as Lightning runs one batch of everything
 SINGLE_IMAGE = ("analytic", "feature_inversion")  # attacks that recover one image per gradient
 
 
+@dataclass(frozen=True)
+class _Victims:
+    """What one attack inverts: the model at the gradient's weights (a copy), the victims and their gradients."""
+
+    model: nn.Module
+    images: Tensor
+    labels: Tensor
+    shared: dict[str, Tensor]
+    clean: Optional[dict[str, Tensor]]  # the control's gradient (``None``: not needed)
+
+
 class GradientInversionAttack(pl.Callback):
-    """Attack the gradient a client would share during training and log the reconstruction.
+    """Attack the gradient a client shares during training and log the reconstruction.
 
-    **When.** Every ``every_n_steps`` optimizer steps (at the start of the batch, i.e. on the
-    gradient of that batch at the current weights), at the end of every ``every_n_epochs``-th
+    **Source.** ``source="recomputed"`` (default) recomputes the gradient a client would share for
+    ``num_images`` victims: the conservative question, could an individual image leak?
+    ``source="captured"`` attacks the gradient an optimizer step of this run really used, on the
+    whole batch it came from: the realistic question, what leaks from this run's updates at its
+    batch size? ``docs/sources.md`` says when to use which.
+
+    **When.** Every ``every_n_steps`` optimizer steps, at the end of every ``every_n_epochs``-th
     epoch, once before training (first batch) and once at its end; never twice at the same step.
+    Recomputed: at the start of the batch (on the gradient of that batch at the current weights);
+    epoch-end and end-of-training attacks reuse the last batch seen. Captured: on the scheduled
+    step's update, once it is applied; epoch-end and end-of-training attacks take the last update,
+    so with them on every step's gradient and weights are copied (twice the model's size).
 
-    **Victims.** ``num_images`` images of the current training batch (``victims="batch"``; batches
-    are ``(images, labels, ...)``; epoch-end and end-of-training attacks reuse the last batch seen),
-    or a fixed set drawn once with ``victim_seed`` from the datamodule's ``train_set``
-    (:func:`~ppp_lightning.victims.draw_victims`).
-
-    **Gradient.** :func:`~ppp_lightning.gradients.client_gradient` on a copy of the LightningModule
+    **Recomputed victims and gradient.** ``num_images`` images of the current training batch
+    (``victims="batch"``; batches are ``(images, labels, ...)``), or a fixed set drawn once with
+    ``victim_seed`` from the datamodule's ``train_set`` (:func:`~ppp_lightning.victims.draw_victims`).
+    The gradient is :func:`~ppp_lightning.gradients.client_gradient` on a copy of the LightningModule
     (its ``forward`` gives the logits; loss cross-entropy + PRECODE's KL) in the model's training
     mode: PRECODE samples as in training and an attached ``PartialPerturbation``'s
     :class:`~ppp_lightning.defense.DefenseSpec` perturbs the same parameters with the same code,
     drawing from a copy of its noise generator.
 
-    **Training is unchanged**: the attack runs on the copy, under ``torch.random.fork_rng``, so
+    **Captured victims and gradient** (:class:`~callbacks.gradient_capture.GradientCapture`). The
+    gradient the step's optimizer receives, copied bit for bit with the weights it was computed at
+    and its batches. A step's order: ``backward`` (an attached ``PartialPerturbation`` adds its
+    noise) -> accumulation -> fp16 unscaling -> **capture** (``on_before_optimizer_step``) ->
+    Trainer ``gradient_clip_val`` -> optimizer step: the server never sees the Trainer's clipping.
+    Under DDP the capture is rank zero's own gradient before the all-reduce (what that client
+    sends). The victims are all images of the step's ``accumulate_grad_batches`` micro-batches:
+    Lightning divides each micro-batch's loss by ``accumulate_grad_batches``, so the accumulated
+    gradient is the mean-loss gradient of their concatenation when the micro-batches are equally
+    large (a step with unequal ones is skipped with a warning) and the model has no BatchNorm
+    (whose statistics are per micro-batch). The control recomputes each micro-batch's gradient at
+    the captured weights from the RNG state its step started with (the same PRECODE sample),
+    without the defense's noise. Needs automatic optimization and one process or DDP.
+
+    **Training is unchanged**: the attack runs on copies, under ``torch.random.fork_rng``, so
     weights, gradients, BatchNorm statistics, modes, RNG streams and the optimizer are untouched and
     a run's weights are bit-identical with and without the callback. Only global rank zero attacks.
 
@@ -85,16 +124,19 @@ class GradientInversionAttack(pl.Callback):
         every_n_epochs: attack at the end of every this many epochs; ``None`` to not.
         before_training: attack once at the first training batch.
         after_training: attack once when training ends.
-        num_images: victims per attack (the batch size the attacked gradient is computed on).
-        victims: ``batch`` (from the current training batch) or ``fixed`` (a fixed training set).
+        num_images: victims per recomputed attack (the batch size the attacked gradient is computed on).
+        victims: recomputed from ``batch`` (the current training batch) or ``fixed`` (a fixed training set).
         victim_seed: seed that draws the fixed victims.
+        source: ``recomputed`` (a gradient recomputed for ``num_images`` victims) or ``captured``
+            (the gradient an optimizer step used, on its whole batch).
         known_labels: give the attack the victims' labels; ``False`` recovers them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
         success_threshold: the value at which a reconstruction succeeds (the default, channel-aware
             ``ncc >= 0.5``, is calibrated: ``docs/calibration.md``); with ``pool_size`` the victim
             must also be re-identified.
         control: also attack, at the same step and with the same budget, the same victims' gradient
-            without the attached ``PartialPerturbation``'s noise (the positive control); logs
+            without the attached ``PartialPerturbation``'s noise (the positive control; captured: the
+            step's clean gradient, recomputed); logs
             ``<name>/control_success_rate``, adds a control row to the sheet, and a verdict of
             "protected" needs it to pass (else "inconclusive").
         pool_size: re-identify each victim among this many same-class training images (``K``,
@@ -103,11 +145,13 @@ class GradientInversionAttack(pl.Callback):
         name: prefix of the logged keys and folder in the run directory for PNGs and JSON.
 
     Raises:
-        ValueError: on an unknown attack, target, victim source or metric, a non-positive count,
-            an option the chosen attack does not take (e.g. ``iterations`` with ``analytic``),
-            ``analytic`` or ``feature_inversion`` with more than one image, or attack settings the
-            attack refuses; at setup, ``clean_layer`` with neither a ``defense`` nor an attached
-            ``PartialPerturbation``.
+        ValueError: on an unknown attack, target, victim source, gradient source or metric, a
+            non-positive count, an option the chosen attack does not take (e.g. ``iterations`` with
+            ``analytic``), ``analytic`` or ``feature_inversion`` with more than one image, attack
+            settings the attack refuses, or ``num_images``/``victims`` changed with ``captured``; at
+            setup, ``clean_layer`` with neither a ``defense`` nor an attached ``PartialPerturbation``;
+            when training starts, a captured set-up that cannot be captured
+            (:func:`~callbacks.gradient_capture.check_capturable`).
     """
 
     def __init__(
@@ -128,6 +172,7 @@ class GradientInversionAttack(pl.Callback):
         num_images: int = 1,
         victims: Literal["batch", "fixed"] = "batch",
         victim_seed: int = 0,
+        source: Literal["recomputed", "captured"] = "recomputed",
         known_labels: bool = True,
         success_metric: Literal["psnr", "ssim", "mse", "ncc"] = "ncc",
         success_threshold: float = 0.5,
@@ -138,6 +183,13 @@ class GradientInversionAttack(pl.Callback):
     ) -> None:
         if victims not in VICTIMS:
             raise ValueError(f"victims={victims!r}; allowed: {', '.join(VICTIMS)}")
+        if source not in SOURCES:
+            raise ValueError(f"source={source!r}; allowed: {', '.join(SOURCES)}")
+        if source == "captured" and (num_images != 1 or victims != "batch"):
+            raise ValueError(
+                f"num_images={num_images}, victims={victims!r} with source='captured', which attacks the whole "
+                "captured batch; allowed: the defaults (1, 'batch'), or source='recomputed'"
+            )
         for option, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value < 1:
                 raise ValueError(f"{option}={value}; allowed: None or >= 1")
@@ -156,6 +208,7 @@ class GradientInversionAttack(pl.Callback):
         self.num_images = num_images
         self.victims = victims
         self.victim_seed = victim_seed
+        self.source = source
         self.known_labels = known_labels
         self.metrics = ReconstructionMetrics(success_metric=success_metric, success_threshold=success_threshold)
         self.control = control
@@ -166,6 +219,14 @@ class GradientInversionAttack(pl.Callback):
         self.last_step: Optional[int] = None
         self._victims: Optional[tuple[Tensor, Tensor]] = None
         self._floor: Optional[Tensor] = None
+        self._capture = GradientCapture()
+        self._captured: Optional[CapturedStep] = None
+        self._event: Optional[str] = None  # the scheduled attack on the step being captured
+
+    @property
+    def last_capture(self) -> Optional[CapturedStep]:
+        """The latest captured step (``source="captured"``, global rank zero; ``None`` before one)."""
+        return self._captured
 
     @property
     @override
@@ -183,7 +244,7 @@ class GradientInversionAttack(pl.Callback):
         one_channel = getattr(data, "one_channel", False)
         rule = self.metrics.success_metric, self.metrics.success_threshold
         self.metrics = ReconstructionMetrics(mean, std, *rule, one_channel=one_channel)
-        self._check_batch_size(data)
+        self._check_batch_size(data, trainer.accumulate_grad_batches)
         train_set = getattr(data, "train_set", None)  # the datamodule is set up before callbacks
         if train_set is not None and self.pool_size is not None:
             self.reidentifier = Reidentifier(train_set, mean, std, one_channel, self.pool_size, self.victim_seed)
@@ -205,9 +266,18 @@ class GradientInversionAttack(pl.Callback):
             )
         self.spec = self.spec.replace(defense=defense.spec.to_dict())
 
-    def _check_batch_size(self, data: Any) -> None:
+    def _check_batch_size(self, data: Any, accumulate: int) -> None:
         batch_size = getattr(data, "batch_size", None)
-        if self.victims == "batch" and batch_size is not None and self.num_images > batch_size:
+        if batch_size is None:
+            return
+        images = batch_size * accumulate
+        if self.source == "captured" and self.spec.name in SINGLE_IMAGE and images != 1:
+            raise ValueError(
+                f"attack={self.spec.name!r} recovers one image, but source='captured' attacks {images} "
+                f"(batch_size={batch_size} x accumulate_grad_batches={accumulate}); allowed: batch_size=1 and "
+                "accumulate_grad_batches=1, or source='recomputed'"
+            )
+        if self.source == "recomputed" and self.victims == "batch" and self.num_images > batch_size:
             raise ValueError(
                 f"num_images={self.num_images} but the training batches hold {batch_size} images; "
                 f"allowed: num_images <= batch_size, or victims='fixed'"
@@ -215,6 +285,8 @@ class GradientInversionAttack(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.source == "captured":
+            check_capturable(trainer, _partial_perturbation(trainer))
         folder = run_directory(trainer.loggers, trainer.log_dir or trainer.default_root_dir) / self.name
         self.reporter = Reporter(folder, self.name, self.metrics.mean, self.metrics.std, sinks_for(trainer.loggers))
 
@@ -222,12 +294,55 @@ class GradientInversionAttack(pl.Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        if self.source == "captured":
+            self._capture_batch(trainer, pl_module, batch, batch_idx)
+            return
         if self.victims == "batch":
             self._victims = batch[0][: self.num_images].detach().clone(), batch[1][: self.num_images].detach().clone()
+        event = self._scheduled(trainer)
+        if event is not None:
+            self._attack(trainer, pl_module, event)
+
+    def _scheduled(self, trainer: pl.Trainer) -> Optional[str]:
+        """The event of a step attack due at the current step, if any."""
         step = trainer.global_step
-        first = self.before_training and self.last_step is None
-        if first or (self.every_n_steps and step > 0 and step % self.every_n_steps == 0):
-            self._attack(trainer, pl_module, "before_training" if first else "step")
+        if self.before_training and self.last_step is None:
+            return "before_training"
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0:
+            return "step"
+        return None
+
+    def _capture_batch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        if batch_idx % trainer.accumulate_grad_batches == 0:  # a step's first micro-batch (as Lightning zeroes)
+            self._event = self._scheduled(trainer)
+            if self._event is not None or self.every_n_epochs or self.after_training:
+                self._capture.start()
+            else:
+                self._capture.cancel()
+        if self._capture.active:
+            self._capture.add(batch, pl_module.device)
+
+    @override
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        if self._capture.active and isinstance(trainer.strategy.model, DistributedDataParallel):
+            self._capture.watch_local(loss, pl_module)
+
+    @override
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if self._capture.active:
+            self._captured = self._capture.finish(trainer, pl_module)
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._event is not None and not self._capture.active:  # the scheduled step is done
+            event, self._event = self._event, None
+            self._attack(trainer, pl_module, event)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -240,6 +355,14 @@ class GradientInversionAttack(pl.Callback):
             self._attack(trainer, pl_module, "after_training")
 
     @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._capture.cancel()
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._capture.cancel()
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"last_step": self.last_step}
 
@@ -247,38 +370,69 @@ class GradientInversionAttack(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_step = state_dict.get("last_step")
 
-    @rank_zero_only
     def _attack(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: str) -> None:
-        if self._victims is None or self.reporter is None or self.last_step == trainer.global_step:
+        """Attack the last captured step, or the current victims' recomputed gradient."""
+        if self.source == "recomputed":
+            if self._victims is not None:
+                victims = partial(self._recomputed, trainer, pl_module)
+                self._run(trainer, pl_module, trainer.global_step, event, victims)
             return
-        self.last_step = trainer.global_step
+        captured = self._captured
+        if captured is None:
+            return
+        if not captured.uniform:
+            rank_zero_warn(
+                f"GradientInversionAttack: step {captured.step} is not attacked: its micro-batches hold "
+                f"{captured.sizes} images, and only equal ones accumulate the mean loss of their concatenation"
+            )
+            return
+        self._run(trainer, pl_module, captured.step, event, partial(self._from_capture, trainer, pl_module, captured))
+
+    def _recomputed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> _Victims:
         images, labels = (t.to(pl_module.device) for t in self._victims)
+        model = _copy(trainer, pl_module)
+        defense = _partial_perturbation(trainer)
+        resolved = None if defense is None else defense.spec.resolve(model, images)
+        generator = None if defense is None else defense.noise_generator()
+        clean = client_gradient(model, images, labels)
+        shared = clean if resolved is None else resolved.apply(clean, generator)
+        return _Victims(model, images, labels, shared, clean)
+
+    def _from_capture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, captured: CapturedStep) -> _Victims:
+        model = captured.load_weights(_copy(trainer, pl_module))
+        clean = captured.clean_gradient(model) if self.control else None
+        return _Victims(model, captured.images, captured.labels, captured.batch_gradient(), clean)
+
+    @rank_zero_only
+    def _run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, event: str, victims: Callable[[], _Victims]
+    ) -> None:
+        """Attack the gradient ``victims()`` makes (on copies, under forked RNG), score, report."""
+        if self.reporter is None or self.last_step == step:
+            return
+        self.last_step = step
         spec = self._spec_for(trainer)
         started = time.perf_counter()
-        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
-            model = copy.deepcopy(pl_module, memo={id(trainer): None})  # the copy holds no Trainer
-            defense = _partial_perturbation(trainer)
-            resolved = None if defense is None else defense.spec.resolve(model, images)
-            generator = None if defense is None else defense.noise_generator()
-            clean = client_gradient(model, images, labels)
-            shared = clean if resolved is None else resolved.apply(clean, generator)
-            _check_finite(shared, trainer.global_step)
+        with _isolated(pl_module.device):
+            target = victims()
+            _check_finite(target.shared, step)
             # the control: the same victims, step, PRECODE sample and attack, without the defense's noise
-            gradients = [shared, clean] if self.control else [shared]
+            gradients = [target.shared, target.clean] if self.control else [target.shared]
             attack = spec.build(self.metrics.mean, self.metrics.std)
-            known = [labels] * len(gradients) if self.known_labels else None
-            results = attack.run(model, gradients, known, tuple(images.shape))
+            known = [target.labels] * len(gradients) if self.known_labels else None
+            results = attack.run(target.model, gradients, known, tuple(target.images.shape))
+        images, labels = target.images, target.labels
         control = results[1].images if self.control else None
         floor = None if self._floor is None else self._floor.to(images)
         assessed = assess(self.metrics, results[0].images, images, labels, floor, self.reidentifier, control)
         record = {
-            "global_step": trainer.global_step,
+            "global_step": step,
             "epoch": trainer.current_epoch,
             "event": event,
+            "source": self.source,
             "attack": spec.name,
             "settings": {k: v for k, v in spec.settings.items() if k != "progress"},
-            "defense": _defense_settings(pl_module, defense),
+            "defense": _defense_settings(pl_module, _partial_perturbation(trainer)),
             "num_images": len(labels),
             "labels": labels.tolist(),
             "attack_labels": results[0].labels.tolist(),
@@ -286,7 +440,6 @@ class GradientInversionAttack(pl.Callback):
             "seconds": time.perf_counter() - started,
             **assessed.record,
         }
-        step = trainer.global_step
         sheet = f"step{step:07d}.png"
         self.reporter.report(sheet, images, assessed.reconstructions, record, step, control=assessed.control)
 
@@ -295,6 +448,18 @@ class GradientInversionAttack(pl.Callback):
         if trainer.fast_dev_run and "iterations" in self.spec.options():
             return self.spec.replace(iterations=min(self.spec.get("iterations"), SMOKE_ITERATIONS))
         return self.spec
+
+
+@contextmanager
+def _isolated(device: torch.device) -> Iterator[None]:
+    """Leave training's RNG streams as they were, and allow autograd (even in an inference context)."""
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def _copy(trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule:
+    return copy.deepcopy(pl_module, memo={id(trainer): None})  # the copy holds no Trainer
 
 
 def _partial_perturbation(trainer: pl.Trainer) -> Optional[PartialPerturbation]:
