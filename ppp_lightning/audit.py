@@ -299,7 +299,7 @@ def _report(records: list[dict[str, Any]]) -> str:
         return "\n".join(lines + ["No attack ran."]) + "\n"
     first = records[0]
     lines += [
-        f"Audited defense: {first['audited']} (the control removes it). Defense settings: {first['defense']}.",
+        _audited_text(first),
         f"Model {first['model']}; {first['victims']} class-stratified victims, each alone in its batch; "
         f"seed {first['seed']}.",
         "",
@@ -309,3 +309,9 @@ def _report(records: list[dict[str, Any]]) -> str:
     lines += ["", f"Any attack (per victim): {LeakRate.of(union)}.", "", "Settings:", ""]
     lines += [f"- {r['label']}: {r['spec']}" for r in records]
     return "\n".join(lines) + "\n"
+
+
+def _audited_text(record: dict[str, Any]) -> str:
+    if not record["controlled"]:
+        return f"Audited defense: {record['audited']}, without controls: a leak needs none; protection is not claimed."
+    return f"Audited defense: {record['audited']} (the control removes it). Noise settings: {record['defense']}."

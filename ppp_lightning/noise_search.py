@@ -108,6 +108,7 @@ class Calibration:
         victims: the number of victims.
         upper_bound: the 95% upper bound of the union's leak rate at ``search.sigma``.
         noise: the noise at ``search.sigma`` (:func:`noise_statistics`), medians over victims.
+        unions: per sigma tried (as text; ``"0"``: without noise), which victims leaked to any attack.
     """
 
     state: str
@@ -118,6 +119,7 @@ class Calibration:
     victims: int
     upper_bound: Optional[float] = None
     noise: dict[str, float] = field(default_factory=dict)
+    unions: dict[str, list[bool]] = field(default_factory=dict)
 
     def yaml_block(self) -> str:
         """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
@@ -205,9 +207,10 @@ def calibrate(
     common.update(control=False, progress=progress)
     baseline = audit(model, dataset, attacks, folder / "no_noise", None, **common)
     leaking = [record["label"] for record in baseline if any(record["successes"])]
+    unions = {0.0: union_over_attacks({record["label"]: record["successes"] for record in baseline})}
     if not leaking:
-        return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims)
-    unions: dict[float, list[bool]] = {}
+        return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims,
+                           unions={"0": unions[0.0]})  # fmt: skip
 
     def leaks(sigma: float) -> bool:
         noisy = replace(family, sigma=sigma)
@@ -217,12 +220,13 @@ def calibrate(
         return any(unions[sigma])
 
     search = smallest_protective_sigma(leaks, start or family.sigma or 1.0, factor)
+    tried = {f"{sigma:.6g}": union for sigma, union in sorted(unions.items())}
     if search.sigma is None:
-        return Calibration(state, family.to_dict(), "not found", search, leaking, victims)
+        return Calibration(state, family.to_dict(), "not found", search, leaking, victims, unions=tried)
     answer = replace(family, sigma=search.sigma)
     upper = clopper_pearson(sum(unions[search.sigma]), victims)[1]
     noise = _noise_at(model, dataset, answer, victims, seed)
-    return Calibration(state, answer.to_dict(), "calibrated", search, leaking, victims, upper, noise)
+    return Calibration(state, answer.to_dict(), "calibrated", search, leaking, victims, upper, noise, tried)
 
 
 def _noise_at(model: nn.Module, dataset: Any, defense: DefenseSpec, victims: int, seed: int) -> dict[str, float]:

@@ -38,7 +38,7 @@ def _audit(*flags: str) -> None:
 def test_audit_reports_an_undefended_mlp_as_leaking_and_fails_when_asked(capsys):
     _audit(_config())
     report = Path("audit/report.md").read_text()
-    assert "| analytic | 4/4 (95% CI 0.40-1.00) | - | leaked: 4/4" in report
+    assert "| analytic | 4/4 (95% CI 0.40-1.00) | - | leaked |" in report
     assert "Any attack (per victim): 4/4" in capsys.readouterr().out
     assert Image.open("audit/sheet.png").size[1] >= 2 * 96  # the victims and the reconstructions
     with pytest.raises(SystemExit) as exit_info:
