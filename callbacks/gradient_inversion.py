@@ -445,9 +445,7 @@ class GradientInversionAttack(pl.Callback):
 
     def _spec_for(self, trainer: pl.Trainer) -> AttackSpec:
         """The spec that runs: under fast_dev_run a 2-iteration smoke test of optimisation attacks."""
-        if trainer.fast_dev_run and "iterations" in self.spec.options():
-            return self.spec.replace(iterations=min(self.spec.get("iterations"), SMOKE_ITERATIONS))
-        return self.spec
+        return self.spec.smoke_test(SMOKE_ITERATIONS) if trainer.fast_dev_run else self.spec
 
 
 @contextmanager

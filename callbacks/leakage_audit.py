@@ -169,8 +169,10 @@ class LeakageAudit(pl.Callback):
 
 def _defended(record: dict[str, Any]) -> str:
     """What the audited gradient was defended by (the control removes the last part)."""
-    if record["audited"] == "noise":
+    if record["audited"] == "gradient perturbation":
         defense = record["defense"]
+        if defense["mechanism"] == "none":
+            return f"clipping/pruning on {defense['layers']}"
         kind = "relative" if defense["relative"] else "absolute"
         return f"noise on {defense['layers']} ({defense['mechanism']}, {kind} sigma {defense['sigma']:g})"
     return "PRECODE" if record["audited"] == "precode sampling" else "none"

@@ -3,8 +3,8 @@
 The core of ``ppp-lightning audit``. What is audited is the model's outermost defense, and the
 control removes exactly that, at the same victims, seed and budget:
 
-- a noise defense (``defense``): the control is the same gradient without the noise (same PRECODE
-  sample); defended and control problems run in one :meth:`run` call;
+- a gradient perturbation (``defense``: noise, clipping, pruning): the control is the same gradient
+  without it (same PRECODE sample); defended and control problems run in one :meth:`run` call;
 - else a PRECODE that samples: the control is the same network with its sampling off
   (``z = mu``, :func:`~ppp_lightning.precode.without_sampling`) for the client and the attacker;
 - else nothing is audited and no control runs (a leak needs no control; protection would).
@@ -65,7 +65,7 @@ class AuditedGradients:
     """The victims' shared gradients and, where a defense is audited, their controls.
 
     Args:
-        audited: what the control removes: ``"noise"``, ``"precode sampling"`` or ``"nothing"``.
+        audited: what the control removes: ``"gradient perturbation"`` (noise, clipping or pruning), ``"precode sampling"`` or ``"nothing"``.
         shared: every victim's shared gradient.
         control: every victim's gradient without the audited defense (``None``: no control).
         control_model: the network the control's client and attacker use.
@@ -86,7 +86,7 @@ def audited_gradients(
         network: the client's model, in the mode the client trains in.
         images: ``(N, C, H, W)`` the victims.
         labels: ``(N,)`` their labels.
-        defense: the noise defense (``None``: none).
+        defense: the gradient perturbation (``None``: none).
         seed: victim ``i``'s PRECODE sample and noise are drawn with ``seed + i``.
         control: also compute the control's gradients.
     """
@@ -97,7 +97,7 @@ def audited_gradients(
     ]
     shared = [pair[0] for pair in pairs]
     if defense is not None:
-        return AuditedGradients("noise", shared, [pair[1] for pair in pairs] if control else None, network)
+        return AuditedGradients("gradient perturbation", shared, [pair[1] for pair in pairs] if control else None, network)
     if not any(isinstance(module, PRECODE) for module in network.modules()):
         return AuditedGradients("nothing", shared)
     if not control:
@@ -140,7 +140,7 @@ def audit(
         dataset: the training set, items ``(normalised image, label)``.
         attacks: label -> attack.
         folder: where ``results.jsonl``, ``report.md``, ``sheet.png`` and one sheet per attack go.
-        defense: the noise defense on the shared gradient (``None``: the gradient as it is).
+        defense: the gradient perturbation on the shared gradient (``None``: the gradient as it is).
         mean: the data's normalisation mean.
         std: the data's normalisation standard deviation.
         one_channel: the data has one true channel.
@@ -160,7 +160,8 @@ def audit(
     folder = Path(folder)
     images, labels = draw_victims(dataset, victims, seed, stratified=True)
     network = copy.deepcopy(model).train()
-    gradients = audited_gradients(network, images, labels, defense, seed, control)
+    device = next(network.parameters()).device  # attacks run there; scores on the CPU
+    gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, control)
     setting = {
         "model": model_fingerprint(network),
         "defense": None if defense is None else defense.to_dict(),
@@ -177,7 +178,8 @@ def audit(
     for label, spec in tqdm(attacks.items(), desc="audit", unit="attack", disable=not progress):
         if label in done and done[label]["spec"] == spec.to_dict():
             continue
-        reconstructions, controls = _attack(spec, network, gradients, labels, tuple(images.shape[1:]), mean, std)
+        shape = tuple(images.shape[1:])
+        reconstructions, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
         assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls)
         record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting}
         record.update(labels=labels.tolist(), **assessed.record)
@@ -224,7 +226,7 @@ def _attack(
 
     def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
         results = attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape)
-        return torch.cat([result.images for result in results])
+        return torch.cat([result.images for result in results]).cpu()
 
     if gradients.control is None:
         return run(network, gradients.shared), None

@@ -151,11 +151,11 @@ class PPPTrainer(pl.Trainer):
         print(_calibration_table(results) + f"\nDetails: {where / CALIBRATION_FILE}")
         found = [r for r in results if r.outcome == "calibrated"]
         if found:
-            largest = max(found, key=lambda r: r.family["sigma"])
+            largest = max(found, key=lambda r: r.defense["sigma"])
             print("\nPartialPerturbation at the largest protective sigma (paste under trainer.callbacks):\n")
             print(largest.yaml_block())
             if train_epochs:
-                print(self._accuracies(model, datamodule, DefenseSpec(**largest.family), train_epochs))
+                print(self._accuracies(model, datamodule, DefenseSpec(**largest.defense), train_epochs))
         return results
 
     def _accuracies(

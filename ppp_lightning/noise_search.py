@@ -100,7 +100,7 @@ class Calibration:
 
     Args:
         state: the model state (``initialisation`` or a checkpoint's path).
-        family: the defense's settings (``sigma`` set to the answer, when there is one).
+        defense: the family's settings, with ``sigma`` set to the answer when there is one.
         outcome: ``calibrated``; ``inconclusive`` (no attack leaked even without noise, so no sigma
             can be shown to protect); or ``not found`` (even ``max_sigma`` leaked).
         search: the bisection.
@@ -112,7 +112,7 @@ class Calibration:
     """
 
     state: str
-    family: dict[str, Any]
+    defense: dict[str, Any]
     outcome: str
     search: SigmaSearch
     leaking_attacks: list[str]
@@ -123,7 +123,7 @@ class Calibration:
 
     def yaml_block(self) -> str:
         """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
-        settings = {key: value for key, value in self.family.items() if value is not None}
+        settings = {key: value for key, value in self.defense.items() if value is not None}
         lines = ["- class_path: callbacks.PartialPerturbation", "  init_args:"]
         return "\n".join(lines + [f"    {key}: {json.dumps(value)}" for key, value in settings.items()]) + "\n"
 

@@ -51,7 +51,7 @@ def test_audit_reports_a_strongly_noised_mlp_as_protected_with_its_control_passi
     _audit(_config([NOISY]), "--fail_on_leak=true")  # no leak: no exit
     (record,) = [json.loads(line) for line in Path("audit/results.jsonl").read_text().splitlines()]
     assert record["successes"] == [False] * 4 and record["control"]["successes"] == [True] * 4
-    assert record["outcome"] == "protected" and record["audited"] == "noise"
+    assert record["outcome"] == "protected" and record["audited"] == "gradient perturbation"
     assert record["defense"]["sigma"] == 100.0
 
 

@@ -1,0 +1,272 @@
+"""Evidence v2: the paper's claims on cnn and mlp-1024 with the converged suite, controls and intervals.
+
+    python -m benchmarks.evidence                        # cnn and mlp-1024 on 2 CPU cores (hours; resumable)
+    python -m benchmarks.evidence --preset reduced       # resnet18 (GroupNorm) and vit: fewer victims and states
+    python -m benchmarks.evidence --preset gpu           # all four architectures on one GPU
+    python -m benchmarks.evidence --preset quick --out /tmp/quick   # what the test suite runs
+    python -m benchmarks.evidence_report benchmarks/results/evidence
+
+A cell is (architecture, defense family, training state). Fixed defenses (none, PRECODE, pruning)
+are audited as they are (:func:`~ppp_lightning.audit.audit`, with the control that removes them);
+noise families are calibrated (:func:`~ppp_lightning.noise_search.calibrate`: the suite without
+noise is their control, then the smallest sigma at which no victim leaks, to a factor of 1.5).
+The victims are the same class-stratified training images in every cell, each alone in its batch.
+Every model is trained with its defense on: a noise family trains each state with the sigma
+calibrated at the state before it (initialisation: none yet). Accuracy at the protective sigma
+is measured over several training seeds. Each finished unit is appended to ``evidence.jsonl``
+at once and every audit resumes attack by attack, so an interrupted run loses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+from tqdm.auto import tqdm
+
+from benchmarks.defenses import Defense
+from callbacks import PartialPerturbation
+from datamodules import OfflineMNISTDataModule
+from ppp_lightning import ImageClassifier
+from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.attacks.suite import attack_suite
+from ppp_lightning.audit import audit
+from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.noise_search import calibrate
+from ppp_lightning.precode import PRECODE
+from ppp_lightning.victims import victim_pool
+
+__all__ = ["PRESETS", "run"]
+
+HERE = Path(__file__).resolve().parent
+RESULTS = "evidence.jsonl"
+STATES = ("init", "epoch1", "plateau")
+AUDITED = {"none": Defense("none"), "precode": Defense("precode"), "prune": Defense("prune", keep_ratio=0.1)}
+CALIBRATED = {name: Defense(name, sigma=1.0) for name in ("noise_all", "ppp", "ppp_no_encoder")}
+_CPU = {
+    "seed": 0,
+    "archs": {"cnn": {}, "mlp": {"width": 1024}},
+    "precode": {"latent_dim": 256, "beta": 0.001},
+    "states": list(STATES),
+    "victims": 16,
+    "families": [*AUDITED, *CALIBRATED],
+    "attacks": None,  # every attack that applies
+    "attack_settings": {},  # label -> options replacing the converged defaults
+    # attack -> the only families it runs against (DLG's L-BFGS on an mlp-1024 costs minutes per victim)
+    "attack_families": {"dlg": ["none", "precode"]},
+    "factor": 1.5,
+    "plateau": {"patience": 3, "max_epochs": 30},
+    "accuracy_seeds": [0, 1, 2],
+    "trainer": {},
+    "device": "cpu",  # where the attacks run
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": _CPU,
+    "reduced": {**_CPU, "archs": {"resnet18": {"norm": "group"}, "vit": {}}, "states": ["init", "epoch1"],
+                "victims": 8, "accuracy_seeds": [0]},
+    "gpu": {**_CPU, "archs": {"cnn": {}, "mlp": {"width": 1024}, "resnet18": {"norm": "group"}, "vit": {}},
+            "trainer": {"accelerator": "gpu", "devices": 1}, "device": "cuda"},
+    "quick": {**_CPU, "archs": {"mlp": {"width": 32}}, "precode": {"latent_dim": 16, "beta": 0.001},
+              "states": ["init", "epoch1"], "victims": 2, "attacks": ["inverting", "analytic"],
+              "attack_settings": {"inverting": {"iterations": 10}},
+              "families": ["none", "precode", "noise_all", "ppp"], "plateau": {"patience": 1, "max_epochs": 1},
+              "accuracy_seeds": [0], "trainer": {"limit_train_batches": 2, "limit_val_batches": 2,
+                                                 "limit_test_batches": 2}},
+}  # fmt: skip
+
+
+def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
+    """Run (or resume) the grid; return the results file.
+
+    Args:
+        config: a preset (:data:`PRESETS`), possibly changed.
+        out: the results folder.
+        progress: show a bar over the grid's units with the remaining time.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / RESULTS
+    done = {_key(record) for record in _read(results)}
+    data = OfflineMNISTDataModule(batch_size=64, seed=config["seed"])
+    data.setup("fit")
+    pool = victim_pool(data, "the evidence benchmark")
+    units = list(_units(config))
+    bar = tqdm(units, desc="evidence", unit="cell", disable=not progress)
+    for unit in bar:
+        if _key(unit) in done:
+            continue
+        bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
+        started = time.perf_counter()
+        record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        _append(results, record)
+    return results
+
+
+def _units(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The grid in order: per architecture, each state's cells, then the accuracies."""
+    for arch in config["archs"]:
+        for state in config["states"]:
+            for family in config["families"]:
+                yield {"kind": "audit" if family in AUDITED else "calibration", "arch": arch, "family": family,
+                       "state": state}  # fmt: skip
+        for family in config["families"]:
+            for seed in config["accuracy_seeds"]:
+                yield {"kind": "accuracy", "arch": arch, "family": family, "seed": seed}
+
+
+def _measure(
+    unit: dict[str, Any], config: dict[str, Any], data: Any, pool: Any, out: Path, results: Path
+) -> dict[str, Any]:
+    arch, family = unit["arch"], unit["family"]
+    if unit["kind"] == "accuracy":
+        sigma = _protective_sigma(results, arch, family)
+        return {"sigma": sigma, **_accuracy(config, data, arch, family, sigma, unit["seed"])}
+    model = _trained(config, data, out, results, arch, family, unit["state"]).to(config["device"])
+    example = pool.train_set[0][0][None]
+    common = {"mean": pool.mean, "std": pool.std, "one_channel": pool.one_channel, "victims": config["victims"]}
+    common.update(seed=config["seed"], progress=False)
+    where = out / f"{unit['kind']}s" / arch / family / unit["state"]
+    if unit["kind"] == "audit":
+        defense = AUDITED[family].spec()
+        suite = _suite(model, example, defense, config, family)
+        records = audit(model, pool.train_set, suite, where, defense, **common)
+        return {"records": [_compact(record) for record in records]}
+    family_spec = CALIBRATED[family].spec()
+    suite = _suite(model, example, family_spec, config, family)
+    found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
+                      **common)  # fmt: skip
+    return found.to_dict()
+
+
+def _suite(
+    model: torch.nn.Module, example: torch.Tensor, defense: Optional[DefenseSpec], config: dict[str, Any], family: str
+) -> dict[str, AttackSpec]:
+    """The configured attacks (``None``: all) that apply here and run against ``family``, with their settings."""
+    suite = attack_suite(model, example, defense, tie_channels=True)
+    wanted, settings, restricted = config["attacks"], config["attack_settings"], config["attack_families"]
+    return {label: spec.replace(**settings.get(label, {})) for label, spec in suite.items()
+            if (wanted is None or label in wanted) and family in restricted.get(label, [family])}  # fmt: skip
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """What the summary needs of an audit record (the folder keeps the rest)."""
+    kept = ("label", "successes", "leaked", "outcome", "verdict", "reidentified", "audited", "mean")
+    compact = {key: record[key] for key in kept if key in record}
+    if "control" in record:
+        compact["control"] = {key: record["control"][key] for key in ("successes", "mean")}
+    return compact
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _network(config: dict[str, Any], arch: str, family: str, seed: int) -> ImageClassifier:
+    pl.seed_everything(seed, verbose=False)
+    precode = config["precode"] if Defense(family).uses_precode else None
+    return ImageClassifier(arch, precode=precode, arch_kwargs=config["archs"][arch])
+
+
+def _training_defense(results: Path, arch: str, family: str, state: str) -> Optional[DefenseSpec]:
+    """The defense a state trains with: fixed ones as they are, noise at the previous state's sigma."""
+    if family in AUDITED:
+        return AUDITED[family].spec()
+    previous = STATES[STATES.index(state) - 1]
+    sigma = _protective_sigma(results, arch, family, states=(previous,))
+    return None if sigma is None else replace(CALIBRATED[family].spec(), sigma=sigma)
+
+
+def _trained(
+    config: dict[str, Any], data: Any, out: Path, results: Path, arch: str, family: str, state: str
+) -> ImageClassifier:
+    """The model of a cell, trained (once; checkpointed) from the previous state with its defense on."""
+    if state == "init":
+        return _network(config, arch, family, config["seed"])
+    checkpoint = out / "models" / arch / family / f"{state}.ckpt"
+    if checkpoint.exists():
+        return ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    model = _trained(config, data, out, results, arch, family, STATES[STATES.index(state) - 1])
+    defense = _training_defense(results, arch, family, state)
+    epochs = {"max_epochs": 1} if state == "epoch1" else config["plateau"]
+    _fit(model, data, defense, config, epochs).save_checkpoint(checkpoint)
+    return ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+
+
+def _fit(
+    model: ImageClassifier, data: Any, defense: Optional[DefenseSpec], config: dict[str, Any], epochs: dict[str, int]
+) -> pl.Trainer:
+    callbacks: list[pl.Callback] = [] if defense is None else [PartialPerturbation(**defense.to_dict())]
+    if "patience" in epochs:
+        callbacks.append(EarlyStopping("val/acc", patience=epochs["patience"], mode="max"))
+    trainer = pl.Trainer(max_epochs=epochs["max_epochs"], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+                         **config["trainer"])  # fmt: skip
+    trainer.fit(model, data)
+    return trainer
+
+
+def _accuracy(
+    config: dict[str, Any], data: Any, arch: str, family: str, sigma: Optional[float], seed: int
+) -> dict[str, Any]:
+    """Test accuracy after training to the plateau with the defense (at ``sigma``) on; PRECODE both ways."""
+    defense = AUDITED[family].spec() if family in AUDITED else None
+    if family in CALIBRATED and sigma is not None:
+        defense = replace(CALIBRATED[family].spec(), sigma=sigma)
+    if family in CALIBRATED and sigma is None:
+        return {"outcome": "no protective sigma"}
+    model = _network(config, arch, family, seed)
+    trainer = _fit(model, data, defense, config, config["plateau"])
+    scores = {"epochs": trainer.current_epoch, "test_acc": trainer.test(model, data, verbose=False)[0]["test/acc"]}
+    bottlenecks = [module for module in model.modules() if isinstance(module, PRECODE)]
+    if bottlenecks:  # the reference samples at test time too; z = mu is the other choice
+        for module in bottlenecks:
+            module.eval_sampling = "mean"
+        scores["test_acc_mean"] = trainer.test(model, data, verbose=False)[0]["test/acc"]
+    return scores
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _protective_sigma(
+    results: Path, arch: str, family: str, states: tuple[str, ...] = STATES
+) -> Optional[float]:
+    """The largest protective sigma of a noise family over the given states (``None``: none found)."""
+    found = [r for r in _read(results) if r["kind"] == "calibration" and r["arch"] == arch
+             and r["family"] == family and r["state"] in states and r["outcome"] == "calibrated"]  # fmt: skip
+    return max((r["search"]["sigma"] for r in found), default=None)
+
+
+def _key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(record.get(key) for key in ("kind", "arch", "family", "state", "seed"))
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Run a preset of the grid (``--preset``) into ``--out``."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/evidence[_<preset>]")
+    args = parser.parse_args(argv)
+    out = args.out or HERE / "results" / ("evidence" if args.preset == "cpu" else f"evidence_{args.preset}")
+    print(f"results: {run(copy.deepcopy(PRESETS[args.preset]), out)}")
+
+
+if __name__ == "__main__":
+    main()
