@@ -13,11 +13,12 @@ import torch
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
-from ppp_lightning.attacks import AttackSpec, CleanLayerAttack, FeatureInversion, InvertingGradients
+from ppp_lightning.attacks import AdaptiveAttack, AttackSpec, CleanLayerAttack, FeatureInversion, InvertingGradients
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.metrics import abs_ncc
 from ppp_lightning.models import build_network
+from ppp_lightning.precode import without_sampling
 from ppp_lightning.reporting import read_records
 
 PRECODE_SMALL = {"latent_dim": 32}
@@ -203,3 +204,14 @@ def test_callback_gives_the_clean_layer_attack_the_attached_defense(tmp_path):
         ValueError, match="attack='clean_layer' needs the defense it attacks: attach a PartialPerturbation"
     ):
         _fit_with([GradientInversionAttack("clean_layer", iterations=2)], tmp_path)
+
+
+def test_the_adaptive_attack_is_inverting_gradients_where_precode_does_not_sample():
+    torch.manual_seed(0)
+    plain = without_sampling(build_network("mlp", 10, (3, 8, 8), {"latent_dim": 4}, width=16).train())
+    x, y = torch.randn(1, 3, 8, 8), torch.tensor([3])
+    gradient = client_gradient(plain, x, y)
+    settings = {"iterations": 5, "progress": False, "seed": 0}
+    adaptive = AdaptiveAttack(**settings)(plain, gradient, y, (1, 3, 8, 8))
+    inverting = InvertingGradients(**settings)(plain, gradient, y, (1, 3, 8, 8))
+    assert torch.equal(adaptive.images, inverting.images)

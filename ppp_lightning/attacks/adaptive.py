@@ -26,7 +26,9 @@ class AdaptiveAttack(InvertingGradients):
     ``eps`` (``(N, latent_dim)`` per PRECODE, initialised from ``N(0, I)``) as a variable, as the
     Dropout Inversion Attack treats dropout masks, makes the whole gradient a deterministic
     function of what is optimised. ``eps`` reaches ``PRECODE.forward(x, eps)`` through a forward
-    pre-hook that lives only while the dummy forward pass runs.
+    pre-hook that lives only while the dummy forward pass runs. On a model whose PRECODE does not
+    sample (the positive control of PRECODE: its sampling switched off) there is no ``eps`` to
+    optimise and the attack is Inverting Gradients.
 
     Args:
         **kwargs: arguments of :class:`~ppp_lightning.attacks.inverting.InvertingGradients`.
@@ -36,10 +38,7 @@ class AdaptiveAttack(InvertingGradients):
         self, problems: Problems, shape: tuple[int, ...], init: Optional[Tensor], generator: torch.Generator
     ) -> Variables:
         variables = super().initial_variables(problems, shape, init, generator)
-        bottlenecks = sampling_bottlenecks(problems.model)
-        if not bottlenecks:
-            raise ValueError("the adaptive attack needs a PRECODE that samples in the model's current mode")
-        for name, module in bottlenecks.items():
+        for name, module in sampling_bottlenecks(problems.model).items():
             size = (self.restarts, shape[0], module.latent_dim)
             eps = torch.randn(size, generator=generator, device=problems.labels.device)
             variables[PREFIX + name] = self.per_problem(problems, eps)
