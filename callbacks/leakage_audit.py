@@ -131,14 +131,15 @@ class LeakageAudit(pl.Callback):
         with torch.random.fork_rng(devices=cuda), torch.inference_mode(False):
             model = copy.deepcopy(pl_module, memo={id(trainer): None})  # the copy holds no Trainer
             for defense in self._defenses(trainer):
-                folder = root / f"{event}-{'no_noise' if defense is None else 'noise'}"
+                audited = f"{event}-{'no_noise' if defense is None else 'noise'}"
+                folder = root / audited
                 suite = attack_suite(model, pool.train_set[0][0][None], defense, self.attacks, pool.one_channel,
                                      self.progress)  # fmt: skip
                 if trainer.fast_dev_run:  # as Lightning runs one batch of everything
                     suite = {label: spec.smoke_test() for label, spec in suite.items()}
                 records = audit(model, pool.train_set, suite, folder, defense, pool.mean, pool.std, pool.one_channel,
                                 self.victims, self.seed, progress=self.progress, sinks=sinks_for(trainer.loggers),
-                                step=trainer.global_step)  # fmt: skip
+                                step=trainer.global_step, prefix=f"{self.name}/{audited}")  # fmt: skip
                 defended = _defended(records[0])
                 self.rows += [[EVENTS[event], defended, *row] for row in leak_rows(records)]
                 prefix = f"{EVENTS[event].split()[0]}, {defended.split(' (')[0]}: "

@@ -65,7 +65,8 @@ class AuditedGradients:
     """The victims' shared gradients and, where a defense is audited, their controls.
 
     Args:
-        audited: what the control removes: ``"gradient perturbation"`` (noise, clipping or pruning), ``"precode sampling"`` or ``"nothing"``.
+        audited: what the control removes: ``"gradient perturbation"`` (noise, clipping or pruning),
+            ``"precode sampling"`` or ``"nothing"``.
         shared: every victim's shared gradient.
         control: every victim's gradient without the audited defense (``None``: no control).
         control_model: the network the control's client and attacker use.
@@ -132,6 +133,7 @@ def audit(
     progress: bool = True,
     sinks: Sequence[ReportSink] = (),
     step: int = 0,
+    prefix: str = "audit",
 ) -> list[dict[str, Any]]:
     """Attack ``victims`` training images of ``dataset`` with every attack, with controls; write the report.
 
@@ -150,6 +152,7 @@ def audit(
         progress: show a bar over attacks with the remaining time.
         sinks: logger adapters (W&B, TensorBoard) every attack also goes to.
         step: the logging step (a training step when audited during training).
+        prefix: the logged keys are ``<prefix>/<attack label>/...``.
 
     Returns:
         Every attack's record (those of earlier runs included), in the order of ``attacks``.
@@ -170,7 +173,7 @@ def audit(
         "victims": victims,
         "seed": seed,
     }
-    reporter = Reporter(folder, "audit", mean, std, sinks, records_file=RESULTS)
+    reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
     done = _finished(reporter, setting)
     metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
     reidentifier = Reidentifier(dataset, mean, std, one_channel, seed=seed)
@@ -185,7 +188,7 @@ def audit(
         record.update(labels=labels.tolist(), **assessed.record)
         _keep_reconstructions(folder, label, assessed)
         done[label] = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions, record, step,
-                                      prefix=f"audit/{label}", control=assessed.control)  # fmt: skip
+                                      prefix=f"{prefix}/{label}", control=assessed.control)  # fmt: skip
     records = [done[label] for label in attacks if label in done]
     (folder / REPORT).write_text(_report(records))
     title = f"Audit of {victims} victims; audited defense: {setting['audited']}"

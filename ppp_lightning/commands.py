@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
 from callbacks.partial_perturbation import PartialPerturbation
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.audit import REPORT, SHEET, audit, model_fingerprint
+from ppp_lightning.audit import LEAK_COLUMNS, REPORT, SHEET, audit, leak_rows, model_fingerprint
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.logger_sinks import sinks_for
@@ -82,6 +83,10 @@ class PPPTrainer(pl.Trainer):
         where = Path(folder) if folder else _default_folder(self, "audits", model, defense, victims, seed)
         records = audit(model, data.train_set, suite, where, defense, data.mean, data.std, data.one_channel,
                         victims, seed, sinks=sinks_for(self.loggers), step=self.global_step)  # fmt: skip
+        for logger in self.loggers:  # the report itself, next to the per-attack sheets and tables
+            if isinstance(logger, WandbLogger):
+                logger.log_table("audit/report", columns=list(LEAK_COLUMNS), data=leak_rows(records))
+                logger.log_image("audit/sheet", [str(where / SHEET)])
         print((where / REPORT).read_text() + f"\nSheet: {where / SHEET}")
         union = LeakRate.of(union_over_attacks({r["label"]: r["successes"] for r in records}))
         if fail_on_leak and union.leaked:

@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from pytorch_lightning.loggers import WandbLogger
 
 from callbacks import PartialPerturbation
 from datamodules import OfflineMNISTDataModule
@@ -113,3 +114,24 @@ def test_the_suite_holds_exactly_the_attacks_that_apply(arch, precode, layers, e
     assert suite["inverting"].get("iterations") == 1000  # the converged budget
     with pytest.raises(ValueError, match=rf"attacks \['nope'\] do not apply to this model and defense; allowed: {expected[0]}"):
         attack_suite(model, torch.zeros(1, 3, 32, 32), DefenseSpec(layers=layers), names=["nope"])
+
+
+def test_audit_logs_its_report_and_sheet_to_wandb(monkeypatch):
+    logged = {}
+    monkeypatch.setattr(WandbLogger, "log_table", lambda self, key, columns, data, **kw: logged.update({key: data}))
+    monkeypatch.setattr(WandbLogger, "log_image", lambda self, key, images, **kw: logged.update({key: images}))
+    config = _config()
+    wandb_logger = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"save_dir": "runs"}}
+    _audit(config, f"--trainer.logger={json.dumps(wandb_logger)}")
+    assert logged["audit/report"] == [["analytic", "4/4 (95% CI 0.40-1.00)", "-", "leaked"]]
+    assert logged["audit/sheet"] == [str(Path("audit/sheet.png"))]
+    assert logged["audit/analytic/victims"][0][1] == 0  # the per-victim table of the attack (victim 0)
+
+
+def test_calibrate_trains_with_and_without_the_noise_when_asked(capsys):
+    main(["calibrate", "--config", _config([NOISY]), "--attacks=[analytic]", "--victims=2", "--folder=cal",
+          "--train_epochs=1"])  # fmt: skip
+    printed = capsys.readouterr().out
+    without = float(printed.split("- without noise: ")[1].split("val/acc ")[1].split(",")[0])
+    noisy = float(printed.split("- with that noise: ")[1].split("val/acc ")[1].split(",")[0])
+    assert without > 0.7 and noisy < without  # one epoch of an mlp on the digits; the noise costs accuracy
