@@ -10,7 +10,8 @@ A cell is (architecture, defense family, training state). Fixed defenses (none, 
 are audited as they are (:func:`~ppp_lightning.audit.audit`, with the control that removes them);
 noise families are calibrated (:func:`~ppp_lightning.noise_search.calibrate`: the suite without
 noise is their control, then the smallest sigma at which no victim leaks, to a factor of 1.5).
-The victims are the same class-stratified training images in every cell, each alone in its batch.
+The victims are the same class-stratified training images in every cell, each alone in its batch
+(and, in one extra row per state, in batches of 4).
 Every model is trained with its defense on: a noise family trains each state with the sigma
 calibrated at the state before it (initialisation: none yet). Accuracy at the protective sigma
 is measured over several training seeds. Each finished unit is appended to ``evidence.jsonl``
@@ -64,6 +65,8 @@ _CPU = {
     # attack -> the only families it runs against (DLG's L-BFGS on an mlp-1024 costs minutes per victim)
     "attack_families": {"dlg": ["none", "precode"]},
     "factor": 1.5,
+    # the extra row: the same victims in batches (one shared gradient per batch)
+    "batch_rows": {"batch_size": 4, "families": ["none", "precode"]},
     "plateau": {"patience": 3, "max_epochs": 30},
     "accuracy_seeds": [0, 1, 2],
     "trainer": {},
@@ -79,6 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "states": ["init", "epoch1"], "victims": 2, "attacks": ["inverting", "analytic"],
               "attack_settings": {"inverting": {"iterations": 10}},
               "families": ["none", "precode", "noise_all", "ppp"], "plateau": {"patience": 1, "max_epochs": 1},
+              "batch_rows": {"batch_size": 2, "families": ["none"]},
               "accuracy_seeds": [0], "trainer": {"limit_train_batches": 2, "limit_val_batches": 2,
                                                  "limit_test_batches": 2}},
 }  # fmt: skip
@@ -118,6 +122,9 @@ def _units(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
             for family in config["families"]:
                 yield {"kind": "audit" if family in AUDITED else "calibration", "arch": arch, "family": family,
                        "state": state}  # fmt: skip
+            for family in config["batch_rows"]["families"]:
+                yield {"kind": "audit", "arch": arch, "family": family, "state": state,
+                       "batch_size": config["batch_rows"]["batch_size"]}  # fmt: skip
         for family in config["families"]:
             for seed in config["accuracy_seeds"]:
                 yield {"kind": "accuracy", "arch": arch, "family": family, "seed": seed}
@@ -134,11 +141,13 @@ def _measure(
     example = pool.train_set[0][0][None]
     common = {"mean": pool.mean, "std": pool.std, "one_channel": pool.one_channel, "victims": config["victims"]}
     common.update(seed=config["seed"], progress=False)
-    where = out / f"{unit['kind']}s" / arch / family / unit["state"]
+    batch_size = unit.get("batch_size", 1)
+    row = family if batch_size == 1 else f"{family}-batch{batch_size}"
+    where = out / f"{unit['kind']}s" / arch / row / unit["state"]
     if unit["kind"] == "audit":
         defense = AUDITED[family].spec()
-        suite = _suite(model, example, defense, config, family)
-        records = audit(model, pool.train_set, suite, where, defense, **common)
+        suite = _suite(model, example, defense, config, family, batch_size)
+        records = audit(model, pool.train_set, suite, where, defense, batch_size=batch_size, **common)
         return {"records": [_compact(record) for record in records]}
     family_spec = CALIBRATED[family].spec()
     suite = _suite(model, example, family_spec, config, family)
@@ -148,10 +157,15 @@ def _measure(
 
 
 def _suite(
-    model: torch.nn.Module, example: torch.Tensor, defense: Optional[DefenseSpec], config: dict[str, Any], family: str
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    defense: Optional[DefenseSpec],
+    config: dict[str, Any],
+    family: str,
+    batch_size: int = 1,
 ) -> dict[str, AttackSpec]:
     """The configured attacks (``None``: all) that apply here and run against ``family``, with their settings."""
-    suite = attack_suite(model, example, defense, tie_channels=True)
+    suite = attack_suite(model, example, defense, tie_channels=True, batch_size=batch_size)
     wanted, settings, restricted = config["attacks"], config["attack_settings"], config["attack_families"]
     return {label: spec.replace(**settings.get(label, {})) for label, spec in suite.items()
             if (wanted is None or label in wanted) and family in restricted.get(label, [family])}  # fmt: skip
@@ -246,7 +260,7 @@ def _protective_sigma(
 
 
 def _key(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(record.get(key) for key in ("kind", "arch", "family", "state", "seed"))
+    return tuple(record.get(key) for key in ("kind", "arch", "family", "state", "seed", "batch_size"))
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

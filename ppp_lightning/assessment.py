@@ -43,6 +43,7 @@ def assess(
     floor: Optional[Tensor] = None,
     reidentifier: Optional[Reidentifier] = None,
     control: Optional[Tensor] = None,
+    batch_size: Optional[int] = None,
 ) -> Assessment:
     """Score the reconstructions (and the control's) and judge the defense.
 
@@ -54,12 +55,14 @@ def assess(
         floor: ``(C, H, W)`` the trivial reconstruction (the dataset's mean image).
         reidentifier: re-identify each victim among same-class rivals (``None``: not scored).
         control: the same attack's reconstructions without the defense (``None``: no control ran).
+        batch_size: victims were attacked in consecutive batches of this size (one gradient each):
+            reconstructions are matched within their batch (``None``: all in one).
     """
-    own = _scored(metrics, reconstructions, victims, labels, floor, reidentifier)
+    own = _scored(metrics, reconstructions, victims, labels, floor, reidentifier, batch_size)
     record = dict(own.record)
     verdict_control = None
     if control is not None:
-        checked = _scored(metrics, control, victims, labels, floor, reidentifier)
+        checked = _scored(metrics, control, victims, labels, floor, reidentifier, batch_size)
         kept = ("per_image", "mean", "successes", "success_rate", "reidentified")
         record["control"] = {k: checked.record[k] for k in kept if k in checked.record}
         verdict_control = LeakRate.of(checked.record["successes"])
@@ -76,8 +79,9 @@ def _scored(
     labels: Tensor,
     floor: Optional[Tensor],
     reidentifier: Optional[Reidentifier],
+    batch_size: Optional[int] = None,
 ) -> Assessment:
-    scores = metrics(reconstructions, victims, floor)
+    scores = metrics(reconstructions, victims, floor, batch_size)
     ordered = reconstructions[scores["order"]]
     if reidentifier is not None:  # a legible class prototype is no leak of this image: it must also re-identify
         found = [r.reidentified for r in reidentifier(ordered, victims, labels)]

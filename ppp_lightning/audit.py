@@ -58,6 +58,8 @@ __all__ = [
 
 RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
 RECONSTRUCTIONS = "reconstructions"
+# Settings that records written before they existed lack, with the value those audits used.
+RECORD_DEFAULTS = {"batch_size": 1}
 
 
 @dataclass
@@ -79,34 +81,38 @@ class AuditedGradients:
 
 
 def audited_gradients(
-    network: nn.Module, images: Tensor, labels: Tensor, defense: Optional[DefenseSpec], seed: int, control: bool = True
+    network: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    defense: Optional[DefenseSpec],
+    seed: int,
+    control: bool = True,
+    batch_size: int = 1,
 ) -> AuditedGradients:
-    """Every victim's shared gradient (each alone in its batch) and the control's (see the module doc).
+    """Every batch's shared gradient and the control's (see the module doc).
 
     Args:
         network: the client's model, in the mode the client trains in.
         images: ``(N, C, H, W)`` the victims.
         labels: ``(N,)`` their labels.
         defense: the gradient perturbation (``None``: none).
-        seed: victim ``i``'s PRECODE sample and noise are drawn with ``seed + i``.
+        seed: batch ``i``'s PRECODE sample and noise are drawn with ``seed + i``.
         control: also compute the control's gradients.
+        batch_size: victims per shared gradient (consecutive ones; 1: each alone).
     """
+    batches = list(zip(images.split(batch_size), labels.split(batch_size)))
     resolved = None if defense is None else defense.resolve(network, images[:1])
-    pairs = [
-        seeded_client_gradients(network, x[None], y[None], resolved, seed + i)
-        for i, (x, y) in enumerate(zip(images, labels))
-    ]
+    pairs = [seeded_client_gradients(network, x, y, resolved, seed + i) for i, (x, y) in enumerate(batches)]
     shared = [pair[0] for pair in pairs]
     if defense is not None:
-        return AuditedGradients("gradient perturbation", shared, [pair[1] for pair in pairs] if control else None, network)
+        clean = [pair[1] for pair in pairs] if control else None
+        return AuditedGradients("gradient perturbation", shared, clean, network)
     if not any(isinstance(module, PRECODE) for module in network.modules()):
         return AuditedGradients("nothing", shared)
     if not control:
         return AuditedGradients("precode sampling", shared)
     plain = without_sampling(network)
-    return AuditedGradients(
-        "precode sampling", shared, [client_gradient(plain, x[None], y[None]) for x, y in zip(images, labels)], plain
-    )
+    return AuditedGradients("precode sampling", shared, [client_gradient(plain, x, y) for x, y in batches], plain)
 
 
 def model_fingerprint(model: nn.Module) -> str:
@@ -134,6 +140,7 @@ def audit(
     sinks: Sequence[ReportSink] = (),
     step: int = 0,
     prefix: str = "audit",
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """Attack ``victims`` training images of ``dataset`` with every attack, with controls; write the report.
 
@@ -153,18 +160,22 @@ def audit(
         sinks: logger adapters (W&B, TensorBoard) every attack also goes to.
         step: the logging step (a training step when audited during training).
         prefix: the logged keys are ``<prefix>/<attack label>/...``.
+        batch_size: victims per shared gradient (consecutive victims share one; 1: each alone).
 
     Returns:
         Every attack's record (those of earlier runs included), in the order of ``attacks``.
 
     Raises:
-        ValueError: if ``folder`` holds an audit of another model, defense, victims or seed.
+        ValueError: if ``folder`` holds an audit of another model, defense, victims, seed or batch
+            size, or ``victims`` is not a multiple of ``batch_size``.
     """
+    if batch_size < 1 or victims % batch_size:
+        raise ValueError(f"victims={victims}, batch_size={batch_size}; allowed: victims a multiple of batch_size >= 1")
     folder = Path(folder)
     images, labels = draw_victims(dataset, victims, seed, stratified=True)
     network = copy.deepcopy(model).train()
     device = next(network.parameters()).device  # attacks run there; scores on the CPU
-    gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, control)
+    gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, control, batch_size)
     setting = {
         "model": model_fingerprint(network),
         "defense": None if defense is None else defense.to_dict(),
@@ -172,6 +183,7 @@ def audit(
         "controlled": gradients.control is not None,
         "victims": victims,
         "seed": seed,
+        "batch_size": batch_size,
     }
     reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
     done = _finished(reporter, setting)
@@ -183,7 +195,7 @@ def audit(
             continue
         shape = tuple(images.shape[1:])
         reconstructions, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
-        assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls)
+        assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls, batch_size)
         record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting}
         record.update(labels=labels.tolist(), **assessed.record)
         _keep_reconstructions(folder, label, assessed)
@@ -201,7 +213,7 @@ def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, dict[str
     """The folder's finished attacks by label (the latest of each), refusing another audit's folder."""
     done = {}
     for record in reporter.records():
-        other = {key: record.get(key) for key in setting}
+        other = {key: record.get(key, RECORD_DEFAULTS.get(key)) for key in setting}
         if other != setting:
             changed = [key for key in setting if other[key] != setting[key]]
             raise ValueError(
@@ -223,8 +235,8 @@ def _attack(
 ) -> tuple[Tensor, Optional[Tensor]]:
     """The attack's reconstructions of the shared gradients and of the controls (one run where possible)."""
     attack = spec.build(mean, std)
-    shape = (1, *image_shape)
-    known = list(labels[:, None])
+    known = list(labels.split(len(labels) // len(gradients.shared)))
+    shape = (len(known[0]), *image_shape)
     count = len(known)
 
     def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
@@ -235,7 +247,7 @@ def _attack(
         return run(network, gradients.shared), None
     if gradients.control_model is network:
         both = run(network, gradients.shared + gradients.control)
-        return both[:count], both[count:]
+        return both[: len(labels)], both[len(labels) :]
     return run(network, gradients.shared), run(gradients.control_model, gradients.control)
 
 
@@ -305,7 +317,7 @@ def _report(records: list[dict[str, Any]]) -> str:
     first = records[0]
     lines += [
         _audited_text(first),
-        f"Model {first['model']}; {first['victims']} class-stratified victims, each alone in its batch; "
+        f"Model {first['model']}; {first['victims']} class-stratified victims, {_batches(first)}; "
         f"seed {first['seed']}.",
         "",
         markdown_table(LEAK_COLUMNS, leak_rows(records)),
@@ -320,3 +332,8 @@ def _audited_text(record: dict[str, Any]) -> str:
     if not record["controlled"]:
         return f"Audited defense: {record['audited']}, without controls: a leak needs none; protection is not claimed."
     return f"Audited defense: {record['audited']} (the control removes it). Noise settings: {record['defense']}."
+
+
+def _batches(record: dict[str, Any]) -> str:
+    size = record.get("batch_size", 1)
+    return "each alone in its batch" if size == 1 else f"in batches of {size} (one shared gradient each)"

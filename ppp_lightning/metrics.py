@@ -98,7 +98,7 @@ def image_scores(images: Tensor, truth: Tensor, one_channel: bool = False) -> di
     }
 
 
-def match_reconstructions(images: Tensor, truth: Tensor) -> Tensor:
+def match_reconstructions(images: Tensor, truth: Tensor, batch_size: Optional[int] = None) -> Tensor:
     """The order of ``images`` that best matches ``truth`` (optimal assignment on MSE).
 
     Attacks on a batch return its images in any order; this pairs them before scoring.
@@ -106,11 +106,16 @@ def match_reconstructions(images: Tensor, truth: Tensor) -> Tensor:
     Args:
         images: ``(N, ...)`` reconstructions.
         truth: ``(N, ...)`` ground truth.
+        batch_size: the images come from consecutive batches of this size (of one shared gradient
+            each): pair only within a batch. ``None``: one batch.
 
     Returns:
         ``(N,)`` indices: ``images[order[i]]`` is matched to ``truth[i]``.
     """
     cost = torch.cdist(truth.detach().flatten(1).double(), images.detach().flatten(1).double()).square()
+    if batch_size is not None:
+        batch = torch.arange(len(truth), device=cost.device) // batch_size
+        cost = cost + (batch[:, None] != batch[None, :]) * (cost.max() + 1) * len(truth)
     _, order = linear_sum_assignment(cost.cpu().numpy())
     return torch.as_tensor(order, device=images.device)
 
@@ -172,7 +177,13 @@ class ReconstructionMetrics:
         if success_metric == "lpips" and self.lpips is None:
             raise RuntimeError("success_metric='lpips' but LPIPS could not be loaded")
 
-    def __call__(self, reconstructions: Tensor, truth: Tensor, floor_image: Optional[Tensor] = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        reconstructions: Tensor,
+        truth: Tensor,
+        floor_image: Optional[Tensor] = None,
+        batch_size: Optional[int] = None,
+    ) -> dict[str, Any]:
         """Score a batch of reconstructions.
 
         Args:
@@ -180,6 +191,8 @@ class ReconstructionMetrics:
             truth: ``(N, C, H, W)`` normalised ground truth.
             floor_image: ``(C, H, W)`` normalised trivial reconstruction (the dataset's mean image);
                 ``None`` uses the per-channel mean (a flat image).
+            batch_size: reconstructions and truth come in consecutive batches of this size (one
+                shared gradient each), matched within their batch (``None``: one batch).
 
         Returns:
             ``order`` (see :func:`match_reconstructions`), ``per_image`` (metric -> list, in the
@@ -189,7 +202,7 @@ class ReconstructionMetrics:
         """
         images = to_unit_interval(reconstructions, self.mean, self.std)
         target = to_unit_interval(truth, self.mean, self.std)
-        order = match_reconstructions(images, target)
+        order = match_reconstructions(images, target, batch_size)
         scores = self._scores(images[order], target)
         if floor_image is None:
             floor_image = torch.zeros_like(truth[0])

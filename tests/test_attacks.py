@@ -143,11 +143,6 @@ def test_attacks_leave_the_model_untouched(digits):
     assert not model[1].bottleneck._forward_pre_hooks
 
 
-def test_adaptive_attack_needs_a_sampling_precode(digits):
-    with pytest.raises(ValueError, match="needs a PRECODE"):
-        _attack(digits, _victim("mlp", width=16), AdaptiveAttack(iterations=1, progress=False))
-
-
 def test_spec_builds_by_name_and_refuses_unknown_names_and_ignored_options():
     assert set(ATTACKS) == {"inverting", "dlg", "adaptive", "analytic", "clean_layer", "feature_inversion"}
     spec = AttackSpec("inverting", {"iterations": 3, "tv_weight": 0.5, "target": "before_decoder"})

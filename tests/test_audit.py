@@ -3,16 +3,19 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.attacks.suite import attack_suite
 from ppp_lightning.audit import audit, audited_gradients
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.models import build_network
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.victims import draw_victims
 
 
 def _setup():
@@ -67,3 +70,21 @@ def test_precode_is_audited_against_its_own_sampling_switched_off():
         assert not torch.allclose(gradients.shared[i]["head.weight"], gradients.control[i]["head.weight"])
     without_precode = build_network("mlp", 10, (3, 32, 32), None, width=32)
     assert audited_gradients(without_precode, images, labels, None, seed=0).control is None
+
+
+def test_batched_victims_share_one_gradient_per_batch_and_are_matched_within_it(tmp_path):
+    data, model, _ = _setup()
+    suite = attack_suite(model, data.train_set[0][0][None], batch_size=2, tie_channels=True)
+    assert list(suite) == ["inverting", "dlg"]  # the analytic recovery needs one image per gradient
+    inverting = {"inverting": suite["inverting"].replace(iterations=200)}
+    (record,) = audit(model, data.train_set, inverting, tmp_path, None, data.mean, data.std, True, victims=4,
+                      progress=False, batch_size=2)  # fmt: skip
+    assert record["batch_size"] == 2 and len(record["successes"]) == 4
+    report = (tmp_path / "report.md").read_text()
+    assert "4 class-stratified victims, in batches of 2 (one shared gradient each)" in report
+    images, labels = draw_victims(data.train_set, 4, 0, stratified=True)
+    gradients = audited_gradients(model, images, labels, None, 0, batch_size=2)
+    assert len(gradients.shared) == 2
+    assert torch.equal(gradients.shared[1]["head.bias"], client_gradient(model, images[2:], labels[2:])["head.bias"])
+    with pytest.raises(ValueError, match=r"victims=3, batch_size=2; allowed: victims a multiple of batch_size >= 1"):
+        audit(model, data.train_set, inverting, tmp_path / "odd", victims=3, batch_size=2)

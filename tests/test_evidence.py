@@ -9,9 +9,12 @@ from benchmarks.evidence import PRESETS, RESULTS, run
 def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
     path = run(copy.deepcopy(PRESETS["quick"]), tmp_path, progress=False)
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    cells = {(r["kind"], r["family"], r.get("state")) for r in records}
-    assert len(records) == len(cells) == 12  # 2 states x 4 families, then 4 accuracies
-    audits = {(r["family"], r["state"]): {a["label"]: a for a in r["records"]} for r in records if r["kind"] == "audit"}
+    cells = {(r["kind"], r["family"], r.get("state"), r.get("batch_size")) for r in records}
+    assert len(records) == len(cells) == 14  # 2 states x (4 families + a batch row), then 4 accuracies
+    audits = {(r["family"], r["state"]): {a["label"]: a for a in r["records"]} for r in records
+              if r["kind"] == "audit" and "batch_size" not in r}  # fmt: skip
+    batched = [r for r in records if r.get("batch_size") == 2]
+    assert [a["label"] for r in batched for a in r["records"]] == ["inverting"] * 2  # analytic needs one image
     for state in ("init", "epoch1"):
         plain, precode = audits[("none", state)], audits[("precode", state)]
         assert plain["analytic"]["outcome"] == "leaked" and "control" not in plain["analytic"]
@@ -29,4 +32,4 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
     assert accuracy["ppp"]["sigma"] == max(r["search"]["sigma"] for r in records
                                            if r["kind"] == "calibration" and r["family"] == "ppp")  # fmt: skip
     run(copy.deepcopy(PRESETS["quick"]), tmp_path, progress=False)
-    assert len((tmp_path / RESULTS).read_text().splitlines()) == 12  # a rerun skips every finished cell
+    assert len((tmp_path / RESULTS).read_text().splitlines()) == 14  # a rerun skips every finished cell

@@ -89,3 +89,13 @@ def test_invalid_arguments_are_refused_with_the_allowed_values():
         ReconstructionMetrics(success_metric="lpips")
     with pytest.raises(ValueError, match="std"):
         ReconstructionMetrics(std=(0.0,))
+
+
+def test_reconstructions_of_batched_gradients_are_matched_within_their_batch():
+    torch.manual_seed(0)
+    truth = torch.rand(4, 1, 8, 8)
+    swapped = truth[[2, 3, 0, 1]]  # each image sits in the other batch of two
+    assert match_reconstructions(swapped, truth).tolist() == [2, 3, 0, 1]
+    within = match_reconstructions(swapped, truth, batch_size=2).tolist()
+    assert sorted(within[:2]) == [0, 1] and sorted(within[2:]) == [2, 3]
+    assert match_reconstructions(truth[[1, 0, 3, 2]], truth, batch_size=2).tolist() == [1, 0, 3, 2]

@@ -2,8 +2,9 @@
 
 One place decides applicability, so the audit, the noise calibrator and the evidence benchmark
 attack the same way: the plain attack always; with a PRECODE the targeted, adaptive and
-feature-inversion attacks; the analytic recovery when the first ``Linear`` layer takes the image;
-DLG on models without convolutions; the clean-layer attack when the defense leaves a gradient clean.
+feature-inversion attacks; the analytic recovery when the first ``Linear`` layer takes the image
+(it and feature inversion recover one image per gradient); DLG on models without convolutions;
+the clean-layer attack when the defense leaves a gradient clean.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def attack_suite(
     names: Optional[Sequence[str]] = None,
     tie_channels: bool = False,
     progress: bool = False,
+    batch_size: int = 1,
 ) -> dict[str, AttackSpec]:
     """The attacks that apply to ``model`` under ``defense``, by label, with their converged defaults.
 
@@ -40,6 +42,7 @@ def attack_suite(
         names: keep only these labels (``None``: all that apply).
         tie_channels: the data has one true channel (e.g. MNIST): optimise one channel.
         progress: show each optimisation attack's progress bar.
+        batch_size: images per shared gradient (attacks that recover one image need 1).
 
     Raises:
         ValueError: if a name is not one of the labels that apply, naming those that do.
@@ -51,8 +54,9 @@ def attack_suite(
         for target in ("before_bottleneck", "before_decoder"):
             suite[f"inverting/{target}"] = AttackSpec("inverting", {"target": target, **tied, **shown})
         suite["adaptive"] = AttackSpec("adaptive", {**tied, **shown})  # PRECODE samples in training mode
-        suite["feature_inversion"] = AttackSpec("feature_inversion", {**tied, **shown})
-    if _first_layer_sees_the_image(model, example):
+        if batch_size == 1:
+            suite["feature_inversion"] = AttackSpec("feature_inversion", {**tied, **shown})
+    if batch_size == 1 and _first_layer_sees_the_image(model, example):
         suite["analytic"] = AttackSpec("analytic", tied)
     if not any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules()):
         suite["dlg"] = AttackSpec("dlg", {**tied, **shown})
