@@ -273,6 +273,8 @@ def sheet_rows(
 ) -> list[SheetRow]:
     """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their scores.
 
+    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
+
     Args:
         folder: the audit's folder.
         records: its records (:func:`audit`'s return).
@@ -283,7 +285,10 @@ def sheet_rows(
     """
     rows = []
     for record in records:
-        kept = torch.load(folder / RECONSTRUCTIONS / f"{_file_name(record['label'])}.pt")
+        path = folder / RECONSTRUCTIONS / f"{_file_name(record['label'])}.pt"
+        if not path.exists():  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
+            continue
+        kept = torch.load(path)
         name = f"{prefix}{record['label']}"
         rows.append(SheetRow(name, to_unit_interval(kept["attack"], mean, std), captions(record)))
         if controls and kept["control"] is not None:

@@ -88,3 +88,12 @@ def test_batched_victims_share_one_gradient_per_batch_and_are_matched_within_it(
     assert torch.equal(gradients.shared[1]["head.bias"], client_gradient(model, images[2:], labels[2:])["head.bias"])
     with pytest.raises(ValueError, match=r"victims=3, batch_size=2; allowed: victims a multiple of batch_size >= 1"):
         audit(model, data.train_set, inverting, tmp_path / "odd", victims=3, batch_size=2)
+
+
+def test_a_resumed_audit_without_its_kept_images_still_reports(tmp_path):
+    data, model, attacks = _setup()
+    first = _audit(data, model, attacks, tmp_path)
+    for kept in (tmp_path / "reconstructions").iterdir():  # as in a fresh clone of committed results
+        kept.unlink()
+    assert _audit(data, model, attacks, tmp_path) == first
+    assert Image.open(tmp_path / "sheet.png").size[1] < 2 * 96  # only the victims' row is left to draw
