@@ -1,6 +1,7 @@
 """Evidence v2: the paper's claims on cnn and mlp-1024 with the converged suite, controls and intervals.
 
     python -m benchmarks.evidence                        # cnn and mlp-1024 on 2 CPU cores (hours; resumable)
+    python -m benchmarks.evidence --archs mlp            # one architecture (run one process per core)
     python -m benchmarks.evidence --preset reduced       # resnet18 (GroupNorm) and vit: fewer victims and states
     python -m benchmarks.evidence --preset gpu           # all four architectures on one GPU
     python -m benchmarks.evidence --preset quick --out /tmp/quick   # what the test suite runs
@@ -277,9 +278,16 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/evidence[_<preset>]")
+    parser.add_argument("--archs", nargs="+", default=None, help="run only these of the preset's architectures "
+                        "(one process per architecture uses one core each: the attacks pin one thread)")
     args = parser.parse_args(argv)
+    config = copy.deepcopy(PRESETS[args.preset])
+    unknown = sorted(set(args.archs or []) - set(config["archs"]))
+    if unknown:
+        parser.error(f"--archs {unknown}; allowed: {', '.join(config['archs'])}")
+    config["archs"] = {arch: config["archs"][arch] for arch in args.archs or config["archs"]}
     out = args.out or HERE / "results" / ("evidence" if args.preset == "cpu" else f"evidence_{args.preset}")
-    print(f"results: {run(copy.deepcopy(PRESETS[args.preset]), out)}")
+    print(f"results: {run(config, out)}")
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ class PPPTrainer(pl.Trainer):
         where = Path(folder) if folder else _default_folder(self, "calibrations", model, family, victims, seed)
         results = [
             calibrate(state, data.train_set, attack_suite(state, data.train_set[0][0][None], family, attacks,
-                      data.one_channel), family, where / _state_folder(name), data.mean, data.std,
+                      data.one_channel, progress=True), family, where / _state_folder(name), data.mean, data.std,
                       data.one_channel, victims, seed, factor, start, name)  # fmt: skip
             for name, state in states
         ]
@@ -222,5 +222,6 @@ def _calibration_table(results: list[Calibration]) -> str:
             sigma = f"{r.search.sigma:.4g} (the smallest tried)"
         noise = [f"{r.noise[key]:.4g}" if r.noise else "-" for key in ("absolute", "relative", "noise_to_signal")]
         bound = "-" if r.upper_bound is None else f"{r.upper_bound:.3f} (0/{r.victims})"
-        lines.append(f"| {r.state} | {r.outcome} | {sigma} | {' | '.join(noise)} | {bound} | {', '.join(r.leaking_attacks) or '-'} |")
+        searched = ", ".join(r.leaking_attacks) or "-"
+        lines.append(f"| {r.state} | {r.outcome} | {sigma} | {' | '.join(noise)} | {bound} | {searched} |")
     return "\n".join(lines)
