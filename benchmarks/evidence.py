@@ -14,9 +14,10 @@ noise is their control, then the smallest sigma at which no victim leaks, to a f
 The victims are the same class-stratified training images in every cell, each alone in its batch
 (and, in one extra row per state, in batches of 4).
 Every model is trained with its defense on: a noise family trains each state with the sigma
-calibrated at the state before it (initialisation: none yet). Accuracy at the protective sigma
-is measured over several training seeds. Each finished unit is appended to ``evidence.jsonl``
-at once and every audit resumes attack by attack, so an interrupted run loses nothing.
+calibrated at the state before it (initialisation: none yet), and its bisection starts there.
+Accuracy at the protective sigma is measured over several training seeds. Each finished unit is
+appended to ``evidence.jsonl`` at once and every audit resumes attack by attack, so an
+interrupted run loses nothing.
 """
 
 from __future__ import annotations
@@ -152,8 +153,9 @@ def _measure(
         return {"records": [_compact(record) for record in records]}
     family_spec = CALIBRATED[family].spec()
     suite = _suite(model, example, family_spec, config, family)
+    start = _training_defense(results, arch, family, unit["state"]) if unit["state"] != "init" else None
     found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
-                      **common)  # fmt: skip
+                      start=None if start is None else start.sigma, **common)  # fmt: skip
     return found.to_dict()
 
 
