@@ -2,7 +2,7 @@
 
     python -m benchmarks.evidence                        # cnn and mlp-1024 on 2 CPU cores (hours; resumable)
     python -m benchmarks.evidence --archs mlp            # one architecture (run one process per core)
-    python -m benchmarks.evidence --preset reduced       # resnet18 (GroupNorm) and vit: fewer victims and states
+    python -m benchmarks.evidence --preset reduced       # resnet18 (GroupNorm) and vit: init, 4 victims, 3 attacks
     python -m benchmarks.evidence --preset gpu           # all four architectures on one GPU
     python -m benchmarks.evidence --preset quick --out /tmp/quick   # what the test suite runs
     python -m benchmarks.evidence_report benchmarks/results/evidence
@@ -76,8 +76,12 @@ _CPU = {
 }
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": _CPU,
-    "reduced": {**_CPU, "archs": {"resnet18": {"norm": "group"}, "vit": {}}, "states": ["init", "epoch1"],
-                "victims": 8, "accuracy_seeds": [0]},
+    # resnet18 and vit cost about 1 s per attack iteration on 2 CPU cores: initialisation only, 4 victims,
+    # the plain, targeted and adaptive attacks, one training seed
+    "reduced": {**_CPU, "archs": {"resnet18": {"norm": "group"}, "vit": {}}, "states": ["init"], "victims": 4,
+                "families": ["none", "precode", "noise_all", "ppp"], "batch_rows": {"batch_size": 4, "families": []},
+                "attacks": ["inverting", "inverting/before_decoder", "adaptive"], "accuracy_seeds": [0],
+                "plateau": {"patience": 2, "max_epochs": 10}},
     "gpu": {**_CPU, "archs": {"cnn": {}, "mlp": {"width": 1024}, "resnet18": {"norm": "group"}, "vit": {}},
             "trainer": {"accelerator": "gpu", "devices": 1}, "device": "cuda"},
     "quick": {**_CPU, "archs": {"mlp": {"width": 32}}, "precode": {"latent_dim": 16, "beta": 0.001},

@@ -33,3 +33,15 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
                                            if r["kind"] == "calibration" and r["family"] == "ppp")  # fmt: skip
     run(copy.deepcopy(PRESETS["quick"]), tmp_path, progress=False)
     assert len((tmp_path / RESULTS).read_text().splitlines()) == 14  # a rerun skips every finished cell
+
+
+def test_every_preset_names_known_families_states_and_attacks():
+    from benchmarks.evidence import AUDITED, CALIBRATED, STATES
+
+    labels = {"inverting", "inverting/before_bottleneck", "inverting/before_decoder", "adaptive", "feature_inversion",
+              "analytic", "dlg", "clean_layer"}  # fmt: skip
+    for name, preset in PRESETS.items():
+        families = set(preset["families"]) | set(preset["batch_rows"]["families"])
+        assert families <= set(AUDITED) | set(CALIBRATED), name
+        assert set(preset["states"]) <= set(STATES) and preset["states"][0] == "init", name
+        assert set(preset["attacks"] or []) | set(preset["attack_settings"]) | set(preset["attack_families"]) <= labels
