@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -46,6 +45,7 @@ from ppp_lightning.audit import audit
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.noise_search import calibrate
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.reporting import append_record, read_records
 from ppp_lightning.victims import victim_pool
 
 __all__ = ["PRESETS", "run"]
@@ -104,7 +104,7 @@ def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
     """
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS
-    done = {_key(record) for record in _read(results)}
+    done = {_key(record) for record in read_records(results)}
     data = OfflineMNISTDataModule(batch_size=64, seed=config["seed"])
     data.setup("fit")
     pool = victim_pool(data, "the evidence benchmark")
@@ -117,7 +117,7 @@ def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
         started = time.perf_counter()
         record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
         record["seconds"] = round(time.perf_counter() - started, 1)
-        _append(results, record)
+        append_record(results, record)
     return results
 
 
@@ -261,22 +261,13 @@ def _protective_sigma(
     results: Path, arch: str, family: str, states: tuple[str, ...] = STATES
 ) -> Optional[float]:
     """The largest protective sigma of a noise family over the given states (``None``: none found)."""
-    found = [r for r in _read(results) if r["kind"] == "calibration" and r["arch"] == arch
+    found = [r for r in read_records(results) if r["kind"] == "calibration" and r["arch"] == arch
              and r["family"] == family and r["state"] in states and r["outcome"] == "calibrated"]  # fmt: skip
     return max((r["search"]["sigma"] for r in found), default=None)
 
 
 def _key(record: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(record.get(key) for key in ("kind", "arch", "family", "state", "seed", "batch_size"))
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as handle:
-        handle.write(json.dumps(record) + "\n")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -20,7 +20,7 @@ from torchvision.utils import save_image
 from ppp_lightning.metrics import to_unit_interval
 from ppp_lightning.sheets import SheetRow, draw_sheet
 
-__all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "captions", "read_records"]
+__all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "append_record", "captions", "read_records"]
 
 RECORDS_FILE = "metrics.jsonl"
 SCORES = ("psnr", "ssim", "ncc")
@@ -45,10 +45,27 @@ class ReportSink(Protocol):
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` file (empty if it does not exist)."""
+    """The records of a JSON-lines file (empty if it does not exist).
+
+    A line cut short (a run killed while appending; :func:`append_record` starts a new line after
+    it) is dropped: its attack runs again.
+    """
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in filter(str.strip, path.read_text().splitlines()):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """Append one record as a line of ``path`` at once (after the cut-short line of a killed run, if any)."""
+    cut_short = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as handle:
+        handle.write(("\n" if cut_short else "") + json.dumps(record) + "\n")
 
 
 class Reporter:
@@ -121,8 +138,7 @@ class Reporter:
         self.folder.mkdir(parents=True, exist_ok=True)
         save_image(grid, self.folder / image_name)
         written = {**record, "image": image_name}
-        with self.records_path.open("a") as handle:
-            handle.write(json.dumps(written) + "\n")
+        append_record(self.records_path, written)
         scalars = _scalars(written, prefix)
         for sink in self.sinks:
             sink.log_reconstruction(prefix, grid, truth01, rec01, written, step)

@@ -97,3 +97,13 @@ def test_a_resumed_audit_without_its_kept_images_still_reports(tmp_path):
         kept.unlink()
     assert _audit(data, model, attacks, tmp_path) == first
     assert Image.open(tmp_path / "sheet.png").size[1] < 2 * 96  # only the victims' row is left to draw
+
+
+def test_a_record_cut_short_by_a_crash_is_dropped_and_its_attack_runs_again(tmp_path):
+    data, model, attacks = _setup()
+    (first,) = _audit(data, model, attacks, tmp_path)
+    results = tmp_path / "results.jsonl"
+    results.write_text(results.read_text()[:-40])  # killed while appending
+    (again,) = _audit(data, model, attacks, tmp_path)
+    assert again["successes"] == first["successes"]
+    assert [json.loads(line)["label"] for line in results.read_text().splitlines()[1:]] == ["analytic"]
