@@ -260,7 +260,9 @@ def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> Non
     (folder / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
     kept = {"attack": assessed.reconstructions, "control": assessed.control}
     path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
-    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, path)
+    partial = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
+    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, partial)
+    partial.replace(path)
 
 
 def sheet_rows(
