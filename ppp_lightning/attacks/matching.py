@@ -22,6 +22,7 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, grad_and_value, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from ppp_lightning.attacks.execution import ExecutionChoice, signature
@@ -399,8 +400,11 @@ def _one_by_one(single: Evaluate, variables: Variables, active: Tensor) -> tuple
 
 @contextmanager
 def _attack_mode(model: nn.Module, threads: Optional[int], names: Sequence[str]) -> Iterator[None]:
-    """Gradients on (also for the matched parameters), ``threads`` CPU threads and a pure forward
-    pass; everything restored afterwards.
+    """Gradients on (also for the matched parameters), ``threads`` CPU threads, a pure forward pass
+    and attention by its plain formula; everything restored afterwards.
+
+    Matching differentiates the model's gradient again, and the fused attention kernels (flash,
+    memory-efficient) have no second derivative; the plain one does.
 
     BatchNorm in training mode normalises with batch statistics whatever its running ones, so
     not tracking them changes no output and removes the in-place update that transforms refuse.
@@ -419,7 +423,7 @@ def _attack_mode(model: nn.Module, threads: Optional[int], names: Sequence[str])
     for parameter in frozen:
         parameter.requires_grad_(True)
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
             yield
     finally:
         torch.set_num_threads(previous_threads)
