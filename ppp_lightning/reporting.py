@@ -166,15 +166,21 @@ def _title(record: dict[str, Any], step: int) -> str:
 
 
 def captions(record: dict[str, Any]) -> list[str]:
-    """Per image: correlation, PSNR and, where scored, whether it re-identified the victim."""
+    """Per image: correlation, PSNR and, where scored, whether it re-identified the victim and leaked it."""
     per_image = record.get("per_image")
     if not per_image:
         return []
-    reid = record.get("reidentified") or [None] * len(per_image["ncc"])
+    count = len(per_image["ncc"])
+    reid = record.get("reidentified") or [None] * count
+    leaked = record.get("successes") or [None] * count
     return [
-        f"ncc {ncc:.2f}\n{psnr:.1f} dB" + ("" if found is None else f"\nreid {'yes' if found else 'no'}")
-        for ncc, psnr, found in zip(per_image["ncc"], per_image["psnr"], reid)
+        f"ncc {ncc:.2f}\n{psnr:.1f} dB" + _yes_no("reid", found) + _yes_no("leaked", success)
+        for ncc, psnr, found, success in zip(per_image["ncc"], per_image["psnr"], reid, leaked)
     ]
+
+
+def _yes_no(name: str, value: Optional[bool]) -> str:
+    return "" if value is None else f"\n{name} {'yes' if value else 'no'}"
 
 
 def _scalars(record: dict[str, Any], prefix: str) -> dict[str, float]:

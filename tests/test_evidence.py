@@ -4,6 +4,9 @@ import copy
 import json
 
 from benchmarks.evidence import PRESETS, RESULTS, run
+from benchmarks.evidence_sheets import noise_rows, write_sheets
+from datamodules import OfflineMNISTDataModule
+from ppp_lightning.victims import victim_pool
 
 
 def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
@@ -33,6 +36,21 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
                                            if r["kind"] == "calibration" and r["family"] == "ppp")  # fmt: skip
     run(copy.deepcopy(PRESETS["quick"]), tmp_path, progress=False)
     assert len((tmp_path / RESULTS).read_text().splitlines()) == 14  # a rerun skips every finished cell
+    _check_sheets(tmp_path, next(r for r in records if r["kind"] == "calibration" and r["family"] == "ppp"))
+
+
+def _check_sheets(folder, calibration):
+    """The ppp rows show the attack that leaked just below the protective sigma, at both sigmas."""
+    assert [p.name for p in write_sheets(folder, shown=1)] == ["sheet_mlp_init.png", "sheet_mlp_epoch1.png"]
+    data = OfflineMNISTDataModule(batch_size=64, seed=0)
+    data.setup("fit")
+    rows = noise_rows(folder / "calibrations/mlp/ppp/init", "ppp", calibration, victim_pool(data, "test"))
+    search = calibration["search"]
+    assert [row.name for row in rows] == [f"ppp sigma {search['leaking']:.3g} (leaks): analytic",
+                                          f"ppp sigma {search['sigma']:.3g} (protective): analytic"]  # fmt: skip
+    assert [row.images.shape[0] for row in rows] == [2, 2]
+    assert [caption.endswith("leaked no") for caption in rows[1].captions] == [True, True]  # protective: none leaked
+    assert [caption.endswith("leaked yes") for caption in rows[0].captions] == [True, True]  # analytic: exact
 
 
 def test_every_preset_names_known_families_states_and_attacks():

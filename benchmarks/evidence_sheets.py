@@ -1,0 +1,130 @@
+"""Reconstruction sheets of the evidence grid: per architecture and state, what each defense lets through.
+
+    python -m benchmarks.evidence_sheets benchmarks/results/evidence
+    python -m benchmarks.evidence_sheets benchmarks/results/evidence_reduced --shown 4
+
+Writes ``sheet_<arch>_<state>.png`` into the folder. Under the victims, one row per attack of each
+audited defense (none, PRECODE, pruning), then, for each noise family, the attacks that leaked just
+below the protective sigma, at that sigma and at the protective one (for a family with no
+protective sigma: at the largest sigma tried). Every image is captioned with its scores. The
+images are the ones the audits kept (``reconstructions/``); rows whose images are absent are left
+out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+from torchvision.utils import save_image
+
+from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS
+from datamodules import OfflineMNISTDataModule
+from ppp_lightning.audit import sheet_rows
+from ppp_lightning.metrics import to_unit_interval
+from ppp_lightning.reporting import read_records
+from ppp_lightning.sheets import SheetRow, draw_sheet
+from ppp_lightning.victims import VictimPool, draw_victims, victim_pool
+
+__all__ = ["defense_rows", "main", "noise_rows", "write_sheets"]
+
+AUDIT_RESULTS = "results.jsonl"
+
+
+def defense_rows(folder: Path, family: str, pool: VictimPool) -> list[SheetRow]:
+    """Every attack of an audited defense's folder (``audits/<arch>/<family>/<state>``)."""
+    records = read_records(folder / AUDIT_RESULTS)
+    return sheet_rows(folder, records, pool.mean, pool.std, controls=False, prefix=f"{family}: ")
+
+
+def noise_rows(folder: Path, family: str, calibration: dict[str, Any], pool: VictimPool) -> list[SheetRow]:
+    """A noise family's leaking attacks just below its protective sigma and at it.
+
+    Args:
+        folder: the calibration's folder (``calibrations/<arch>/<family>/<state>``).
+        family: the family's name, put before every row's name.
+        calibration: its record in ``evidence.jsonl``.
+        pool: the victims' pool (for the normalisation).
+    """
+    search = calibration.get("search") or {}
+    below, protective = search.get("leaking"), search.get("sigma")
+    if below is None:
+        return []
+    labels = {r["label"] for r in read_records(_sigma_folder(folder, below) / AUDIT_RESULTS) if any(r["successes"])}
+    rows = []
+    for sigma, name in ((below, "leaks"), (protective, "protective")):
+        if sigma is None:
+            continue
+        at = _sigma_folder(folder, sigma)
+        records = [r for r in read_records(at / AUDIT_RESULTS) if r["label"] in labels]
+        rows += sheet_rows(at, records, pool.mean, pool.std, controls=False,
+                           prefix=f"{family} sigma {sigma:.3g} ({name}): ")  # fmt: skip
+    return rows
+
+
+def _sigma_folder(folder: Path, sigma: float) -> Path:
+    """Where :func:`~ppp_lightning.noise_search.calibrate` kept its audit at ``sigma``."""
+    return folder / f"sigma={sigma:.6g}"
+
+
+def write_sheets(folder: Path, shown: int = 10, seed: int = 0) -> list[Path]:
+    """Draw one sheet per architecture and state found in ``folder``; return their paths.
+
+    Args:
+        folder: a results folder of :mod:`benchmarks.evidence`.
+        shown: how many of the victims to show (the first ones: one per class).
+        seed: the grid's seed, which drew the victims (every preset's is 0).
+
+    Raises:
+        ValueError: if ``shown`` is below 1.
+    """
+    if shown < 1:
+        raise ValueError(f"shown={shown}; allowed: an integer >= 1")
+    records = [r for r in read_records(folder / RESULTS) if r["kind"] != "accuracy" and r.get("batch_size", 1) == 1]
+    data = OfflineMNISTDataModule(batch_size=64, seed=seed)
+    data.setup("fit")
+    pool = victim_pool(data, "the evidence sheets")
+    paths = []
+    for arch, state in dict.fromkeys((r["arch"], r["state"]) for r in records):
+        rows = _rows(folder, arch, state, [r for r in records if (r["arch"], r["state"]) == (arch, state)], pool)
+        if not rows:
+            continue
+        victims, _ = draw_victims(pool.train_set, len(rows[0].images), seed, stratified=True)
+        truth = SheetRow("victims", to_unit_interval(victims, pool.mean, pool.std))
+        shown_rows = [SheetRow(r.name, r.images[:shown], list(r.captions)[:shown]) for r in [truth, *rows]]
+        title = (f"{arch}, {state}: the first {min(shown, len(victims))} of {len(victims)} victims and their "
+                 "reconstructions per defense and attack (captions: NCC, PSNR, re-identified)")  # fmt: skip
+        path = folder / f"sheet_{arch}_{state}.png"
+        save_image(draw_sheet(title, shown_rows), path)
+        paths.append(path)
+    return paths
+
+
+def _rows(folder: Path, arch: str, state: str, records: Sequence[dict[str, Any]], pool: VictimPool) -> list[SheetRow]:
+    by_family = {r["family"]: r for r in records}
+    rows = []
+    for family in AUDITED:
+        if family in by_family:
+            rows += defense_rows(folder / "audits" / arch / family / state, family, pool)
+    for family in CALIBRATED:
+        if family in by_family:
+            rows += noise_rows(folder / "calibrations" / arch / family / state, family, by_family[family], pool)
+    return rows
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Draw the sheets of the results folder named on the command line."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a results folder of benchmarks.evidence")
+    parser.add_argument("--shown", type=int, default=10, help="victims shown per row (default 10: one per class)")
+    args = parser.parse_args(argv)
+    if not (args.folder / RESULTS).is_file():
+        parser.error(f"no {RESULTS} in {args.folder}")
+    for path in write_sheets(args.folder, args.shown):
+        print(f"sheet: {path}")
+
+
+if __name__ == "__main__":
+    main()
