@@ -2,7 +2,8 @@
 
     python -m benchmarks.evidence                        # cnn and mlp-1024 on 2 CPU cores (hours; resumable)
     python -m benchmarks.evidence --archs mlp            # one architecture (run one process per core)
-    python -m benchmarks.evidence --preset reduced       # resnet18 (GroupNorm) and vit: init, 4 victims, 3 attacks
+    python -m benchmarks.evidence --preset reduced --archs vit   # vit and resnet18 (GroupNorm): init, 4 victims
+    python -m benchmarks.evidence --preset reduced --archs resnet18 --families none precode   # the audits only
     python -m benchmarks.evidence --preset gpu           # all four architectures on one GPU
     python -m benchmarks.evidence --preset quick --out /tmp/quick   # what the test suite runs
     python -m benchmarks.evidence_report benchmarks/results/evidence
@@ -48,7 +49,7 @@ from ppp_lightning.precode import PRECODE
 from ppp_lightning.reporting import append_record, read_records
 from ppp_lightning.victims import victim_pool
 
-__all__ = ["PRESETS", "run"]
+__all__ = ["PRESETS", "configure", "run"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
@@ -271,6 +272,29 @@ def _key(record: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(record.get(key) for key in ("kind", "arch", "family", "state", "seed", "batch_size"))
 
 
+def configure(preset: str, archs: Optional[list[str]] = None, families: Optional[list[str]] = None) -> dict[str, Any]:
+    """A copy of a preset restricted to some of its architectures and defense families.
+
+    Args:
+        preset: a name in :data:`PRESETS`.
+        archs: the architectures to run (``None``: all of the preset's).
+        families: the families to run (``None``: all of the preset's); batch rows keep only these.
+
+    Raises:
+        ValueError: if an architecture or family is not in the preset.
+    """
+    config = copy.deepcopy(PRESETS[preset])
+    choices = (("archs", archs, list(config["archs"])), ("families", families, config["families"]))
+    for option, chosen, allowed in choices:
+        unknown = sorted(set(chosen or []) - set(allowed))
+        if unknown:
+            raise ValueError(f"--{option} {unknown}; allowed: {', '.join(allowed)}")
+    config["archs"] = {arch: config["archs"][arch] for arch in archs or config["archs"]}
+    config["families"] = [family for family in config["families"] if family in (families or config["families"])]
+    config["batch_rows"]["families"] = [f for f in config["batch_rows"]["families"] if f in config["families"]]
+    return config
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Run a preset of the grid (``--preset``) into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -278,12 +302,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/evidence[_<preset>]")
     parser.add_argument("--archs", nargs="+", default=None, help="run only these of the preset's architectures "
                         "(one process per architecture uses one core each: the attacks pin one thread)")
+    parser.add_argument("--families", nargs="+", default=None, help="run only these of the preset's defense "
+                        "families (e.g. the audited ones where calibrations cost too much)")
     args = parser.parse_args(argv)
-    config = copy.deepcopy(PRESETS[args.preset])
-    unknown = sorted(set(args.archs or []) - set(config["archs"]))
-    if unknown:
-        parser.error(f"--archs {unknown}; allowed: {', '.join(config['archs'])}")
-    config["archs"] = {arch: config["archs"][arch] for arch in args.archs or config["archs"]}
+    try:
+        config = configure(args.preset, args.archs, args.families)
+    except ValueError as error:
+        parser.error(str(error))
     out = args.out or HERE / "results" / ("evidence" if args.preset == "cpu" else f"evidence_{args.preset}")
     print(f"results: {run(config, out)}")
 

@@ -63,3 +63,19 @@ def test_every_preset_names_known_families_states_and_attacks():
         assert families <= set(AUDITED) | set(CALIBRATED), name
         assert set(preset["states"]) <= set(STATES) and preset["states"][0] == "init", name
         assert set(preset["attacks"] or []) | set(preset["attack_settings"]) | set(preset["attack_families"]) <= labels
+
+
+def test_a_preset_narrows_to_chosen_architectures_and_families_and_names_the_allowed_ones():
+    import pytest
+
+    from benchmarks.evidence import configure
+
+    config = configure("cpu", ["mlp"], ["precode", "ppp"])
+    assert config["archs"] == {"mlp": {"width": 1024}} and config["families"] == ["precode", "ppp"]
+    assert config["batch_rows"]["families"] == ["precode"]
+    assert configure("cpu", families=["ppp"])["batch_rows"]["families"] == []
+    assert PRESETS["cpu"]["families"] == ["none", "precode", "prune", "noise_all", "ppp", "ppp_no_encoder"]
+    with pytest.raises(ValueError, match=r"--archs \['vit'\]; allowed: cnn, mlp"):
+        configure("cpu", ["vit"])
+    with pytest.raises(ValueError, match=r"--families \['dp'\]; allowed: none, precode, prune"):
+        configure("cpu", families=["dp"])
