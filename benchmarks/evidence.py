@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.defenses import Defense
 from callbacks import PartialPerturbation
-from datamodules import OfflineMNISTDataModule
+from datamodules import CIFAR10DataModule, OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.attacks.suite import attack_suite
@@ -49,7 +49,7 @@ from ppp_lightning.precode import PRECODE
 from ppp_lightning.reporting import append_record, read_records
 from ppp_lightning.victims import victim_pool
 
-__all__ = ["PRESETS", "configure", "run"]
+__all__ = ["PRESETS", "configure", "datamodule", "run"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
@@ -58,6 +58,7 @@ AUDITED = {"none": Defense("none"), "precode": Defense("precode"), "prune": Defe
 CALIBRATED = {name: Defense(name, sigma=1.0) for name in ("noise_all", "ppp", "ppp_no_encoder")}
 _CPU = {
     "seed": 0,
+    "data": {},  # datamodule options; with "data_dir": CIFAR-10 from that folder, else the offline digits
     "archs": {"cnn": {}, "mlp": {"width": 1024}},
     "precode": {"latent_dim": 256, "beta": 0.001},
     "states": list(STATES),
@@ -107,7 +108,7 @@ def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS
     done = {_key(record) for record in read_records(results)}
-    data = OfflineMNISTDataModule(batch_size=64, seed=config["seed"])
+    data = datamodule(config["data"], config["seed"])
     data.setup("fit")
     pool = victim_pool(data, "the evidence benchmark")
     units = list(_units(config))
@@ -121,6 +122,17 @@ def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
         record["seconds"] = round(time.perf_counter() - started, 1)
         append_record(results, record)
     return results
+
+
+def datamodule(options: dict[str, Any], seed: int) -> Any:
+    """The grid's data: CIFAR-10 from ``options["data_dir"]`` when given, else the offline digits.
+
+    Args:
+        options: the datamodule's options (a preset's ``data``).
+        seed: the grid's seed (the validation split's).
+    """
+    options = {"batch_size": 64, "seed": seed, **options}
+    return CIFAR10DataModule(**options) if "data_dir" in options else OfflineMNISTDataModule(**options)
 
 
 def _units(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -154,11 +166,11 @@ def _measure(
     where = out / f"{unit['kind']}s" / arch / row / unit["state"]
     if unit["kind"] == "audit":
         defense = AUDITED[family].spec()
-        suite = _suite(model, example, defense, config, family, batch_size)
+        suite = _suite(model, example, defense, config, family, pool.one_channel, batch_size)
         records = audit(model, pool.train_set, suite, where, defense, batch_size=batch_size, **common)
         return {"records": [_compact(record) for record in records]}
     family_spec = CALIBRATED[family].spec()
-    suite = _suite(model, example, family_spec, config, family)
+    suite = _suite(model, example, family_spec, config, family, pool.one_channel)
     start = _training_defense(results, arch, family, unit["state"]) if unit["state"] != "init" else None
     found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
                       start=None if start is None else start.sigma, **common)  # fmt: skip
@@ -171,10 +183,11 @@ def _suite(
     defense: Optional[DefenseSpec],
     config: dict[str, Any],
     family: str,
+    tie_channels: bool,
     batch_size: int = 1,
 ) -> dict[str, AttackSpec]:
     """The configured attacks (``None``: all) that apply here and run against ``family``, with their settings."""
-    suite = attack_suite(model, example, defense, tie_channels=True, batch_size=batch_size)
+    suite = attack_suite(model, example, defense, tie_channels=tie_channels, batch_size=batch_size)
     wanted, settings, restricted = config["attacks"], config["attack_settings"], config["attack_families"]
     return {label: spec.replace(**settings.get(label, {})) for label, spec in suite.items()
             if (wanted is None or label in wanted) and family in restricted.get(label, [family])}  # fmt: skip
@@ -302,6 +315,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/evidence[_<preset>]")
     parser.add_argument("--archs", nargs="+", default=None, help="run only these of the preset's architectures "
                         "(one process per architecture uses one core each: the attacks pin one thread)")
+    parser.add_argument("--cifar10", type=Path, default=None, help="CIFAR-10 from this folder (torchvision's layout, "
+                        "never downloaded) instead of the offline digits; results go to a folder ending in _cifar10")
     parser.add_argument("--families", nargs="+", default=None, help="run only these of the preset's defense "
                         "families (e.g. the audited ones where calibrations cost too much)")
     args = parser.parse_args(argv)
@@ -309,7 +324,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         config = configure(args.preset, args.archs, args.families)
     except ValueError as error:
         parser.error(str(error))
-    out = args.out or HERE / "results" / ("evidence" if args.preset == "cpu" else f"evidence_{args.preset}")
+    if args.cifar10 is not None:
+        config["data"] = {"data_dir": str(args.cifar10)}
+    suffixes = ("" if args.preset == "cpu" else f"_{args.preset}", "" if args.cifar10 is None else "_cifar10")
+    out = args.out or HERE / "results" / "".join(["evidence", *suffixes])
     print(f"results: {run(config, out)}")
 
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.evidence_sheets benchmarks/results/evidence
     python -m benchmarks.evidence_sheets benchmarks/results/evidence_reduced --shown 4
+    python -m benchmarks.evidence_sheets benchmarks/results/evidence_cifar10 --cifar10 data
 
 Writes ``sheet_<arch>_<state>.png`` into the folder. Under the victims, one row per attack of each
 audited defense (none, PRECODE, pruning), then, for each noise family, the attacks that leaked just
@@ -20,8 +21,7 @@ from typing import Any, Optional
 
 from torchvision.utils import save_image
 
-from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS
-from datamodules import OfflineMNISTDataModule
+from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS, datamodule
 from ppp_lightning.audit import sheet_rows
 from ppp_lightning.metrics import to_unit_interval
 from ppp_lightning.reporting import read_records
@@ -69,13 +69,14 @@ def _sigma_folder(folder: Path, sigma: float) -> Path:
     return folder / f"sigma={sigma:.6g}"
 
 
-def write_sheets(folder: Path, shown: int = 10, seed: int = 0) -> list[Path]:
+def write_sheets(folder: Path, shown: int = 10, seed: int = 0, data: Optional[dict[str, Any]] = None) -> list[Path]:
     """Draw one sheet per architecture and state found in ``folder``; return their paths.
 
     Args:
         folder: a results folder of :mod:`benchmarks.evidence`.
         shown: how many of the victims to show (the first ones: one per class).
         seed: the grid's seed, which drew the victims (every preset's is 0).
+        data: the grid's datamodule options (``{"data_dir": ...}`` for CIFAR-10; default: the offline digits).
 
     Raises:
         ValueError: if ``shown`` is below 1.
@@ -83,9 +84,9 @@ def write_sheets(folder: Path, shown: int = 10, seed: int = 0) -> list[Path]:
     if shown < 1:
         raise ValueError(f"shown={shown}; allowed: an integer >= 1")
     records = [r for r in read_records(folder / RESULTS) if r["kind"] != "accuracy" and r.get("batch_size", 1) == 1]
-    data = OfflineMNISTDataModule(batch_size=64, seed=seed)
-    data.setup("fit")
-    pool = victim_pool(data, "the evidence sheets")
+    source = datamodule(data or {}, seed)
+    source.setup("fit")
+    pool = victim_pool(source, "the evidence sheets")
     paths = []
     for arch, state in dict.fromkeys((r["arch"], r["state"]) for r in records):
         rows = _rows(folder, arch, state, [r for r in records if (r["arch"], r["state"]) == (arch, state)], pool)
@@ -119,10 +120,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a results folder of benchmarks.evidence")
     parser.add_argument("--shown", type=int, default=10, help="victims shown per row (default 10: one per class)")
+    parser.add_argument("--cifar10", type=Path, default=None, help="the CIFAR-10 folder the grid ran on")
     args = parser.parse_args(argv)
     if not (args.folder / RESULTS).is_file():
         parser.error(f"no {RESULTS} in {args.folder}")
-    for path in write_sheets(args.folder, args.shown):
+    data = None if args.cifar10 is None else {"data_dir": str(args.cifar10)}
+    for path in write_sheets(args.folder, args.shown, data=data):
         print(f"sheet: {path}")
 
 

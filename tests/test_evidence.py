@@ -79,3 +79,21 @@ def test_a_preset_narrows_to_chosen_architectures_and_families_and_names_the_all
         configure("cpu", ["vit"])
     with pytest.raises(ValueError, match=r"--families \['dp'\]; allowed: none, precode, prune"):
         configure("cpu", families=["dp"])
+
+
+def test_the_grid_runs_on_cifar10_files_on_disk(tmp_path, cifar10_root):
+    import torch
+
+    from benchmarks.evidence import configure, datamodule
+    from ppp_lightning.victims import draw_victims
+
+    config = configure("quick", families=["none"])
+    config.update(states=["init"], accuracy_seeds=[], data={"data_dir": str(cifar10_root), "val_size": 10})
+    records = [json.loads(line) for line in run(config, tmp_path, progress=False).read_text().splitlines()]
+    assert [(r["family"], r.get("batch_size")) for r in records] == [("none", None), ("none", 2)]
+    data = datamodule(config["data"], config["seed"])
+    data.setup("fit")
+    victims, _ = draw_victims(data.train_set, 2, config["seed"], stratified=True)
+    recovered = torch.load(tmp_path / "audits/mlp/none/init/reconstructions/analytic.pt")["attack"]
+    assert torch.allclose(recovered, victims, atol=1e-3)  # the first layer's input: these CIFAR-10 images, exactly
+    assert [p.name for p in write_sheets(tmp_path, shown=1, data=config["data"])] == ["sheet_mlp_init.png"]
