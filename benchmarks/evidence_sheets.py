@@ -22,16 +22,15 @@ from typing import Any, Optional
 from torchvision.utils import save_image
 
 from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS, datamodule
+from ppp_lightning.audit import RESULTS as AUDIT_RESULTS
 from ppp_lightning.audit import sheet_rows
 from ppp_lightning.metrics import to_unit_interval
+from ppp_lightning.noise_search import sigma_folder
 from ppp_lightning.reporting import read_records
 from ppp_lightning.sheets import SheetRow, draw_sheet
 from ppp_lightning.victims import VictimPool, draw_victims, victim_pool
 
 __all__ = ["defense_rows", "main", "noise_rows", "write_sheets"]
-
-AUDIT_RESULTS = "results.jsonl"
-
 
 def defense_rows(folder: Path, family: str, pool: VictimPool) -> list[SheetRow]:
     """Every attack of an audited defense's folder (``audits/<arch>/<family>/<state>``)."""
@@ -52,21 +51,16 @@ def noise_rows(folder: Path, family: str, calibration: dict[str, Any], pool: Vic
     below, protective = search.get("leaking"), search.get("sigma")
     if below is None:
         return []
-    labels = {r["label"] for r in read_records(_sigma_folder(folder, below) / AUDIT_RESULTS) if any(r["successes"])}
+    labels = {r["label"] for r in read_records(sigma_folder(folder, below) / AUDIT_RESULTS) if any(r["successes"])}
     rows = []
     for sigma, name in ((below, "leaks"), (protective, "protective")):
         if sigma is None:
             continue
-        at = _sigma_folder(folder, sigma)
+        at = sigma_folder(folder, sigma)
         records = [r for r in read_records(at / AUDIT_RESULTS) if r["label"] in labels]
         rows += sheet_rows(at, records, pool.mean, pool.std, controls=False,
                            prefix=f"{family} sigma {sigma:.3g} ({name}): ")  # fmt: skip
     return rows
-
-
-def _sigma_folder(folder: Path, sigma: float) -> Path:
-    """Where :func:`~ppp_lightning.noise_search.calibrate` kept its audit at ``sigma``."""
-    return folder / f"sigma={sigma:.6g}"
 
 
 def write_sheets(folder: Path, shown: int = 10, seed: int = 0, data: Optional[dict[str, Any]] = None) -> list[Path]:
@@ -96,7 +90,7 @@ def write_sheets(folder: Path, shown: int = 10, seed: int = 0, data: Optional[di
         truth = SheetRow("victims", to_unit_interval(victims, pool.mean, pool.std))
         shown_rows = [SheetRow(r.name, r.images[:shown], list(r.captions)[:shown]) for r in [truth, *rows]]
         title = (f"{arch}, {state}: the first {min(shown, len(victims))} of {len(victims)} victims and their "
-                 "reconstructions per defense and attack (captions: NCC, PSNR, re-identified)")  # fmt: skip
+                 "reconstructions per defense and attack (captions: NCC, PSNR, re-identified, leaked)")  # fmt: skip
         path = folder / f"sheet_{arch}_{state}.png"
         save_image(draw_sheet(title, shown_rows), path)
         paths.append(path)

@@ -28,7 +28,7 @@ from ppp_lightning.validation import check_number
 from ppp_lightning.verdicts import clopper_pearson, union_over_attacks
 from ppp_lightning.victims import draw_victims
 
-__all__ = ["Calibration", "SigmaSearch", "calibrate", "noise_statistics", "smallest_protective_sigma"]
+__all__ = ["Calibration", "SigmaSearch", "calibrate", "noise_statistics", "sigma_folder", "smallest_protective_sigma"]
 
 
 @dataclass
@@ -162,6 +162,11 @@ def _rms(values: Tensor) -> float:
     return values.pow(2).mean().sqrt().item()
 
 
+def sigma_folder(folder: Path, sigma: float) -> Path:
+    """Where :func:`calibrate` keeps its audit at ``sigma`` (``folder/sigma=<value>``)."""
+    return Path(folder) / f"sigma={sigma:.6g}"
+
+
 def calibrate(
     model: nn.Module,
     dataset: Any,
@@ -215,7 +220,7 @@ def calibrate(
     def leaks(sigma: float) -> bool:
         noisy = replace(family, sigma=sigma)
         suite = {label: attacks[label] for label in leaking}
-        records = audit(model, dataset, suite, folder / f"sigma={sigma:.6g}", noisy, **common)
+        records = audit(model, dataset, suite, sigma_folder(folder, sigma), noisy, **common)
         unions[sigma] = union_over_attacks({record["label"]: record["successes"] for record in records})
         return any(unions[sigma])
 
