@@ -4,7 +4,7 @@
     python -m benchmarks.evidence --archs mlp            # one architecture (run one process per core)
     python -m benchmarks.evidence --preset reduced --archs vit   # vit and resnet18 (GroupNorm): init, 4 victims
     python -m benchmarks.evidence --preset reduced --archs resnet18 --families none precode   # the audits only
-    python -m benchmarks.evidence --preset gpu           # all four architectures on one GPU
+    python -m benchmarks.evidence --preset gpu --minutes 9   # all four architectures on one GPU, within a lease
     python -m benchmarks.evidence --preset quick --out /tmp/quick   # what the test suite runs
     python -m benchmarks.evidence_report benchmarks/results/evidence
 
@@ -97,13 +97,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
+def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optional[float] = None) -> Path:
     """Run (or resume) the grid; return the results file.
 
     Args:
         config: a preset (:data:`PRESETS`), possibly changed.
         out: the results folder.
-        progress: show a bar over the grid's units with the remaining time.
+        progress: show a bar over the grid's remaining units with the remaining time.
+        minutes: start no unit after this many minutes (a rerun continues; ``None``: run them all).
     """
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS
@@ -111,11 +112,13 @@ def run(config: dict[str, Any], out: Path, progress: bool = True) -> Path:
     data = datamodule(config["data"], config["seed"])
     data.setup("fit")
     pool = victim_pool(data, "the evidence benchmark")
-    units = list(_units(config))
-    bar = tqdm(units, desc="evidence", unit="cell", disable=not progress)
-    for unit in bar:
-        if _key(unit) in done:
-            continue
+    todo = [unit for unit in _units(config) if _key(unit) not in done]
+    bar = tqdm(todo, desc=f"evidence ({len(done)} done before)", unit="cell", disable=not progress)
+    begun = time.perf_counter()
+    for position, unit in enumerate(bar):
+        if minutes is not None and time.perf_counter() - begun > 60 * minutes:
+            print(f"stopped after {minutes} minutes: {len(todo) - position} units left (rerun to continue)")
+            break
         bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
         started = time.perf_counter()
         record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
@@ -136,15 +139,20 @@ def datamodule(options: dict[str, Any], seed: int) -> Any:
 
 
 def _units(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The grid in order: per architecture, each state's cells, then the accuracies."""
-    for arch in config["archs"]:
-        for state in config["states"]:
+    """The grid in order: each state's cells on every architecture, then the accuracies.
+
+    A state needs only earlier states' results (noise trains at the previous state's sigma), so a
+    run cut short has every architecture's earliest states first.
+    """
+    for state in config["states"]:
+        for arch in config["archs"]:
             for family in config["families"]:
                 yield {"kind": "audit" if family in AUDITED else "calibration", "arch": arch, "family": family,
                        "state": state}  # fmt: skip
             for family in config["batch_rows"]["families"]:
                 yield {"kind": "audit", "arch": arch, "family": family, "state": state,
                        "batch_size": config["batch_rows"]["batch_size"]}  # fmt: skip
+    for arch in config["archs"]:
         for family in config["families"]:
             for seed in config["accuracy_seeds"]:
                 yield {"kind": "accuracy", "arch": arch, "family": family, "seed": seed}
@@ -317,6 +325,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         "(one process per architecture uses one core each: the attacks pin one thread)")
     parser.add_argument("--cifar10", type=Path, default=None, help="CIFAR-10 from this folder (torchvision's layout, "
                         "never downloaded) instead of the offline digits; results go to a folder ending in _cifar10")
+    parser.add_argument("--minutes", type=float, default=None, help="start no cell after this many minutes "
+                        "(e.g. a GPU lease: --preset gpu --minutes 9); a rerun continues")
     parser.add_argument("--families", nargs="+", default=None, help="run only these of the preset's defense "
                         "families (e.g. the audited ones where calibrations cost too much)")
     args = parser.parse_args(argv)
@@ -328,7 +338,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         config["data"] = {"data_dir": str(args.cifar10)}
     suffixes = ("" if args.preset == "cpu" else f"_{args.preset}", "" if args.cifar10 is None else "_cifar10")
     out = args.out or HERE / "results" / "".join(["evidence", *suffixes])
-    print(f"results: {run(config, out)}")
+    print(f"results: {run(config, out, minutes=args.minutes)}")
 
 
 if __name__ == "__main__":

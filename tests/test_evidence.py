@@ -3,10 +3,13 @@
 import copy
 import json
 
-from benchmarks.evidence import PRESETS, RESULTS, run
+import pytest
+import torch
+
+from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
 from benchmarks.evidence_sheets import noise_rows, write_sheets
-from datamodules import OfflineMNISTDataModule
-from ppp_lightning.victims import victim_pool
+from ppp_lightning.reporting import read_records
+from ppp_lightning.victims import draw_victims, victim_pool
 
 
 def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
@@ -42,7 +45,7 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
 def _check_sheets(folder, calibration):
     """The ppp rows show the attack that leaked just below the protective sigma, at both sigmas."""
     assert [p.name for p in write_sheets(folder, shown=1)] == ["sheet_mlp_init.png", "sheet_mlp_epoch1.png"]
-    data = OfflineMNISTDataModule(batch_size=64, seed=0)
+    data = datamodule({}, 0)
     data.setup("fit")
     rows = noise_rows(folder / "calibrations/mlp/ppp/init", "ppp", calibration, victim_pool(data, "test"))
     search = calibration["search"]
@@ -66,10 +69,6 @@ def test_every_preset_names_known_families_states_and_attacks():
 
 
 def test_a_preset_narrows_to_chosen_architectures_and_families_and_names_the_allowed_ones():
-    import pytest
-
-    from benchmarks.evidence import configure
-
     config = configure("cpu", ["mlp"], ["precode", "ppp"])
     assert config["archs"] == {"mlp": {"width": 1024}} and config["families"] == ["precode", "ppp"]
     assert config["batch_rows"]["families"] == ["precode"]
@@ -82,11 +81,6 @@ def test_a_preset_narrows_to_chosen_architectures_and_families_and_names_the_all
 
 
 def test_the_grid_runs_on_cifar10_files_on_disk(tmp_path, cifar10_root):
-    import torch
-
-    from benchmarks.evidence import configure, datamodule
-    from ppp_lightning.victims import draw_victims
-
     config = configure("quick", families=["none"])
     config.update(states=["init"], accuracy_seeds=[], data={"data_dir": str(cifar10_root), "val_size": 10})
     records = [json.loads(line) for line in run(config, tmp_path, progress=False).read_text().splitlines()]
@@ -97,3 +91,9 @@ def test_the_grid_runs_on_cifar10_files_on_disk(tmp_path, cifar10_root):
     recovered = torch.load(tmp_path / "audits/mlp/none/init/reconstructions/analytic.pt")["attack"]
     assert torch.allclose(recovered, victims, atol=1e-3)  # the first layer's input: these CIFAR-10 images, exactly
     assert [p.name for p in write_sheets(tmp_path, shown=1, data=config["data"])] == ["sheet_mlp_init.png"]
+
+
+def test_a_time_budget_starts_no_cell_after_it_and_says_how_many_are_left(tmp_path, capsys):
+    path = run(configure("quick"), tmp_path, progress=False, minutes=0)
+    assert read_records(path) == []
+    assert "stopped after 0 minutes: 14 units left (rerun to continue)" in capsys.readouterr().out
