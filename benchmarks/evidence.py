@@ -4,7 +4,7 @@
     python -m benchmarks.evidence --archs mlp            # one architecture (run one process per core)
     python -m benchmarks.evidence --preset reduced --archs vit   # vit and resnet18 (GroupNorm): init, 4 victims
     python -m benchmarks.evidence --preset reduced --archs resnet18 --families none precode   # the audits only
-    python -m benchmarks.evidence --preset gpu --minutes 9   # all four architectures on one GPU, within a lease
+    python -m benchmarks.evidence --gpu --minutes 9      # all four architectures on one GPU, within a lease
     python -m benchmarks.evidence --preset quick --out /tmp/quick   # what the test suite runs
     python -m benchmarks.evidence_report benchmarks/results/evidence
 
@@ -319,7 +319,8 @@ def configure(preset: str, archs: Optional[list[str]] = None, families: Optional
 def main(argv: Optional[list[str]] = None) -> None:
     """Run a preset of the grid (``--preset``) into ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="default: cpu")
+    parser.add_argument("--gpu", action="store_true", help="the gpu preset (as --preset gpu does)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/evidence[_<preset>]")
     parser.add_argument("--archs", nargs="+", default=None, help="run only these of the preset's architectures "
                         "(one process per architecture uses one core each: the attacks pin one thread)")
@@ -330,10 +331,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--families", nargs="+", default=None, help="run only these of the preset's defense "
                         "families (e.g. the audited ones where calibrations cost too much)")
     args = parser.parse_args(argv)
+    if args.gpu and args.preset not in (None, "gpu"):
+        parser.error(f"--gpu and --preset {args.preset}; choose one")
+    args.preset = "gpu" if args.gpu else args.preset or "cpu"
     try:
         config = configure(args.preset, args.archs, args.families)
     except ValueError as error:
         parser.error(str(error))
+    if config["device"] == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--preset {args.preset} runs on CUDA, and torch sees no CUDA device here")
     if args.cifar10 is not None:
         config["data"] = {"data_dir": str(args.cifar10)}
     suffixes = ("" if args.preset == "cpu" else f"_{args.preset}", "" if args.cifar10 is None else "_cifar10")

@@ -97,3 +97,15 @@ def test_a_time_budget_starts_no_cell_after_it_and_says_how_many_are_left(tmp_pa
     path = run(configure("quick"), tmp_path, progress=False, minutes=0)
     assert read_records(path) == []
     assert "stopped after 0 minutes: 14 units left (rerun to continue)" in capsys.readouterr().out
+
+
+def test_the_command_line_refuses_contradictions_and_gpu_selects_the_gpu_preset(capsys, monkeypatch):
+    from benchmarks.evidence import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for argv, message in ((["--gpu", "--preset", "cpu"], "--gpu and --preset cpu; choose one"),
+                          (["--gpu", "--archs", "foo"], "--archs ['foo']; allowed: cnn, mlp, resnet18, vit"),
+                          (["--gpu"], "--preset gpu runs on CUDA, and torch sees no CUDA device here")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
