@@ -6,18 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.evidence_report import (
-    MISSING,
-    Finding,
-    bootstrap_ratio,
-    every,
-    load,
-    main,
-    some,
-    spread,
-    thresholds,
-    write_report,
-)
+from benchmarks.evidence_claims import Finding, bootstrap_ratio, every, some, thresholds
+from benchmarks.evidence_records import MISSING, load
+from benchmarks.evidence_report import main, spread, write_report
 from ppp_lightning.verdicts import LeakRate, judge
 
 VICTIMS = 4
