@@ -53,8 +53,9 @@ CLAIMS: dict[str, dict[str, str]] = {
     "C2": {
         "claim": "Targeted attacks break PRECODE alone",
         "rule": f"Per state, from the PRECODE audit's records of {', '.join(TARGETED)}: holds if any of them leaked "
-        "a victim (a leak needs no control); does not hold if they ran and none leaked. A non-leak here is just a "
-        "non-leak: it does not show that PRECODE protects. Over states: holds if any state holds.",
+        "a victim (a leak needs no control); does not hold if none leaked and PRECODE is what stopped one of them "
+        "(its outcome is protected: its control, the network with the sampling off, leaked); else inconclusive "
+        "(the attacks failed with the sampling off too, or none ran). Over states: holds if any state holds.",
     },
     "C3": {
         "claim": "PPP stops the targeted attacks",
@@ -225,7 +226,11 @@ def targeted_attacks(evidence: Evidence, arch: str, state: str) -> Finding:
     if not ran:
         return Finding(UNSURE, f"{state}: no targeted attack ran")
     text = ", ".join(f"{r['label']} {sum(r['successes'])}/{len(r['successes'])}" for r in ran)
-    return Finding(HOLDS if any(any(r["successes"]) for r in ran) else FAILS, f"{state}: {text}")
+    if any(any(r["successes"]) for r in ran):
+        return Finding(HOLDS, f"{state}: {text}")
+    if any(r["outcome"] == "protected" for r in ran):
+        return Finding(FAILS, f"{state}: {text}")
+    return Finding(UNSURE, f"{state}: {text}; the attacks leaked nothing with the sampling off either")
 
 
 def ppp_stops_targeted(evidence: Evidence, arch: str, state: str) -> Finding:

@@ -79,7 +79,8 @@ def _fails(state):
 def _unsure(state):
     """Arch ``c``: the attacks are too weak for any claim."""
     return [
-        _audit("c", "precode", state, _attack("inverting", F, F), _attack("analytic", T, T)),
+        _audit("c", "precode", state, _attack("inverting", F, F), _attack("inverting/before_decoder", F, F),
+               _attack("analytic", T, T)),
         _calibration("c", "noise_all", state, _threshold_unions(16), leaking=("inverting",)),
         _calibration("c", "ppp", state, {0: F}),
     ]
@@ -154,7 +155,7 @@ def test_claim_verdicts_follow_their_rules(report):
     verdicts = {c: {a: f["verdict"] for a, f in v["per_arch"].items()} for c, v in summary["claims"].items()}
     assert verdicts == {
         "C1": {"a": "holds", "b": "does not hold", "c": "inconclusive"},
-        "C2": {"a": "holds", "b": "does not hold", "c": "inconclusive"},  # c: no targeted attack ran
+        "C2": {"a": "holds", "b": "does not hold", "c": "inconclusive"},  # c: the targeted attack's control failed
         "C3": {"a": "holds", "b": "does not hold", "c": "inconclusive"},  # c: the calibration is inconclusive
         "C4": {"a": "holds", "b": "does not hold", "c": "inconclusive"},
     }
