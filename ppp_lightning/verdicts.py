@@ -101,7 +101,7 @@ class Verdict:
         if self.outcome == "leaked":
             return f"leaked: {self.defended}"
         if self.outcome == "protected":
-            return f"protected: {self.defended} leaked; control (no defense) {self.control}"
+            return f"protected: {self.defended} leaked; control (without the audited defense) {self.control}"
         if self.control is None:
             return f"inconclusive: {self.defended} leaked, and no control ran without the defense"
         return (

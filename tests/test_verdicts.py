@@ -40,7 +40,7 @@ def test_protected_only_with_a_passing_control_else_inconclusive():
     none = LeakRate(0, 8)
     assert (
         str(judge(none, LeakRate(8, 8)))
-        == "protected: 0/8 (95% CI 0.00-0.37) leaked; control (no defense) 8/8 (95% CI 0.63-1.00)"
+        == "protected: 0/8 (95% CI 0.00-0.37) leaked; control (without the audited defense) 8/8 (95% CI 0.63-1.00)"
     )
     assert judge(none, LeakRate(1, 8)).outcome == "inconclusive"
     assert (
