@@ -216,7 +216,8 @@ def test_a_control_that_leaks_makes_a_blocked_attack_protected_and_logs_both_rat
     (record,) = read_records(Path(logger.log_dir, "attack", "metrics.jsonl"))
     assert record["success_rate"] == 0.0 and record["control"]["success_rate"] == 1.0  # noise 100x the RMS vs exact
     assert record["outcome"] == "protected"
-    assert record["verdict"] == "protected: 0/1 (95% CI 0.00-0.97) leaked; control (without the audited defense) 1/1 (95% CI 0.03-1.00)"
+    assert record["verdict"] == ("protected: 0/1 (95% CI 0.00-0.97) leaked; "
+                                 "control (without the audited defense) 1/1 (95% CI 0.03-1.00)")
     metrics = Path(logger.log_dir, "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"attack/success_rate", "attack/control_success_rate", "attack/reidentification_rate"} <= set(metrics)
     width, height = Image.open(Path(logger.log_dir, "attack", record["image"])).size
