@@ -115,3 +115,15 @@ def test_estimator_is_validated_and_the_spec_takes_the_new_options():
         AttackSpec("analytic", {"iterations": 3})
     with pytest.raises(ValueError, match="bias gradient is zero"):
         linear_input(torch.ones(2, 3), torch.zeros(2))
+
+
+def test_rank_one_recovery_is_exact_when_most_units_are_switched_off():
+    """A ReLU layer after training passes gradient through few units: LAPACK's eigh failed on such
+    Gram matrices (5 of these 20 draws), so zero rows are left out before it runs."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        delta = torch.randn(1024, generator=generator, dtype=torch.float64)
+        delta[torch.randperm(1024, generator=generator)[:927]] = 0  # 97 live units, as in the mlp that failed
+        x = torch.rand(3072, generator=generator, dtype=torch.float64)
+        recovered = linear_input(delta[:, None] * x[None], delta)
+        assert torch.allclose(recovered[0], x, atol=1e-10)

@@ -206,10 +206,19 @@ def _leading_left_vector(matrix: Tensor) -> Tensor:
 
     Computed from the eigenvectors of the smaller Gram matrix: a full SVD of a
     ``(1024, 3072)`` gradient takes seconds, ``eigh`` of ``(1024, 1024)`` a fraction of one.
+    Zero rows and columns (units a ReLU switched off) are left out first: they add nothing to the
+    vector, and LAPACK's ``eigh`` can fail to converge on a Gram matrix with many zero eigenvalues.
     """
-    rows, cols = matrix.shape
+    live_rows, live_cols = matrix.abs().sum(1) > 0, matrix.abs().sum(0) > 0
+    live = matrix[live_rows][:, live_cols]
+    vector = matrix.new_zeros(matrix.shape[0])
+    if live.numel() == 0:
+        return vector
+    rows, cols = live.shape
     if rows <= cols:
-        return torch.linalg.eigh(matrix @ matrix.T).eigenvectors[:, -1]
-    # More outputs than inputs (e.g. PRECODE's 2K-wide encoder on fewer features): the smaller
-    # Gram matrix gives the right vector, and the matrix maps it onto the left one.
-    return matrix @ torch.linalg.eigh(matrix.T @ matrix).eigenvectors[:, -1]
+        vector[live_rows] = torch.linalg.eigh(live @ live.T).eigenvectors[:, -1]
+    else:
+        # More outputs than inputs (e.g. PRECODE's 2K-wide encoder on fewer features): the smaller
+        # Gram matrix gives the right vector, and the matrix maps it onto the left one.
+        vector[live_rows] = live @ torch.linalg.eigh(live.T @ live).eigenvectors[:, -1]
+    return vector
