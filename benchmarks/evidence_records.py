@@ -8,13 +8,13 @@ in the words that the tables, claims and figures share.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES
+from ppp_lightning.reporting import read_records
 from ppp_lightning.verdicts import LeakRate
 
 __all__ = [
@@ -139,14 +139,9 @@ def load(folders: Sequence[Path], expect: Sequence[str] = ()) -> Evidence:
 
 def _read(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of a results file and how many lines were not JSON."""
-    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records, len(lines) - len(records)
+    records = read_records(path)
+    lines = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.exists() else 0
+    return records, lines - len(records)
 
 
 def _expect_seen(grid: dict[str, ArchGrid], records: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ federated server, so both report the same way. No Lightning import here.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -63,9 +64,11 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """Append one record as a line of ``path`` at once (after the cut-short line of a killed run, if any)."""
-    cut_short = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
-    with path.open("a") as handle:
-        handle.write(("\n" if cut_short else "") + json.dumps(record) + "\n")
+    with path.open("a+b") as handle:  # reads only the last byte; writes always go to the end
+        end = handle.seek(0, os.SEEK_END)
+        handle.seek(max(end - 1, 0))
+        cut_short = end > 0 and handle.read(1) != b"\n"
+        handle.write((("\n" if cut_short else "") + json.dumps(record) + "\n").encode())
 
 
 class Reporter:
