@@ -15,7 +15,9 @@ noise is their control, then the smallest sigma at which no victim leaks, to a f
 The victims are the same class-stratified training images in every cell, each alone in its batch
 (and, in one extra row per state, in batches of 4).
 Every model is trained with its defense on: a noise family trains each state with the sigma
-calibrated at the state before it (initialisation: none yet), and its bisection starts there.
+calibrated at the state before it (initialisation: none yet), and its bisection starts there (or,
+where none was found, at the largest sigma tried). Processes with different ``--families`` can share
+a folder: each skips the cells another finished.
 Accuracy at the protective sigma is measured over several training seeds. Each finished unit is
 appended to ``evidence.jsonl`` at once and every audit resumes attack by attack, so an
 interrupted run loses nothing.
@@ -119,6 +121,8 @@ def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optio
         if minutes is not None and time.perf_counter() - begun > 60 * minutes:
             print(f"stopped after {minutes} minutes: {len(todo) - position} units left (rerun to continue)")
             break
+        if _key(unit) in {_key(record) for record in read_records(results)}:
+            continue  # another process on the same folder (other --families) finished it meanwhile
         bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
         started = time.perf_counter()
         record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
@@ -179,9 +183,9 @@ def _measure(
         return {"records": [_compact(record) for record in records]}
     family_spec = CALIBRATED[family].spec()
     suite = _suite(model, example, family_spec, config, family, pool.one_channel)
-    start = _training_defense(results, arch, family, unit["state"]) if unit["state"] != "init" else None
+    start = _search_start(results, arch, family, unit["state"])
     found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
-                      start=None if start is None else start.sigma, **common)  # fmt: skip
+                      start=start, **common)  # fmt: skip
     return found.to_dict()
 
 
@@ -278,6 +282,19 @@ def _accuracy(
 
 
 # --------------------------------------------------------------------------- results
+
+
+def _search_start(results: Path, arch: str, family: str, state: str) -> Optional[float]:
+    """Where a state's bisection starts: the previous state's answer, or the largest sigma it tried
+    when that still leaked (a clean layer leaks at any sigma; walking up to it again costs hours)."""
+    if state == "init":
+        return None
+    previous = STATES[STATES.index(state) - 1]
+    found = [r for r in read_records(results) if r["kind"] == "calibration" and r["arch"] == arch
+             and r["family"] == family and r["state"] == previous]  # fmt: skip
+    if any(r["outcome"] == "not found" for r in found):
+        return max(sigma for r in found for sigma, _ in r["search"]["evaluations"])
+    return _protective_sigma(results, arch, family, states=(previous,))
 
 
 def _protective_sigma(

@@ -8,7 +8,7 @@ import torch
 
 from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
 from benchmarks.evidence_sheets import noise_rows, write_sheets
-from ppp_lightning.reporting import read_records
+from ppp_lightning.reporting import append_record, read_records
 from ppp_lightning.victims import draw_victims, victim_pool
 
 
@@ -109,3 +109,38 @@ def test_the_command_line_refuses_contradictions_and_gpu_selects_the_gpu_preset(
         with pytest.raises(SystemExit):
             main(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_cell_another_process_finished_meanwhile_is_skipped(tmp_path, monkeypatch):
+    import benchmarks.evidence as evidence
+
+    config = configure("quick", families=["none", "precode"])
+    config.update(states=["init"], accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
+    measured = []
+
+    def measure(unit, config, data, pool, out, results):  # the other process finishes precode while none runs
+        measured.append(unit["family"])
+        append_record(results, {**unit, "family": "precode", "by": "the other process"})
+        return {"records": []}
+
+    monkeypatch.setattr(evidence, "_measure", measure)
+    records = read_records(run(config, tmp_path, progress=False))
+    assert measured == ["none"] and [(r["family"], r.get("by")) for r in records] == [
+        ("precode", "the other process"), ("none", None)]  # fmt: skip
+
+
+def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_gave_up(tmp_path):
+    from benchmarks.evidence import _search_start
+
+    results = tmp_path / RESULTS
+    for family, outcome, evaluations in (("ppp", "calibrated", [[1.0, True], [4.0, False], [2.0, False]]),
+                                         ("noise_all", "not found", [[1.0, True], [4.0, True], [16.0, True]]),
+                                         ("ppp_no_encoder", "inconclusive", [])):  # fmt: skip
+        search = {"sigma": 2.0 if outcome == "calibrated" else None, "evaluations": evaluations}
+        append_record(results, {"kind": "calibration", "arch": "mlp", "family": family, "state": "init",
+                                "outcome": outcome, "search": search})  # fmt: skip
+    starts = {family: _search_start(results, "mlp", family, "epoch1") for family in ("ppp", "noise_all",
+                                                                                     "ppp_no_encoder")}  # fmt: skip
+    assert starts == {"ppp": 2.0, "noise_all": 16.0, "ppp_no_encoder": None}
+    assert _search_start(results, "mlp", "ppp", "init") is None
+    assert _search_start(results, "mlp", "ppp", "plateau") is None  # epoch1 has no record
