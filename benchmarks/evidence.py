@@ -224,7 +224,8 @@ def _network(config: dict[str, Any], arch: str, family: str, seed: int) -> Image
 
 
 def _training_defense(results: Path, arch: str, family: str, state: str) -> Optional[DefenseSpec]:
-    """The defense a state trains with: fixed ones as they are, noise at the previous state's sigma."""
+    """The defense a state trains with: fixed ones as they are, noise at the previous state's protective
+    sigma (none found: without noise, which leaves PPP's PRECODE in place)."""
     if family in AUDITED:
         return AUDITED[family].spec()
     previous = STATES[STATES.index(state) - 1]
