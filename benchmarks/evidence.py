@@ -207,7 +207,7 @@ def _suite(
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:
     """What the summary needs of an audit record (the folder keeps the rest)."""
-    kept = ("label", "successes", "leaked", "outcome", "verdict", "reidentified", "audited", "mean")
+    kept = ("label", "successes", "leaked", "outcome", "verdict", "reidentified", "audited", "mean", "seconds")
     compact = {key: record[key] for key in kept if key in record}
     if "control" in record:
         compact["control"] = {key: record["control"][key] for key in ("successes", "mean")}

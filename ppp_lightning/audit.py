@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,10 +194,12 @@ def audit(
     for label, spec in tqdm(attacks.items(), desc="audit", unit="attack", disable=not progress):
         if label in done and done[label]["spec"] == spec.to_dict():
             continue
-        shape = tuple(images.shape[1:])
+        shape, started = tuple(images.shape[1:]), time.perf_counter()
         reconstructions, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
+        seconds = round(time.perf_counter() - started, 1)  # attack and control together: what a budget must fit
         assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls, batch_size)
         record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting}
+        record["seconds"] = seconds
         record.update(labels=labels.tolist(), **assessed.record)
         _keep_reconstructions(folder, label, assessed)
         done[label] = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions, record, step,

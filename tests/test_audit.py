@@ -53,6 +53,7 @@ def test_a_rerun_skips_finished_attacks(tmp_path):
     records = [json.loads(line) for line in Path(tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["attack"] for r in records] == ["analytic", "inverting"] and records[0] == json.loads(lines[0])
     assert second[0] == first[0] and second[1]["attack"] == "inverting"
+    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in records)  # what each attack cost
 
 
 def test_precode_is_audited_against_its_own_sampling_switched_off():
