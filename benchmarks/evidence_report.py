@@ -52,6 +52,7 @@ from ppp_lightning.verdicts import LeakRate, judge, union_over_attacks
 
 __all__ = [
     "accuracy_row",
+    "cost_rows",
     "leak_rows",
     "main",
     "markdown",
@@ -181,6 +182,22 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the report
 
 
+def cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    """Hours each architecture's recorded cells took, by kind (wall clock of the process that ran them)."""
+    accuracies = [(key, record) for key, by_seed in evidence.accuracies.items() for record in by_seed.values()]
+    kinds = {"audits": list(evidence.audits.items()), "calibrations": list(evidence.calibrations.items()),
+             "accuracies": accuracies}  # fmt: skip
+    rows = []
+    for arch in evidence.grid:
+        row: dict[str, Any] = {"arch": arch, "cells": 0}
+        for kind, cells in kinds.items():
+            seconds = [record.get("seconds", 0.0) for key, record in cells if key[0] == arch]
+            row["cells"] += len(seconds)
+            row[kind] = sum(seconds) / 3600
+        rows.append({**row, "total": sum(row[kind] for kind in kinds)})
+    return rows
+
+
 def write_report(
     folders: Sequence[Path],
     out: Optional[Path] = None,
@@ -220,7 +237,7 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
     return {"sources": evidence.sources, "unreadable_lines": evidence.unreadable, "replaced": evidence.replaced,
             "archs": list(grid), "states": {arch: grid[arch].states for arch in grid}, "claims": _claims_dict(findings),
             "findings": findings, "leaks": leaks, "sigmas": [sigma_row(evidence, *cell) for cell in noise],
-            "ratios": ratios, "accuracy": accuracy, "missing": _missing(leaks, accuracy),
+            "ratios": ratios, "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
             "bootstrap": {"resamples": resamples, "seed": seed,
                           "method": BOOTSTRAP_METHOD.format(resamples=resamples, seed=seed)}}  # fmt: skip
 
@@ -254,7 +271,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The whole ``summary.md``."""
-    sections = (_claims_md, _leaks_md, _sigmas_md, _ratios_md, _accuracy_md, _figures_md)
+    sections = (_claims_md, _leaks_md, _sigmas_md, _ratios_md, _accuracy_md, _cost_md, _figures_md)
     lines = ["# Evidence report", "", "Sources: " + ", ".join(f"`{s}`" for s in summary["sources"]) + "."]
     if summary["unreadable_lines"]:
         lines.append(f"{summary['unreadable_lines']} unreadable line(s) skipped (a line being written?).")
@@ -325,6 +342,14 @@ def _accuracy_md(summary: dict[str, Any]) -> list[str]:
             "protective sigma over states): mean over seeds, with min-max below 3 seeds and a 95% t-interval "
             "from 3 (the column says which). PRECODE models: sampled at test time as the reference does, and "
             "with z = mu.", "", *_table(header, rows)]  # fmt: skip
+
+
+def _cost_md(summary: dict[str, Any]) -> list[str]:
+    header = ["arch", "cells recorded", "audits (h)", "calibrations (h)", "accuracies (h)", "total (h)"]
+    rows = [[r["arch"], r["cells"], *(f"{r[k]:.2f}" for k in ("audits", "calibrations", "accuracies", "total"))]
+            for r in summary["cost"]]  # fmt: skip
+    return ["## 5. What it took", "", "Hours of the process that ran each recorded cell (wall clock, one attack "
+            "thread; a cell resumed after an interruption counts only its last run).", "", *_table(header, rows)]
 
 
 def _acc(stats: Optional[dict[str, Any]]) -> str:

@@ -223,3 +223,14 @@ def test_the_report_of_the_quick_grid(tmp_path):
     assert summary["claims"]["C1"]["per_arch"]["mlp"]["verdict"] == "inconclusive"
     assert summary["claims"]["C3"]["per_arch"]["mlp"]["verdict"] == "inconclusive"
     assert not summary["missing"] and len(summary["figures"]) == 2
+
+
+def test_the_cost_table_sums_each_architectures_cells_by_kind(tmp_path):
+    timed = [{**record, "seconds": seconds} for record, seconds in zip(_holds("init"), (360.0, 720.0, 1800.0, 3600.0))]
+    timed += [{**record, "seconds": 1080.0} for record in _accuracy("a", "none", [0.95, 0.96])]
+    timed += [{**_audit("c", "none", "init", _attack("inverting", T)), "seconds": 36.0}]
+    summary = write_report([_write(tmp_path, timed)], resamples=10)
+    assert summary["cost"] == [
+        {"arch": "a", "cells": 6, "audits": 0.3, "calibrations": 1.5, "accuracies": 0.6, "total": 2.4},
+        {"arch": "c", "cells": 1, "audits": 0.01, "calibrations": 0.0, "accuracies": 0.0, "total": 0.01}]
+    assert "| a | 6 | 0.30 | 1.50 | 0.60 | 2.40 |" in (tmp_path / "summary.md").read_text()
