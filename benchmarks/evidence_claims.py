@@ -228,8 +228,10 @@ def targeted_attacks(evidence: Evidence, arch: str, state: str) -> Finding:
     text = ", ".join(f"{r['label']} {sum(r['successes'])}/{len(r['successes'])}" for r in ran)
     if any(any(r["successes"]) for r in ran):
         return Finding(HOLDS, f"{state}: {text}")
-    if any(r["outcome"] == "protected" for r in ran):
-        return Finding(FAILS, f"{state}: {text}")
+    stopped = [r for r in ran if r["outcome"] == "protected"]
+    if stopped:
+        controls = ", ".join(f"{r['label']} {control_text(r)}" for r in stopped)
+        return Finding(FAILS, f"{state}: {text}; with the sampling off: {controls}")
     return Finding(UNSURE, f"{state}: {text}; the attacks leaked nothing with the sampling off either")
 
 

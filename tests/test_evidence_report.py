@@ -163,6 +163,9 @@ def test_claim_verdicts_follow_their_rules(report):
     assert "sigma_ppp/sigma_all = 4/16 = 0.25, 95% bootstrap 0.25-0.25" in c4["a"]["evidence"]
     assert "gap +0.010, spread 0.020" in c4["a"]["evidence"]
     assert "does not hold" in summary["claims"]["C2"]["rule"] and all(f["complete"] for f in c4.values())
+    c2 = summary["claims"]["C2"]["per_arch"]["b"]["evidence"]
+    assert c2.startswith("init: inverting/before_bottleneck 0/4, adaptive 0/4; with the sampling off: "
+                         "inverting/before_bottleneck 4/4 (95% CI 0.40-1.00), adaptive 4/4 (95% CI 0.40-1.00)")
 
 
 def test_tables_hold_the_expected_rows(report):
