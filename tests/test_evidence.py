@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
 from benchmarks.evidence_sheets import noise_rows, write_sheets
@@ -144,3 +145,21 @@ def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_
     assert starts == {"ppp": 2.0, "noise_all": 16.0, "ppp_no_encoder": None}
     assert _search_start(results, "mlp", "ppp", "init") is None
     assert _search_start(results, "mlp", "ppp", "plateau") is None  # epoch1 has no record
+
+
+@pytest.mark.parametrize("family", ["ppp", "noise_all"])
+def test_the_noise_configs_carry_the_largest_sigma_the_committed_evidence_measured(family):
+    from benchmarks.evidence import HERE, _protective_sigma
+
+    configs = HERE.parent / "configs" / family
+    for arch in ("cnn", "mlp", "resnet18", "vit"):
+        text = (configs / f"{arch}.yaml").read_text()
+        callback = yaml.safe_load(text)["trainer"]["callbacks"][0]["init_args"]
+        measured = [_protective_sigma(HERE / "results" / folder / RESULTS, arch, family)
+                    for folder in ("evidence", "evidence_reduced")]  # fmt: skip
+        largest = max((sigma for sigma in measured if sigma is not None), default=None)
+        if largest is None:
+            assert "No measured protective sigma exists for this architecture" in text, arch
+        else:
+            assert callback["sigma"] == pytest.approx(largest, rel=1e-3), arch
+            assert "measured by the evidence grid" in text, arch
