@@ -284,7 +284,7 @@ def test_ray_simulation_runs_two_clients_and_cleans_up(tmp_path):
     assert 0 <= saved["evaluate"]["1"]["val/acc"] <= 1
     assert any(Path("runs/fed/ray").iterdir())  # Ray's files stay in the run directory
     assert not ray.is_initialized()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # Ray's workers exit after shutdown returns; on a loaded machine 20 s was too few
     while _ray_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _ray_processes() == []
