@@ -290,21 +290,25 @@ def _search_start(results: Path, arch: str, family: str, state: str) -> Optional
     when that still leaked (a clean layer leaks at any sigma; walking up to it again costs hours)."""
     if state == "init":
         return None
-    previous = STATES[STATES.index(state) - 1]
-    found = [r for r in read_records(results) if r["kind"] == "calibration" and r["arch"] == arch
-             and r["family"] == family and r["state"] == previous]  # fmt: skip
-    if any(r["outcome"] == "not found" for r in found):
-        return max(sigma for r in found for sigma, _ in r["search"]["evaluations"])
-    return _protective_sigma(results, arch, family, states=(previous,))
+    previous = (STATES[STATES.index(state) - 1],)
+    gave_up = [r for r in _calibrations(results, arch, family, previous) if r["outcome"] == "not found"]
+    if gave_up:
+        return max(sigma for r in gave_up for sigma, _ in r["search"]["evaluations"])
+    return _protective_sigma(results, arch, family, previous)
 
 
 def _protective_sigma(
     results: Path, arch: str, family: str, states: tuple[str, ...] = STATES
 ) -> Optional[float]:
     """The largest protective sigma of a noise family over the given states (``None``: none found)."""
-    found = [r for r in read_records(results) if r["kind"] == "calibration" and r["arch"] == arch
-             and r["family"] == family and r["state"] in states and r["outcome"] == "calibrated"]  # fmt: skip
-    return max((r["search"]["sigma"] for r in found), default=None)
+    found = _calibrations(results, arch, family, states)
+    return max((r["search"]["sigma"] for r in found if r["outcome"] == "calibrated"), default=None)
+
+
+def _calibrations(results: Path, arch: str, family: str, states: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The calibration records of a noise family at the given states."""
+    return [r for r in read_records(results) if r["kind"] == "calibration" and r["arch"] == arch
+            and r["family"] == family and r["state"] in states]  # fmt: skip
 
 
 def _key(record: dict[str, Any]) -> tuple[Any, ...]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES
-from ppp_lightning.reporting import read_records
+from ppp_lightning.reporting import read_records_counting_unreadable
 from ppp_lightning.verdicts import LeakRate
 
 __all__ = [
@@ -126,7 +126,7 @@ def load(folders: Sequence[Path], expect: Sequence[str] = ()) -> Evidence:
     evidence = Evidence()
     for folder in folders:
         path = Path(folder) / RESULTS
-        records, unreadable = _read(path)
+        records, unreadable = read_records_counting_unreadable(path)
         evidence.sources.append(str(path))
         evidence.unreadable += unreadable
         for record in records:
@@ -135,13 +135,6 @@ def load(folders: Sequence[Path], expect: Sequence[str] = ()) -> Evidence:
     for name in expect:
         _expect_preset(evidence.grid, PRESETS[name])
     return evidence
-
-
-def _read(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The records of a results file and how many lines were not JSON."""
-    records = read_records(path)
-    lines = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.exists() else 0
-    return records, lines - len(records)
 
 
 def _expect_seen(grid: dict[str, ArchGrid], records: list[dict[str, Any]]) -> None:

@@ -198,8 +198,8 @@ def audit(
         reconstructions, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
         seconds = round(time.perf_counter() - started, 1)  # attack and control together: what a budget must fit
         assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls, batch_size)
-        record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting}
-        record["seconds"] = seconds
+        record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
+                  "seconds": seconds}  # fmt: skip
         record.update(labels=labels.tolist(), **assessed.record)
         _keep_reconstructions(folder, label, assessed)
         done[label] = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions, record, step,

@@ -21,7 +21,15 @@ from torchvision.utils import save_image
 from ppp_lightning.metrics import to_unit_interval
 from ppp_lightning.sheets import SheetRow, draw_sheet
 
-__all__ = ["RECORDS_FILE", "ReportSink", "Reporter", "append_record", "captions", "read_records"]
+__all__ = [
+    "RECORDS_FILE",
+    "ReportSink",
+    "Reporter",
+    "append_record",
+    "captions",
+    "read_records",
+    "read_records_counting_unreadable",
+]
 
 RECORDS_FILE = "metrics.jsonl"
 SCORES = ("psnr", "ssim", "ncc")
@@ -51,15 +59,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     A line cut short (a run killed while appending; :func:`append_record` starts a new line after
     it) is dropped: its attack runs again.
     """
+    return read_records_counting_unreadable(path)[0]
+
+
+def read_records_counting_unreadable(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """:func:`read_records`, and how many non-blank lines were not JSON (cut short, or being written)."""
     if not path.exists():
-        return []
-    records = []
+        return [], 0
+    records, unreadable = [], 0
     for line in filter(str.strip, path.read_text().splitlines()):
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            continue
-    return records
+            unreadable += 1
+    return records, unreadable
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:
