@@ -16,8 +16,9 @@ The victims are the same class-stratified training images in every cell, each al
 (and, in one extra row per state, in batches of 4).
 Every model is trained with its defense on: a noise family trains each state with the sigma
 calibrated at the state before it (initialisation: none yet), and its bisection starts there (or,
-where none was found, at the largest sigma tried). Processes with different ``--families`` can share
-a folder: each skips the cells another finished.
+where none was found, at the largest sigma tried). Processes can share a folder: each skips the
+cells another finished, and waits for a cell another is measuring (its claim in ``claims/``) rather
+than measure it twice; a claim whose process died is taken over.
 Accuracy at the protective sigma is measured over several training seeds. Each finished unit is
 appended to ``evidence.jsonl`` at once and every audit resumes attack by attack, so an
 interrupted run loses nothing.
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
@@ -55,6 +58,7 @@ __all__ = ["PRESETS", "configure", "datamodule", "run"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
+CLAIM_POLL_SECONDS = 30.0  # how often a process waiting for another's cell looks again
 STATES = ("init", "epoch1", "plateau")
 AUDITED = {"none": Defense("none"), "precode": Defense("precode"), "prune": Defense("prune", keep_ratio=0.1)}
 CALIBRATED = {name: Defense(name, sigma=1.0) for name in ("noise_all", "ppp", "ppp_no_encoder")}
@@ -121,14 +125,49 @@ def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optio
         if minutes is not None and time.perf_counter() - begun > 60 * minutes:
             print(f"stopped after {minutes} minutes: {len(todo) - position} units left (rerun to continue)")
             break
-        if _key(unit) in {_key(record) for record in read_records(results)}:
-            continue  # another process on the same folder (other --families) finished it meanwhile
         bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
-        started = time.perf_counter()
-        record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
-        record["seconds"] = round(time.perf_counter() - started, 1)
-        append_record(results, record)
+        with _claim(out, unit):
+            if _key(unit) in {_key(record) for record in read_records(results)}:
+                continue  # another process on the same folder finished it meanwhile
+            started = time.perf_counter()
+            record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
+            record["seconds"] = round(time.perf_counter() - started, 1)
+            append_record(results, record)
     return results
+
+
+@contextmanager
+def _claim(out: Path, unit: dict[str, Any]) -> Iterator[None]:
+    """Hold ``unit`` while this process measures it; wait while a live process holds it.
+
+    Waiting, not skipping: a later state of the same family trains from this cell's result.
+    """
+    path = out / "claims" / ("_".join(str(value) for value in _key(unit)) + ".pid")
+    path.parent.mkdir(exist_ok=True)
+    while True:
+        try:
+            with open(path, "x") as claim:
+                claim.write(str(os.getpid()))
+            break
+        except FileExistsError:
+            if _claimant_alive(path):
+                time.sleep(CLAIM_POLL_SECONDS)
+            else:
+                path.unlink(missing_ok=True)  # its process died (a crash or a kill): take the cell over
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _claimant_alive(path: Path) -> bool:
+    try:
+        os.kill(int(path.read_text()), 0)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except (ValueError, PermissionError):  # a claim being written, or another user's live process
+        return True
+    return True
 
 
 def datamodule(options: dict[str, Any], seed: int) -> Any:

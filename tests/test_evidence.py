@@ -130,6 +130,51 @@ def test_a_cell_another_process_finished_meanwhile_is_skipped(tmp_path, monkeypa
         ("precode", "the other process"), ("none", None)]  # fmt: skip
 
 
+def test_a_cell_another_live_process_claimed_is_waited_for_not_measured_twice(tmp_path, monkeypatch):
+    import os
+
+    import benchmarks.evidence as evidence
+
+    config = configure("quick", families=["none", "precode"])
+    config.update(states=["init"], accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
+    claim = tmp_path / "claims" / "audit_mlp_none_init_None_None.pid"
+    claim.parent.mkdir()
+    claim.write_text(str(os.getpid()))  # a live process measures "none"
+    measured, waits = [], []
+
+    def wait(seconds):  # while this process waits, the claimant records its cell and lets go
+        waits.append(seconds)
+        append_record(tmp_path / RESULTS, {"kind": "audit", "arch": "mlp", "family": "none", "state": "init",
+                                           "by": "the other process"})  # fmt: skip
+        claim.unlink()
+
+    monkeypatch.setattr(evidence.time, "sleep", wait)
+    monkeypatch.setattr(evidence, "_measure", lambda unit, *_: measured.append(unit["family"]) or {"records": []})
+    records = read_records(run(config, tmp_path, progress=False))
+    assert waits == [evidence.CLAIM_POLL_SECONDS] and measured == ["precode"]
+    assert [(r["family"], r.get("by")) for r in records] == [("none", "the other process"), ("precode", None)]
+    assert list(claim.parent.iterdir()) == []  # this process let its own claim go
+
+
+def test_a_claim_whose_process_died_is_taken_over(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    import benchmarks.evidence as evidence
+
+    config = configure("quick", families=["none"])
+    config.update(states=["init"], accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    claim = tmp_path / "claims" / "audit_mlp_none_init_None_None.pid"
+    claim.parent.mkdir()
+    claim.write_text(str(finished.pid))
+    monkeypatch.setattr(evidence.time, "sleep", lambda seconds: pytest.fail("waited for a dead process"))
+    monkeypatch.setattr(evidence, "_measure", lambda unit, *_: {"records": [], "by": "this process"})
+    records = read_records(run(config, tmp_path, progress=False))
+    assert [(r["family"], r["by"]) for r in records] == [("none", "this process")] and not claim.exists()
+
+
 def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_gave_up(tmp_path):
     from benchmarks.evidence import _search_start
 
