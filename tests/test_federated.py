@@ -263,7 +263,14 @@ def _ray_processes():
     import psutil
 
     names = ("raylet", "gcs_server", "ray::", "default_worker", "plasma_store", "dashboard")
-    return [p for p in psutil.Process().children(recursive=True) if any(n in " ".join(p.cmdline()) for n in names)]
+    running = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if any(name in " ".join(process.cmdline()) for name in names):
+                running.append(process)
+        except psutil.NoSuchProcess:  # it exited meanwhile (a zombie, ZombieProcess, only awaits its parent)
+            pass
+    return running
 
 
 @pytest.mark.slow
