@@ -11,7 +11,8 @@
 A cell is (architecture, defense family, training state). Fixed defenses (none, PRECODE, pruning)
 are audited as they are (:func:`~ppp_lightning.audit.audit`, with the control that removes them);
 noise families are calibrated (:func:`~ppp_lightning.noise_search.calibrate`: the suite without
-noise is their control, then the smallest sigma at which no victim leaks, to a factor of 1.5).
+noise is their control, then the smallest sigma at which no attack leaks: reconstructs a victim or
+identifies victims above chance, to a factor of 1.5).
 The victims are the same class-stratified training images in every cell, each alone in its batch
 (and, in one extra row per state, in batches of 4).
 Every model is trained with its defense on: a noise family trains each state with the sigma
@@ -51,6 +52,7 @@ from ppp_lightning.audit import audit
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.noise_search import calibrate
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.record import AttackRecord
 from ppp_lightning.reporting import append_record, read_records
 from ppp_lightning.victims import victim_pool
 
@@ -244,12 +246,20 @@ def _suite(
             if (wanted is None or label in wanted) and family in restricted.get(label, [family])}  # fmt: skip
 
 
-def _compact(record: dict[str, Any]) -> dict[str, Any]:
-    """What the summary needs of an audit record (the folder keeps the rest)."""
-    kept = ("label", "successes", "leaked", "outcome", "verdict", "reidentified", "audited", "mean", "seconds")
-    compact = {key: record[key] for key in kept if key in record}
-    if "control" in record:
-        compact["control"] = {key: record["control"][key] for key in ("successes", "mean")}
+def _compact(record: AttackRecord) -> dict[str, Any]:
+    """What the summary needs of an audit record (the folder keeps the rest).
+
+    Enough for :meth:`~ppp_lightning.record.AttackRecord.from_dict` to give the same verdict: both
+    findings per victim, the pool size, how the attack stopped, and the control's findings. The
+    ``findings``, ``verdict`` and ``outcome`` kept are for a reader of the file; the report derives them.
+    """
+    full = record.to_dict()
+    kept = ("label", "successes", "identified", "pool_size", "convergence", "findings", "verdict", "outcome",
+            "audited", "mean", "seconds")  # fmt: skip
+    compact = {key: full[key] for key in kept if key in full}
+    if record.control is not None:
+        compact["control"] = {key: full["control"][key] for key in ("successes", "identified", "mean")
+                              if key in full["control"]}  # fmt: skip
     return compact
 
 

@@ -14,9 +14,20 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+from scipy.stats import binom
 
-from benchmarks.evidence_records import MISSING, Evidence, control_text, num, outcome_text
-from ppp_lightning.verdicts import CONTROL_RATE, LeakRate
+from benchmarks.evidence_records import (
+    MISSING,
+    Evidence,
+    calibration_findings,
+    control_text,
+    identification_scored,
+    num,
+    outcome_text,
+    verdict_of,
+)
+from ppp_lightning.reidentification import POOL_SIZE
+from ppp_lightning.verdicts import ALPHA, BUDGET_SHARE
 
 __all__ = [
     "BOOTSTRAP_METHOD",
@@ -42,28 +53,40 @@ HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 TARGETED = ("inverting/before_bottleneck", "inverting/before_decoder", "adaptive")
 RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 
+# The rule every claim's "leaked" and "protected" follow (ppp_lightning.verdicts.judge).
+LEAK_RULE = (
+    f"leaked: a victim was reconstructed or identification is above chance (exact one-sided binomial p < {ALPHA} "
+    "against 1/K); protected: neither, identification was scored, at most "
+    f"{BUDGET_SHARE:.0%} of the attack's problems stopped at its budget (as recorded), and the control leaked by "
+    "the same rule"
+)
 CLAIMS: dict[str, dict[str, str]] = {
     "C1": {
         "claim": "PRECODE stops the plain attack (inverting)",
         "rule": "Per state, from the PRECODE audit's `inverting` record (control: the same network with PRECODE's "
-        f"sampling off): holds if its outcome is protected (0 victims leaked and the control leaked >= "
-        f"{CONTROL_RATE:.0%}); does not hold if it is leaked (k > 0); inconclusive if inconclusive. Over states: "
-        "does not hold if any state does not hold, else inconclusive if any state is, else holds.",
+        f"sampling off), with the verdict derived from its findings ({LEAK_RULE}): holds if it is protected; does "
+        "not hold if it leaked; inconclusive if inconclusive (e.g. the control did not leak, identification was "
+        "not scored, or the stop reasons were not recorded). Over states: does not hold if any state does not "
+        "hold, else inconclusive if any state is, else holds.",
     },
     "C2": {
         "claim": "Targeted attacks break PRECODE alone",
         "rule": f"Per state, from the PRECODE audit's records of {', '.join(TARGETED)}: holds if any of them leaked "
-        "a victim (a leak needs no control); does not hold if none leaked and PRECODE is what stopped one of them "
-        "(its outcome is protected: its control, the network with the sampling off, leaked); else inconclusive "
-        "(the attacks failed with the sampling off too, or none ran). Over states: holds if any state holds.",
+        "(reconstructed a victim or identified victims above chance; a leak needs no control); does not hold if "
+        "none leaked and PRECODE is what stopped one of them (its verdict is protected: its control, the network "
+        "with the sampling off, leaked by the same rule); else inconclusive (the attacks failed with the sampling "
+        "off too, protection could not be shown, or none ran). Over states: holds if any state holds.",
     },
     "C3": {
         "claim": "PPP stops the targeted attacks",
         "rule": "Per state, from the ppp calibration: holds if calibrated (a sigma exists at which no attack that "
-        f"leaked without noise leaks any victim) and a targeted attack ({', '.join(TARGETED)}) was among the "
-        "attacks that leaked without noise; does not hold if not found (every attack still leaked at the largest "
-        "sigma tried); inconclusive if the calibration is inconclusive (no attack leaked without noise) or no "
-        "targeted attack leaked without noise. Over states: as C1.",
+        "leaked without noise leaks: reconstructs a victim or identifies victims above chance), identification "
+        "was scored there (the union over those attacks not above chance) and a targeted attack "
+        f"({', '.join(TARGETED)}) was among the attacks that leaked without noise; does not hold if not found "
+        "(the attacks still leaked at the largest sigma tried) or the union over the attacks leaked at the "
+        "reported sigma; inconclusive if the calibration is inconclusive (no attack leaked without noise), did "
+        "not record identification (a calibration by reconstruction alone), or no targeted attack leaked "
+        "without noise. Calibrations record no stop reasons. Over states: as C1.",
     },
     "C4": {
         "claim": "PPP protects with less noise than noise on all layers, without hurting accuracy",
@@ -79,33 +102,49 @@ CLAIMS: dict[str, dict[str, str]] = {
 BOOTSTRAP_METHOD = (
     "Victims are resampled with replacement ({resamples} resamples, numpy seed {seed}); the same resampled "
     "victims are used for both families (every cell audits the same victims). For each resample and family, "
-    "the threshold is the smallest evaluated sigma above the largest evaluated sigma at which some resampled "
-    "victim leaked to the union of attacks (the calibration's `unions`, sigma 0 included; leaking is assumed to "
-    "fall with sigma): infinite if the largest evaluated sigma leaked, 0 if no resampled victim leaked even "
-    "without noise. The ratio is the PPP family's threshold over noise_all's; resamples where it is 0/0 or "
-    "inf/inf are dropped (counted as undefined). Reported: the ratio on all victims, and the median and the "
+    "the threshold is the smallest evaluated sigma above the largest evaluated sigma at which the resampled "
+    "victims leaked, as the calibration's search judges it: some resampled victim was reconstructed by some "
+    "attack (the calibration's `unions`, sigma 0 included) or, where the calibration recorded who each attack "
+    "identified (`identified`), some attack identified the resampled victims above chance (exact one-sided "
+    f"binomial p < {ALPHA} against 1/K); leaking is assumed to fall with sigma: infinite if the largest "
+    "evaluated sigma leaked, 0 if the resampled victims leaked nothing even without noise. The ratio is the "
+    "PPP family's threshold over noise_all's; resamples where it is 0/0 or inf/inf are dropped (counted as "
+    "undefined). Reported: the ratio on all victims, and the median and the "
     "2.5% / 97.5% percentiles (empirical quantiles, no interpolation) over resamples. The interval reflects "
     "which victims were drawn only: the sigma grid's resolution (the search's factor) adds to it."
 )
 
-
 # --------------------------------------------------------------------------- thresholds and the bootstrap
 
 
-def thresholds(unions: Mapping[str, Sequence[bool]], samples: np.ndarray) -> np.ndarray:
+def thresholds(
+    unions: Mapping[str, Sequence[bool]],
+    samples: np.ndarray,
+    identified: Optional[Mapping[str, Mapping[str, Optional[Sequence[bool]]]]] = None,
+    pool_size: int = POOL_SIZE,
+) -> np.ndarray:
     """Per resample of victims, the smallest evaluated sigma above the largest one that leaked.
 
     Args:
-        unions: sigma (as text; ``"0"``: no noise) -> per victim, whether any attack leaked it.
+        unions: sigma (as text; ``"0"``: no noise) -> per victim, whether any attack reconstructed it.
         samples: ``(resamples, victims)`` victim indices.
+        identified: sigma -> attack -> per victim, whether it identified the victim (``None`` or a
+            sigma missing: reconstruction alone there). A resample leaks at a sigma also where some
+            attack identified its victims above chance (exact one-sided binomial test at ``ALPHA``).
+        pool_size: ``K``, each victim's candidates (chance ``1/K``).
 
     Returns:
-        ``(resamples,)`` sigmas: ``inf`` where the largest evaluated sigma leaked, ``0`` where no
-        resampled victim leaked even without noise.
+        ``(resamples,)`` sigmas: ``inf`` where the largest evaluated sigma leaked, ``0`` where the
+        resampled victims leaked nothing even without noise.
     """
     keys = sorted(unions, key=float)
     sigmas = np.array([float(key) for key in keys] + [math.inf])
     leaked = np.array([unions[key] for key in keys], dtype=bool)[:, samples].any(axis=-1)  # (sigmas, resamples)
+    for row, key in enumerate(keys):
+        for values in ((identified or {}).get(key) or {}).values():
+            if values is not None:
+                counts = np.asarray(values, dtype=bool)[samples].sum(axis=-1)
+                leaked[row] |= binom.sf(counts - 1, samples.shape[-1], 1 / pool_size) < ALPHA
     last = len(keys) - 1 - np.argmax(leaked[::-1], axis=0)
     return np.where(leaked.any(axis=0), sigmas[last + 1], 0.0)
 
@@ -115,6 +154,8 @@ def bootstrap_ratio(
     denominator: Mapping[str, Sequence[bool]],
     resamples: int = RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    identified: tuple[Optional[Mapping[str, Any]], Optional[Mapping[str, Any]]] = (None, None),
+    pool_sizes: tuple[int, int] = (POOL_SIZE, POOL_SIZE),
 ) -> dict[str, Any]:
     """The ratio of two families' protective sigmas, with a paired bootstrap interval over victims.
 
@@ -123,6 +164,8 @@ def bootstrap_ratio(
         denominator: the ``unions`` of the other (e.g. noise_all), over the same victims.
         resamples: bootstrap resamples.
         seed: the resampling seed.
+        identified: the two calibrations' ``identified`` (``None``: not recorded; reconstruction alone).
+        pool_sizes: the two calibrations' ``pool_size``.
 
     Returns:
         ``sigma`` and ``sigma_all`` (the thresholds on all victims), ``ratio`` (theirs), ``median``,
@@ -138,8 +181,13 @@ def bootstrap_ratio(
     count = victims.pop()
     everyone = np.arange(count)[None]
     samples = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
-    sigma, sigma_all = float(thresholds(numerator, everyone)[0]), float(thresholds(denominator, everyone)[0])
-    ratios = _ratios(thresholds(numerator, samples), thresholds(denominator, samples))
+
+    def both(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (thresholds(numerator, chosen, identified[0], pool_sizes[0]),
+                thresholds(denominator, chosen, identified[1], pool_sizes[1]))  # fmt: skip
+
+    sigma, sigma_all = (float(values[0]) for values in both(everyone))
+    ratios = _ratios(*both(samples))
     defined = ratios[~np.isnan(ratios)]
     quantiles = np.quantile(defined, [0.5, 0.025, 0.975], method="inverted_cdf") if defined.size else [None] * 3
     point = float(_ratios(np.array([sigma]), np.array([sigma_all]))[0])
@@ -212,9 +260,10 @@ def plain_attack(evidence: Evidence, arch: str, state: str) -> Finding:
     record = _attack_record(audit, "inverting")
     if record is None:
         return Finding(MISSING if audit is None else UNSURE, f"{state}: {MISSING if audit is None else 'did not run'}")
-    verdict = {"protected": HOLDS, "leaked": FAILS}.get(record["outcome"], UNSURE)
-    text = f"{state}: {record['outcome']}, {LeakRate.of(record['successes'])} leaked, control {control_text(record)}"
-    return Finding(verdict, text)
+    verdict = verdict_of(record)
+    finding = {"protected": HOLDS, "leaked": FAILS}.get(verdict.outcome, UNSURE)
+    why = f" ({verdict.reason})" if verdict.reason else ""
+    return Finding(finding, f"{state}: {verdict.outcome}{why}, {verdict.defended}, control {control_text(record)}")
 
 
 def targeted_attacks(evidence: Evidence, arch: str, state: str) -> Finding:
@@ -222,17 +271,18 @@ def targeted_attacks(evidence: Evidence, arch: str, state: str) -> Finding:
     audit = evidence.audit(arch, "precode", state)
     if audit is None:
         return Finding(MISSING, f"{state}: {MISSING}")
-    ran = [r for r in audit["records"] if r["label"] in TARGETED]
+    ran = [(r, verdict_of(r)) for r in audit["records"] if r["label"] in TARGETED]
     if not ran:
         return Finding(UNSURE, f"{state}: no targeted attack ran")
-    text = ", ".join(f"{r['label']} {sum(r['successes'])}/{len(r['successes'])}" for r in ran)
-    if any(any(r["successes"]) for r in ran):
+    text = ", ".join(f"{r['label']} {verdict.defended}" for r, verdict in ran)
+    if any(verdict.defended.leaked for _, verdict in ran):
         return Finding(HOLDS, f"{state}: {text}")
-    stopped = [r for r in ran if r["outcome"] == "protected"]
+    stopped = [r for r, verdict in ran if verdict.outcome == "protected"]
     if stopped:
         controls = ", ".join(f"{r['label']} {control_text(r)}" for r in stopped)
         return Finding(FAILS, f"{state}: {text}; with the sampling off: {controls}")
-    return Finding(UNSURE, f"{state}: {text}; the attacks leaked nothing with the sampling off either")
+    reasons = "; ".join(f"{r['label']}: {verdict.reason}" for r, verdict in ran)
+    return Finding(UNSURE, f"{state}: {text}; no protection shown ({reasons})")
 
 
 def ppp_stops_targeted(evidence: Evidence, arch: str, state: str) -> Finding:
@@ -246,11 +296,14 @@ def ppp_stops_targeted(evidence: Evidence, arch: str, state: str) -> Finding:
         return Finding(FAILS, f"{state}: {outcome_text(calibration)}")
     if outcome != "calibrated":
         return Finding(UNSURE, f"{state}: {outcome_text(calibration)}")
-    leaked = sum(calibration["unions"][f"{search['sigma']:.6g}"])
-    text = (f"{state}: sigma {num(search['sigma'])} (leaks at {num(search['leaking'])}), "
-            f"union {leaked}/{calibration['victims']} "
-            f"(95% upper bound {num(calibration['upper_bound'])}), targeted attacks that leaked without noise: "
-            f"{', '.join(targeted) or 'none'}")  # fmt: skip
+    found = calibration_findings(calibration, f"{search['sigma']:.6g}")
+    text = (f"{state}: sigma {num(search['sigma'])} (leaks at {num(search['leaking'])}); union: {found}; 95% upper "
+            f"bound of its reconstruction rate {num(calibration['upper_bound'])}; targeted attacks that leaked "
+            f"without noise: {', '.join(targeted) or 'none'}")  # fmt: skip
+    if found.leaked:
+        return Finding(FAILS, f"{text}; the union leaked at the reported sigma")
+    if not identification_scored(calibration):
+        return Finding(UNSURE, f"{text}; identification was not scored (calibrated by reconstruction alone)")
     return Finding(HOLDS if targeted else UNSURE, text)
 
 

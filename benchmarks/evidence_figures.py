@@ -1,7 +1,9 @@
 """The evidence grid's figures: per architecture, leak rate and accuracy against sigma.
 
-:func:`draw_figures` writes ``leak_vs_sigma_<arch>.png`` (each noise family's union leak rate per
-sigma with its 95% Clopper-Pearson band, one panel per state) and ``accuracy_vs_sigma_<arch>.png``
+:func:`draw_figures` writes ``leak_vs_sigma_<arch>.png`` (each noise family's union reconstruction
+rate per sigma with its 95% Clopper-Pearson band, one panel per state; a filled marker where the
+union leaked by the verdicts' rule, reconstruction or identification above chance, a hollow one
+where it did not) and ``accuracy_vs_sigma_<arch>.png``
 (test accuracy at each family's protective sigma, baselines as bands). They are drawn on
 :class:`matplotlib.figure.Figure` objects: no global pyplot state, no backend.
 """
@@ -14,8 +16,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from benchmarks.evidence_records import FAMILIES, MISSING, NOISE_FAMILIES, Evidence, num, outcome_text, position
-from ppp_lightning.verdicts import LeakRate, clopper_pearson
+from benchmarks.evidence_records import (
+    FAMILIES,
+    MISSING,
+    NOISE_FAMILIES,
+    Evidence,
+    calibration_findings,
+    num,
+    outcome_text,
+    position,
+)
 
 __all__ = ["draw_figures"]
 
@@ -48,25 +58,31 @@ def _leak_figure(evidence: Evidence, arch: str) -> Figure:
                 _leak_curve(ax, calibrations[(family, state)], origin * 1.15**index)
         ax.axvline(origin * 2, color="grey", linestyle=":", linewidth=1)
         ax.text(origin, 1.08, "no\nnoise", ha="center", va="bottom", fontsize=7)
-        ax.set(xscale="log", ylim=(-0.05, 1.2), title=f"{arch}, {state}", ylabel="victims leaked (any attack)",
-               xlabel="relative sigma (log); left of the dotted line: no noise")  # fmt: skip
+        ax.set(xscale="log", ylim=(-0.05, 1.2), title=f"{arch}, {state}", ylabel="victims reconstructed (any attack)",
+               xlabel="relative sigma (log); left of the dotted line: no noise; filled: leaked")  # fmt: skip
         _legend_or_note(ax)
     return figure
 
 
 def _leak_curve(ax: Any, calibration: dict[str, Any], origin: float) -> None:
-    """One family's leak rate per sigma with its 95% Clopper-Pearson band; sigma 0 drawn at ``origin``."""
-    unions, color = calibration["unions"], _color(calibration["family"])
-    sigmas = sorted((float(key) for key in unions if float(key) > 0))
-    rates = [LeakRate.of(unions[f"{sigma:.6g}"]) for sigma in sigmas]
-    bands = np.array([clopper_pearson(r.leaked, r.total) for r in rates]).reshape(-1, 2)
+    """One family's reconstruction rate per sigma with its 95% Clopper-Pearson band; sigma 0 drawn at
+    ``origin``. Filled markers where the union leaked (either finding), hollow where it did not."""
+    color = _color(calibration["family"])
+    sigmas = sorted((float(key) for key in calibration["unions"] if float(key) > 0))
+    found = [calibration_findings(calibration, f"{sigma:.6g}") for sigma in sigmas]
+    rates = [f.reconstructed for f in found]
+    bands = np.array([r.interval for r in rates]).reshape(-1, 2)
     label = f"{calibration['family']} ({outcome_text(calibration).split(':')[0]}"
     label += f", sigma {num(calibration['search']['sigma'])})" if calibration["outcome"] == "calibrated" else ")"
-    ax.plot(sigmas, [r.rate for r in rates], "o-", color=color, label=label)
+    ax.plot(sigmas, [r.rate for r in rates], "-", color=color, label=label)
+    for sigma, finding in zip(sigmas, found):
+        ax.plot([sigma], [finding.reconstructed.rate], "o", color=color, mfc=color if finding.leaked else "none")
     ax.fill_between(sigmas, bands[:, 0], bands[:, 1], color=color, alpha=0.15)
-    zero = LeakRate.of(unions["0"])
-    low, high = zero.interval
-    ax.errorbar([origin], [zero.rate], yerr=[[zero.rate - low], [high - zero.rate]], fmt="s", color=color, capsize=3)
+    zero = calibration_findings(calibration, "0")
+    low, high = zero.reconstructed.interval
+    rate = zero.reconstructed.rate
+    ax.errorbar([origin], [rate], yerr=[[rate - low], [high - rate]], fmt="s", color=color, capsize=3,
+                mfc=color if zero.leaked else "none")  # fmt: skip
 
 
 def _accuracy_figure(rows: list[dict[str, Any]], arch: str) -> Figure:

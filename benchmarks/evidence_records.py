@@ -4,18 +4,26 @@
 record of a cell replaces an earlier one, a line that is not JSON is counted and skipped) and expects
 every cell the records show plus every cell of the named presets; the helpers at the end put a record
 in the words that the tables, claims and figures share.
+
+Verdicts are derived from the records, never read from their stored ``outcome`` or ``verdict``: an
+audit record's is :attr:`~ppp_lightning.record.AttackRecord.verdict` (records of earlier versions
+included), a union's is :func:`~ppp_lightning.verdicts.judge` of the attacks' united findings, and
+a calibration's rows are judged from its ``unions`` (reconstructed) and, where it recorded them, its
+``identified`` (calibrations record no stop reasons, so their findings' budget share is unknown).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES
+from ppp_lightning.record import AttackRecord, union_findings
+from ppp_lightning.reidentification import POOL_SIZE
 from ppp_lightning.reporting import read_records_counting_unreadable
-from ppp_lightning.verdicts import LeakRate
+from ppp_lightning.verdicts import Findings, Identification, LeakRate, Verdict, judge, union_over_attacks
 
 __all__ = [
     "FAMILIES",
@@ -23,12 +31,17 @@ __all__ = [
     "NOISE_FAMILIES",
     "ArchGrid",
     "Evidence",
+    "calibration_findings",
     "control_text",
+    "identification_scored",
     "load",
     "num",
     "outcome_text",
     "position",
     "reported_sigma",
+    "union_verdict",
+    "verdict_of",
+    "verdict_text",
 ]
 
 MISSING = "not yet measured"
@@ -168,9 +181,50 @@ def num(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def verdict_of(record: dict[str, Any]) -> Verdict:
+    """An audit's attack record's verdict, derived from its findings and its control's (see the module doc)."""
+    return AttackRecord.from_dict(record).verdict
+
+
+def verdict_text(verdict: Verdict) -> str:
+    """A verdict's outcome, with the reason where it is inconclusive."""
+    return verdict.outcome + (f" ({verdict.reason})" if verdict.reason else "")
+
+
 def control_text(record: dict[str, Any]) -> str:
-    """An attack record's control leak rate (``none ran``: no control)."""
-    return str(LeakRate.of(record["control"]["successes"])) if "control" in record else "none ran"
+    """An attack record's control findings (``none ran``: no control)."""
+    control = verdict_of(record).control
+    return "none ran" if control is None else str(control)
+
+
+def union_verdict(records: Sequence[dict[str, Any]]) -> Verdict:
+    """The verdict on the union of an audit's attack records; its control is the union of the controls
+    (where every attack has one)."""
+    typed = [AttackRecord.from_dict(record) for record in records]
+    controls = [record.control for record in typed if record.control is not None]
+    control = union_findings(controls) if controls and len(controls) == len(typed) else None
+    return judge(union_findings([record.attack for record in typed]), control)
+
+
+def identification_scored(calibration: dict[str, Any]) -> bool:
+    """Whether a calibration recorded who each attack identified (records of earlier versions did not)."""
+    return bool(calibration.get("identified"))
+
+
+def calibration_findings(calibration: dict[str, Any], key: str) -> Findings:
+    """A calibration's findings at one sigma (as text; ``"0"``: without noise): the union over its attacks.
+
+    Reconstructed: its ``unions``. Identified: the union of its attacks' ``identified`` there, each
+    attack one more guess (``None`` where not recorded). How the attacks stopped: its
+    ``budget_shares`` there (unknown where not recorded).
+    """
+    per_attack: Mapping[str, Any] = calibration.get("identified", {}).get(key) or {}
+    identified = None
+    if per_attack and all(values is not None for values in per_attack.values()):
+        united = union_over_attacks(per_attack)
+        identified = Identification.of(united, calibration.get("pool_size", POOL_SIZE), attempts=len(per_attack))
+    budget_share = calibration.get("budget_shares", {}).get(key)
+    return Findings(LeakRate.of(calibration["unions"][key]), identified, budget_share)
 
 
 def reported_sigma(calibration: dict[str, Any]) -> Optional[float]:
@@ -183,7 +237,9 @@ def reported_sigma(calibration: dict[str, Any]) -> Optional[float]:
 def outcome_text(calibration: dict[str, Any]) -> str:
     """A calibration's outcome in words, with why where it is not calibrated."""
     if calibration["outcome"] == "calibrated":
-        return "calibrated"
+        if identification_scored(calibration):
+            return "calibrated"
+        return "calibrated by reconstruction alone: identification was not scored"
     if calibration["outcome"] == "inconclusive":
         return "inconclusive: no attack leaked without noise, so no protection can be claimed"
     largest = reported_sigma(calibration)

@@ -42,13 +42,18 @@ from benchmarks.evidence_records import (
     MISSING,
     NOISE_FAMILIES,
     Evidence,
+    calibration_findings,
     control_text,
     load,
     num,
     outcome_text,
     reported_sigma,
+    union_verdict,
+    verdict_of,
+    verdict_text,
 )
-from ppp_lightning.verdicts import LeakRate, judge, union_over_attacks
+from ppp_lightning.reidentification import POOL_SIZE
+from ppp_lightning.verdicts import judge
 
 __all__ = [
     "accuracy_row",
@@ -70,7 +75,7 @@ PPP_FAMILIES = ("ppp", "ppp_no_encoder")
 
 
 def leak_rows(evidence: Evidence, arch: str, state: str) -> list[dict[str, str]]:
-    """Section 1: per defense and attack, the leak rate, the control and the outcome."""
+    """Section 1: per defense and attack, both findings, the control's and the derived outcome."""
     grid = evidence.grid[arch]
     rows = []
     for family in grid.families:
@@ -83,43 +88,38 @@ def leak_rows(evidence: Evidence, arch: str, state: str) -> list[dict[str, str]]
     return [{"arch": arch, "state": state, **row} for row in rows]
 
 
-def _row(defense: str, attack: str, leaked: str, control: str, outcome: str) -> dict[str, str]:
-    return {"defense": defense, "attack": attack, "leaked": leaked, "control": control, "outcome": outcome}
+def _row(defense: str, attack: str, findings: str, control: str, outcome: str) -> dict[str, str]:
+    return {"defense": defense, "attack": attack, "findings": findings, "control": control, "outcome": outcome}
 
 
 def _audit_rows(defense: str, audit: Optional[dict[str, Any]]) -> list[dict[str, str]]:
     if audit is None:
         return [_row(defense, "-", MISSING, "-", MISSING)]
-    rows = [_row(defense, r["label"], str(LeakRate.of(r["successes"])), control_text(r), r["outcome"])
-            for r in audit["records"]]  # fmt: skip
+    rows = []
+    for record in audit["records"]:
+        verdict = verdict_of(record)
+        rows.append(_row(defense, record["label"], str(verdict.defended), control_text(record), verdict_text(verdict)))
     if len(audit["records"]) > 1:
-        rows.append(_union_row(defense, audit["records"]))
+        verdict = union_verdict(audit["records"])
+        control = "none ran" if verdict.control is None else str(verdict.control)
+        rows.append(_row(defense, "any (union)", str(verdict.defended), control, verdict_text(verdict)))
     return rows
-
-
-def _union_row(defense: str, records: list[dict[str, Any]]) -> dict[str, str]:
-    """Victims leaked by any attack; the control is the union of the controls (where every attack has one)."""
-    union = LeakRate.of(union_over_attacks({r["label"]: r["successes"] for r in records}))
-    controls = {r["label"]: r["control"]["successes"] for r in records if "control" in r}
-    control = LeakRate.of(union_over_attacks(controls)) if len(controls) == len(records) else None
-    return _row(defense, "any (union)", str(union), str(control or "none ran"), judge(union, control).outcome)
 
 
 def _noise_rows(family: str, calibration: Optional[dict[str, Any]]) -> list[dict[str, str]]:
     """The no-noise baseline (the union over every attack) and the union at the protective sigma."""
     if calibration is None:
         return [_row(family, "-", MISSING, "-", MISSING)]
-    unions = calibration["unions"]
-    baseline = LeakRate.of(unions["0"])
-    rows = [_row(f"{family}, no noise", "any (union)", str(baseline), "-", judge(baseline, None).outcome)]
+    baseline = calibration_findings(calibration, "0")
+    rows = [_row(f"{family}, no noise", "any (union)", str(baseline), "-", verdict_text(judge(baseline, None)))]
     sigma = reported_sigma(calibration)
     if sigma is None:
         return rows
-    rate = LeakRate.of(unions[f"{sigma:.6g}"])
+    found = calibration_findings(calibration, f"{sigma:.6g}")
     which = "protective" if calibration["outcome"] == "calibrated" else "largest tried: not found"
     attacks = "union of " + ", ".join(calibration["leaking_attacks"])
-    return rows + [_row(f"{family}, sigma {sigma:.3g} ({which})", attacks, str(rate), str(baseline),
-                        judge(rate, baseline).outcome)]  # fmt: skip
+    return rows + [_row(f"{family}, sigma {sigma:.3g} ({which})", attacks, str(found), str(baseline),
+                        verdict_text(judge(found, baseline)))]  # fmt: skip
 
 
 def sigma_row(evidence: Evidence, arch: str, family: str, state: str) -> dict[str, Any]:
@@ -150,8 +150,10 @@ def ratio_row(evidence: Evidence, arch: str, family: str, state: str, resamples:
         return {**row, "status": f"inconclusive: {mine['victims']} and {base['victims']} victims"}
     noise = [c["noise"].get("absolute") for c in (mine, base)]
     absolute = noise[0] / noise[1] if None not in noise else None
-    return {**row, "status": "measured", **bootstrap_ratio(mine["unions"], base["unions"], resamples, seed),
-            "absolute_ratio": absolute}  # fmt: skip
+    identified = (mine.get("identified"), base.get("identified"))
+    pool_sizes = (mine.get("pool_size", POOL_SIZE), base.get("pool_size", POOL_SIZE))
+    ratio = bootstrap_ratio(mine["unions"], base["unions"], resamples, seed, identified, pool_sizes)
+    return {**row, "status": "measured", **ratio, "absolute_ratio": absolute}
 
 
 def accuracy_row(evidence: Evidence, arch: str, family: str) -> dict[str, Any]:
@@ -295,17 +297,24 @@ def _claims_md(summary: dict[str, Any]) -> list[str]:
 
 
 def _leaks_md(summary: dict[str, Any]) -> list[str]:
-    lines = ["## 1. Leak rate per defense and attack", "",
-             "Leaked: k/n victims with the 95% Clopper-Pearson interval. Control: the same attack and victims "
-             "without the audited defense (none ran: a leak needs no control). Noise families: the union over "
-             "every attack without noise (per attack it is not recorded), then the union over the attacks that "
-             "leaked without noise at the protective sigma, with the no-noise union as its control.", ""]  # fmt: skip
+    lines = ["## 1. Findings per defense and attack", "",
+             "Findings: victims identified (the nearest of their K candidates; chance 1/K, or for a union over a "
+             "attacks 1 - (1 - 1/K)^a; exact one-sided binomial p) and reconstructed (legible by the calibrated "
+             "pixel rule), k/n with the 95% Clopper-Pearson interval. Outcome, derived from the findings: leaked "
+             "if a victim was reconstructed or identification is above chance (p < 0.05); protected only if "
+             "neither, identification was scored, at most half the attack's problems stopped at its budget (as "
+             "recorded) and the control leaked by the same rule; else inconclusive, with the reason. Control: "
+             "the same attack and victims without the audited defense (none ran: a leak needs no control). "
+             "Records written before identification-aware verdicts recorded no stop reasons, so none of them "
+             "reads protected. Noise families: the union over every attack without noise (per attack it is not "
+             "recorded), then the union over the attacks that leaked without noise at the protective sigma, "
+             "with the no-noise union as its control (calibrations record no stop reasons either).", ""]  # fmt: skip
     for arch in summary["archs"]:
         for state in summary["states"][arch]:
             rows = [r for r in summary["leaks"] if r["arch"] == arch and r["state"] == state]
             lines += [f"### {arch}, {state}", ""]
-            lines += _table(["defense", "attack", "leaked", "control", "outcome"],
-                            [[r[k] for k in ("defense", "attack", "leaked", "control", "outcome")] for r in rows])
+            lines += _table(["defense", "attack", "findings", "control", "outcome"],
+                            [[r[k] for k in ("defense", "attack", "findings", "control", "outcome")] for r in rows])
     return lines
 
 
@@ -316,9 +325,11 @@ def _sigmas_md(summary: dict[str, Any]) -> list[str]:
              *(num(r.get(k)) for k in ("sigma", "leaking", "absolute", "relative", "noise_to_signal", "upper_bound")),
              ", ".join(r.get("attacks", [])) or "-"] for r in summary["sigmas"]]  # fmt: skip
     return ["## 2. Protective sigma", "",
-            "The smallest sigma measured not to leak any victim to any attack that leaked without noise "
-            "(leaks at: the largest measured to leak). Noise at that sigma, medians over victims. The 95% upper "
-            "bound is the Clopper-Pearson bound of the union's leak rate there.", "", *_table(header, rows)]
+            "The smallest sigma measured not to leak to any attack that leaked without noise: none reconstructs "
+            "a victim or identifies victims above chance (calibrations that did not record identification: "
+            "reconstruction alone, and they say so). Leaks at: the largest measured to leak. Noise at that "
+            "sigma, medians over victims. The 95% upper bound is the Clopper-Pearson bound of the union's "
+            "reconstruction rate there.", "", *_table(header, rows)]
 
 
 def _ratios_md(summary: dict[str, Any]) -> list[str]:

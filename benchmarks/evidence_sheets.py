@@ -7,7 +7,8 @@
 Writes ``sheet_<arch>_<state>.png`` into the folder. Under the victims, one row per attack of each
 audited defense (none, PRECODE, pruning), then, for each noise family, the attacks that leaked just
 below the protective sigma, at that sigma and at the protective one (for a family with no
-protective sigma: at the largest sigma tried). Every image is captioned with its scores. The
+protective sigma: at the largest sigma tried), each followed by its control and each
+reconstruction row by its contrast-stretched copy. Every image is captioned with its scores and findings. The
 images are the ones the audits kept (``reconstructions/``); rows whose images are absent are left
 out.
 """
@@ -22,8 +23,7 @@ from typing import Any, Optional
 from torchvision.utils import save_image
 
 from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS, datamodule
-from ppp_lightning.audit import RESULTS as AUDIT_RESULTS
-from ppp_lightning.audit import sheet_rows
+from ppp_lightning.audit import audit_records, sheet_rows
 from ppp_lightning.metrics import to_unit_interval
 from ppp_lightning.noise_search import sigma_folder
 from ppp_lightning.reporting import read_records
@@ -34,8 +34,7 @@ __all__ = ["defense_rows", "main", "noise_rows", "write_sheets"]
 
 def defense_rows(folder: Path, family: str, pool: VictimPool) -> list[SheetRow]:
     """Every attack of an audited defense's folder (``audits/<arch>/<family>/<state>``)."""
-    records = read_records(folder / AUDIT_RESULTS)
-    return sheet_rows(folder, records, pool.mean, pool.std, controls=False, prefix=f"{family}: ")
+    return sheet_rows(folder, audit_records(folder), pool.mean, pool.std, prefix=f"{family}: ")
 
 
 def noise_rows(folder: Path, family: str, calibration: dict[str, Any], pool: VictimPool) -> list[SheetRow]:
@@ -51,15 +50,14 @@ def noise_rows(folder: Path, family: str, calibration: dict[str, Any], pool: Vic
     below, protective = search.get("leaking"), search.get("sigma")
     if below is None:
         return []
-    labels = {r["label"] for r in read_records(sigma_folder(folder, below) / AUDIT_RESULTS) if any(r["successes"])}
+    labels = {r.context["label"] for r in audit_records(sigma_folder(folder, below)) if r.attack.findings().leaked}
     rows = []
     for sigma, name in ((below, "leaks"), (protective, "protective")):
         if sigma is None:
             continue
         at = sigma_folder(folder, sigma)
-        records = [r for r in read_records(at / AUDIT_RESULTS) if r["label"] in labels]
-        rows += sheet_rows(at, records, pool.mean, pool.std, controls=False,
-                           prefix=f"{family} sigma {sigma:.3g} ({name}): ")  # fmt: skip
+        records = [r for r in audit_records(at) if r.context["label"] in labels]
+        rows += sheet_rows(at, records, pool.mean, pool.std, prefix=f"{family} sigma {sigma:.3g} ({name}): ")
     return rows
 
 

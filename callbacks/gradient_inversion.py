@@ -25,8 +25,9 @@ from ppp_lightning.assessment import assess
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.logger_sinks import run_directory, sinks_for
-from ppp_lightning.metrics import ReconstructionMetrics
+from ppp_lightning.metrics import LEGIBLE_NCC, ReconstructionMetrics
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.record import Convergence
 from ppp_lightning.reidentification import POOL_SIZE, Reidentifier, check_pool_size
 from ppp_lightning.reporting import Reporter
 from ppp_lightning.victims import draw_victims, floor_image
@@ -132,15 +133,17 @@ class GradientInversionAttack(pl.Callback):
         known_labels: give the attack the victims' labels; ``False`` recovers them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
         success_threshold: the value at which a reconstruction succeeds (the default, channel-aware
-            ``ncc >= 0.5``, is calibrated: ``docs/calibration.md``); with ``pool_size`` the victim
-            must also be re-identified.
+            ``ncc >= 0.26``, is calibrated: ``docs/calibration.md``); with ``pool_size`` the victim
+            must also be identified for its reconstruction to count as reconstructed.
         control: also attack, at the same step and with the same budget, the same victims' gradient
             without the attached ``PartialPerturbation``'s noise (the positive control; captured: the
-            step's clean gradient, recomputed); logs
-            ``<name>/control_success_rate``, adds a control row to the sheet, and a verdict of
-            "protected" needs it to pass (else "inconclusive").
-        pool_size: re-identify each victim among this many same-class training images (``K``,
-            chance ``1/K``; logs ``<name>/reidentification_rate``); ``None`` to skip.
+            step's clean gradient, recomputed); logs ``<name>/control_reconstructed_rate`` (and
+            ``control_identified_rate``), adds a control row to the sheet, and a verdict of
+            "protected" needs it to leak (else "inconclusive").
+        pool_size: identify each victim among this many candidates, itself and same-class training
+            images (``K``, chance ``1/K``; logs ``<name>/identified_rate`` and its binomial p-value;
+            identification above chance is a leak); ``None`` to skip, and then no verdict reads
+            "protected".
         progress: show the attack's own progress bar (optimisation attacks).
         name: prefix of the logged keys and folder in the run directory for PNGs and JSON.
 
@@ -175,7 +178,7 @@ class GradientInversionAttack(pl.Callback):
         source: Literal["recomputed", "captured"] = "recomputed",
         known_labels: bool = True,
         success_metric: Literal["psnr", "ssim", "mse", "ncc"] = "ncc",
-        success_threshold: float = 0.5,
+        success_threshold: float = LEGIBLE_NCC,
         control: bool = False,
         pool_size: Optional[int] = POOL_SIZE,
         progress: bool = False,
@@ -422,10 +425,12 @@ class GradientInversionAttack(pl.Callback):
             known = [target.labels] * len(gradients) if self.known_labels else None
             results = attack.run(target.model, gradients, known, tuple(target.images.shape))
         images, labels = target.images, target.labels
-        control = results[1].images if self.control else None
+        control = results[1] if self.control else None
         floor = None if self._floor is None else self._floor.to(images)
-        assessed = assess(self.metrics, results[0].images, images, labels, floor, self.reidentifier, control)
-        record = {
+        assessed = assess(self.metrics, results[0].images, images, labels, floor, self.reidentifier,
+                          None if control is None else control.images, None, Convergence.of(results[:1]),
+                          None if control is None else Convergence.of([control]))  # fmt: skip
+        context = {
             "global_step": step,
             "epoch": trainer.current_epoch,
             "event": event,
@@ -436,12 +441,13 @@ class GradientInversionAttack(pl.Callback):
             "num_images": len(labels),
             "labels": labels.tolist(),
             "attack_labels": results[0].labels.tolist(),
-            **results[0].summary(),
+            "matching_loss": results[0].loss,
             "seconds": time.perf_counter() - started,
-            **assessed.record,
         }
         sheet = f"step{step:07d}.png"
-        self.reporter.report(sheet, images, assessed.reconstructions, record, step, control=assessed.control)
+        record = assessed.record(context).to_dict()
+        self.reporter.report(sheet, images, assessed.reconstructions, record, step,
+                             control=assessed.control_reconstructions)  # fmt: skip
 
     def _spec_for(self, trainer: pl.Trainer) -> AttackSpec:
         """The spec that runs: under fast_dev_run a 2-iteration smoke test of optimisation attacks."""

@@ -37,10 +37,12 @@ class LeakageAudit(pl.Callback):
     sampling off). Training is unchanged (copies, forked RNG). Each audit goes to
     ``<run dir>/<name>/<event>-<noise|no_noise>/`` (``report.md``, ``sheet.png``,
     ``results.jsonl``) and, with W&B or TensorBoard, to the logger; when training ends the callback
-    prints one table of every audit: when, defense, attack, leaked k/n with its 95% interval, the
-    control and the outcome, and draws every audit's reconstructions into ``<run dir>/<name>/sheet.png``.
-    A defense is called protective only where its control leaked. Under ``fast_dev_run`` the
-    optimisation attacks run 2 iterations (a smoke test).
+    prints one table of every audit: when, defense, attack, identified and reconstructed k/n with
+    their 95% intervals (identification against chance ``1/K`` with its binomial p-value), the
+    control and the outcome, and draws every audit's reconstructions and their controls' into
+    ``<run dir>/<name>/sheet.png``. A defense is called protective only where neither finding
+    leaked, the attack converged and its control leaked. Under ``fast_dev_run`` the optimisation
+    attacks run 2 iterations (a smoke test).
 
     Args:
         attacks: attack labels of :func:`~ppp_lightning.attacks.suite.attack_suite` (``None``: all that apply).
@@ -140,10 +142,10 @@ class LeakageAudit(pl.Callback):
                 records = audit(model, pool.train_set, suite, folder, defense, pool.mean, pool.std, pool.one_channel,
                                 self.victims, self.seed, progress=self.progress, sinks=sinks_for(trainer.loggers),
                                 step=trainer.global_step, prefix=f"{self.name}/{audited}")  # fmt: skip
-                defended = _defended(records[0])
+                defended = _defended(records[0].context)
                 self.rows += [[EVENTS[event], defended, *row] for row in leak_rows(records)]
                 prefix = f"{EVENTS[event].split()[0]}, {defended.split(' (')[0]}: "
-                self._sheet_rows += sheet_rows(folder, records, pool.mean, pool.std, controls=False, prefix=prefix)
+                self._sheet_rows += sheet_rows(folder, records, pool.mean, pool.std, prefix=prefix)
         self.done.append(event)
         self._draw(root)
 
@@ -152,7 +154,7 @@ class LeakageAudit(pl.Callback):
         pool = self._pool
         images, _ = draw_victims(pool.train_set, self.victims, self.seed, stratified=True)
         truth = SheetRow("truth", to_unit_interval(images, pool.mean, pool.std))
-        title = "Gradient leakage audit (each row's control is in its audit's own sheet)"
+        title = "Gradient leakage audit: every victim; each attack, its control, each with a contrast-stretched copy"
         self.sheet = root / SHEET
         save_image(draw_sheet(title, [truth, *self._sheet_rows]), self.sheet)
 
@@ -162,7 +164,9 @@ class LeakageAudit(pl.Callback):
             return
         print(
             f"\nGradient leakage ({self.victims} training images, each alone in its batch; k/n with 95% intervals). "
-            "A defense is said to protect only where its control, the same attack without it, leaked.\n"
+            "Leaked: a victim reconstructed, or victims identified among their candidates above chance. A defense "
+            "is said to protect only where neither holds, the attack converged and its control (the same attack "
+            "without it) leaked.\n"
         )
         print(markdown_table(("when", "defense", *LEAK_COLUMNS), self.rows))
         print(f"\nSheet: {self.sheet} (each audit's report.md and sheet.png are in the folders next to it)")

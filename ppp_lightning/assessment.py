@@ -1,9 +1,10 @@
-"""Score one attack's reconstructions and state its verdict: the path every consumer reports through.
+"""Score one attack's reconstructions and state its findings: the path every consumer reports through.
 
-Scores (:class:`~ppp_lightning.metrics.ReconstructionMetrics`), re-identification
-(:class:`~ppp_lightning.reidentification.Reidentifier`), the control's scores and the verdict
-(:func:`~ppp_lightning.verdicts.judge`) come out as one record, with the reconstructions in the
-victims' order for the sheet.
+Scores (:class:`~ppp_lightning.metrics.ReconstructionMetrics`), identification among candidates
+(:class:`~ppp_lightning.reidentification.Reidentifier`) and how the attack converged come out as
+:class:`~ppp_lightning.record.Scored` findings, for the attack and its control, with the
+reconstructions in the victims' order for the sheet; :meth:`Assessment.record` makes the typed
+record whose verdict :func:`~ppp_lightning.verdicts.judge` decides.
 """
 
 from __future__ import annotations
@@ -14,25 +15,31 @@ from typing import Any, Optional
 from torch import Tensor
 
 from ppp_lightning.metrics import ReconstructionMetrics
+from ppp_lightning.record import AttackRecord, Convergence, Scored
 from ppp_lightning.reidentification import Reidentifier
-from ppp_lightning.verdicts import LeakRate, judge
 
 __all__ = ["Assessment", "assess"]
 
 
 @dataclass
 class Assessment:
-    """An attack's record fields and its reconstructions in the victims' order.
+    """An attack's findings and its reconstructions in the victims' order (the control's likewise).
 
     Args:
-        record: scores, ``reidentified``, ``control`` (when one ran), ``leaked``, ``verdict``, ``outcome``.
+        attack: the defended reconstructions' findings.
         reconstructions: ``(N, C, H, W)`` matched to the victims.
-        control: the control's reconstructions, matched likewise (``None`` without a control).
+        control: the control's findings (``None`` without a control).
+        control_reconstructions: the control's reconstructions, matched likewise.
     """
 
-    record: dict[str, Any]
+    attack: Scored
     reconstructions: Tensor
-    control: Optional[Tensor] = None
+    control: Optional[Scored] = None
+    control_reconstructions: Optional[Tensor] = None
+
+    def record(self, context: dict[str, Any]) -> AttackRecord:
+        """The typed record of this assessment under ``context`` (what ran, where, when)."""
+        return AttackRecord(context, self.attack, self.control)
 
 
 def assess(
@@ -44,32 +51,32 @@ def assess(
     reidentifier: Optional[Reidentifier] = None,
     control: Optional[Tensor] = None,
     batch_size: Optional[int] = None,
+    convergence: Optional[Convergence] = None,
+    control_convergence: Optional[Convergence] = None,
 ) -> Assessment:
-    """Score the reconstructions (and the control's) and judge the defense.
+    """Score the reconstructions (and the control's): both findings per victim and the scores.
 
     Args:
-        metrics: the scores and the success rule.
+        metrics: the scores and the pixel rule.
         reconstructions: ``(N, C, H, W)`` normalised, in any order.
         victims: ``(N, C, H, W)`` normalised ground truth.
-        labels: ``(N,)`` the victims' labels (for re-identification).
+        labels: ``(N,)`` the victims' labels (to draw their candidates).
         floor: ``(C, H, W)`` the trivial reconstruction (the dataset's mean image).
-        reidentifier: re-identify each victim among same-class rivals (``None``: not scored).
+        reidentifier: identify each victim among same-class candidates (``None``: not scored, and
+            no verdict can then read "protected").
         control: the same attack's reconstructions without the defense (``None``: no control ran).
         batch_size: victims were attacked in consecutive batches of this size (one gradient each):
             reconstructions are matched within their batch (``None``: all in one).
+        convergence: how the attack's problems ended.
+        control_convergence: how the control's problems ended.
     """
-    own = _scored(metrics, reconstructions, victims, labels, floor, reidentifier, batch_size)
-    record = dict(own.record)
-    verdict_control = None
-    if control is not None:
-        checked = _scored(metrics, control, victims, labels, floor, reidentifier, batch_size)
-        kept = ("per_image", "mean", "successes", "success_rate", "reidentified")
-        record["control"] = {k: checked.record[k] for k in kept if k in checked.record}
-        verdict_control = LeakRate.of(checked.record["successes"])
-    leaked = LeakRate.of(record["successes"])
-    verdict = judge(leaked, verdict_control)
-    record.update(leaked=leaked.to_dict(), verdict=str(verdict), outcome=verdict.outcome)
-    return Assessment(record, own.reconstructions, None if control is None else checked.reconstructions)
+    own, ordered = _scored(metrics, reconstructions, victims, labels, floor, reidentifier, batch_size, convergence)
+    if control is None:
+        return Assessment(own, ordered)
+    checked, control_ordered = _scored(
+        metrics, control, victims, labels, floor, reidentifier, batch_size, control_convergence
+    )
+    return Assessment(own, ordered, checked, control_ordered)
 
 
 def _scored(
@@ -79,13 +86,17 @@ def _scored(
     labels: Tensor,
     floor: Optional[Tensor],
     reidentifier: Optional[Reidentifier],
-    batch_size: Optional[int] = None,
-) -> Assessment:
+    batch_size: Optional[int],
+    convergence: Optional[Convergence],
+) -> tuple[Scored, Tensor]:
     scores = metrics(reconstructions, victims, floor, batch_size)
-    ordered = reconstructions[scores["order"]]
-    if reidentifier is not None:  # a legible class prototype is no leak of this image: it must also re-identify
-        found = [r.reidentified for r in reidentifier(ordered, victims, labels)]
-        successes = [bool(s and f) for s, f in zip(scores["successes"], found)]
-        scores.update(reidentified=found, pool_size=reidentifier.size, pool_seed=reidentifier.seed, successes=successes)
-        scores.update(success_rate=sum(successes) / len(successes), success_rule="metric and re-identified")
-    return Assessment(scores, ordered)
+    ordered = reconstructions[scores.pop("order")]
+    legible = scores.pop("successes")
+    del scores["success_rate"]
+    if reidentifier is None:
+        return Scored(scores, legible, convergence=convergence), ordered
+    # a legible class prototype is no reconstruction of this image: it must also identify its victim
+    identified = [r.reidentified for r in reidentifier(ordered, victims, labels)]
+    reconstructed = [bool(s and f) for s, f in zip(legible, identified)]
+    pool = {"pool_size": reidentifier.size, "pool_seed": reidentifier.seed}
+    return Scored(scores, reconstructed, identified, convergence=convergence, **pool), ordered

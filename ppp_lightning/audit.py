@@ -9,10 +9,11 @@ control removes exactly that, at the same victims, seed and budget:
   (``z = mu``, :func:`~ppp_lightning.precode.without_sampling`) for the client and the attacker;
 - else nothing is audited and no control runs (a leak needs no control; protection would).
 
-Every attack is assessed (:func:`~ppp_lightning.assessment.assess`: scores, re-identification,
-verdict) and appended to ``results.jsonl`` at once, so a rerun skips finished attacks (a folder
+Every attack is assessed (:func:`~ppp_lightning.assessment.assess`: both findings per victim,
+reconstructed and identified among ``pool_size`` candidates, how its problems stopped) and its
+typed record (:class:`~ppp_lightning.record.AttackRecord`) appended to ``results.jsonl`` at once, so a rerun skips finished attacks (a folder
 holding another model's, defense's or victims' audit is refused). ``report.md`` holds the table
-(attack, leaked k/n with 95% intervals, control, verdict) and the union over attacks;
+(attack, identified and reconstructed k/n with 95% intervals, control, verdict) and the union over attacks;
 ``sheet.png`` shows every attack's and control's reconstructions under the victims.
 """
 
@@ -32,15 +33,15 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from ppp_lightning.assessment import Assessment, assess
-from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
 from ppp_lightning.metrics import ReconstructionMetrics, to_unit_interval
 from ppp_lightning.precode import PRECODE, without_sampling
-from ppp_lightning.reidentification import Reidentifier
-from ppp_lightning.reporting import Reporter, ReportSink, captions
-from ppp_lightning.sheets import SheetRow, draw_sheet
-from ppp_lightning.verdicts import LeakRate, union_over_attacks
+from ppp_lightning.record import AttackRecord, Convergence, union_findings
+from ppp_lightning.reidentification import POOL_SIZE, Reidentifier
+from ppp_lightning.reporting import Reporter, ReportSink, captions, read_records
+from ppp_lightning.sheets import SheetRow, draw_sheet, with_stretched
 from ppp_lightning.victims import draw_victims, floor_image
 
 __all__ = [
@@ -50,17 +51,19 @@ __all__ = [
     "SHEET",
     "AuditedGradients",
     "audit",
+    "audit_records",
     "audited_gradients",
     "leak_rows",
     "markdown_table",
     "model_fingerprint",
     "sheet_rows",
+    "union_text",
 ]
 
 RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
 RECONSTRUCTIONS = "reconstructions"
 # Settings that records written before they existed lack, with the value those audits used.
-RECORD_DEFAULTS = {"batch_size": 1}
+RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE}
 
 
 @dataclass
@@ -142,7 +145,8 @@ def audit(
     step: int = 0,
     prefix: str = "audit",
     batch_size: int = 1,
-) -> list[dict[str, Any]]:
+    pool_size: int = POOL_SIZE,
+) -> list[AttackRecord]:
     """Attack ``victims`` training images of ``dataset`` with every attack, with controls; write the report.
 
     Args:
@@ -162,13 +166,15 @@ def audit(
         step: the logging step (a training step when audited during training).
         prefix: the logged keys are ``<prefix>/<attack label>/...``.
         batch_size: victims per shared gradient (consecutive victims share one; 1: each alone).
+        pool_size: ``K``, each victim's candidates for identification (itself and ``K - 1``
+            training images of its class; chance ``1/K``).
 
     Returns:
         Every attack's record (those of earlier runs included), in the order of ``attacks``.
 
     Raises:
-        ValueError: if ``folder`` holds an audit of another model, defense, victims, seed or batch
-            size, or ``victims`` is not a multiple of ``batch_size``.
+        ValueError: if ``folder`` holds an audit of another model, defense, victims, seed, batch
+            size or pool size, or ``victims`` is not a multiple of ``batch_size``.
     """
     if batch_size < 1 or victims % batch_size:
         raise ValueError(f"victims={victims}, batch_size={batch_size}; allowed: victims a multiple of batch_size >= 1")
@@ -185,25 +191,29 @@ def audit(
         "victims": victims,
         "seed": seed,
         "batch_size": batch_size,
+        "pool_size": pool_size,
     }
     reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
     done = _finished(reporter, setting)
     metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
-    reidentifier = Reidentifier(dataset, mean, std, one_channel, seed=seed)
+    reidentifier = Reidentifier(dataset, mean, std, one_channel, pool_size, seed)
     floor = floor_image(dataset)
     for label, spec in tqdm(attacks.items(), desc="audit", unit="attack", disable=not progress):
-        if label in done and done[label]["spec"] == spec.to_dict():
+        if label in done and done[label].context["spec"] == spec.to_dict():
             continue
         shape, started = tuple(images.shape[1:]), time.perf_counter()
-        reconstructions, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
+        results, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
         seconds = round(time.perf_counter() - started, 1)  # attack and control together: what a budget must fit
-        assessed = assess(metrics, reconstructions, images, labels, floor, reidentifier, controls, batch_size)
-        record = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
-                  "seconds": seconds}  # fmt: skip
-        record.update(labels=labels.tolist(), **assessed.record)
+        assessed = assess(metrics, _images(results), images, labels, floor, reidentifier,
+                          None if controls is None else _images(controls), batch_size, Convergence.of(results),
+                          None if controls is None else Convergence.of(controls))  # fmt: skip
+        context = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
+                   "seconds": seconds, "labels": labels.tolist()}  # fmt: skip
         _keep_reconstructions(folder, label, assessed)
-        done[label] = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions, record, step,
-                                      prefix=f"{prefix}/{label}", control=assessed.control)  # fmt: skip
+        written = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions,
+                                  assessed.record(context).to_dict(), step, prefix=f"{prefix}/{label}",
+                                  control=assessed.control_reconstructions)  # fmt: skip
+        done[label] = AttackRecord.from_dict(written)
     records = [done[label] for label in attacks if label in done]
     (folder / REPORT).write_text(_report(records))
     title = f"Audit of {victims} victims; audited defense: {setting['audited']}"
@@ -212,7 +222,12 @@ def audit(
     return records
 
 
-def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def audit_records(folder: Path) -> list[AttackRecord]:
+    """The records of the audit in ``folder`` (empty when there is none), in the order they were written."""
+    return [AttackRecord.from_dict(record) for record in read_records(Path(folder) / RESULTS)]
+
+
+def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, AttackRecord]:
     """The folder's finished attacks by label (the latest of each), refusing another audit's folder."""
     done = {}
     for record in reporter.records():
@@ -223,7 +238,7 @@ def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, dict[str
                 f"{reporter.folder} holds an audit with other {', '.join(changed)} ({other}); "
                 "pass another folder or delete it"
             )
-        done[record["label"]] = record
+        done[record["label"]] = AttackRecord.from_dict(record)
     return done
 
 
@@ -235,23 +250,26 @@ def _attack(
     image_shape: tuple[int, ...],
     mean: Sequence[float],
     std: Sequence[float],
-) -> tuple[Tensor, Optional[Tensor]]:
-    """The attack's reconstructions of the shared gradients and of the controls (one run where possible)."""
+) -> tuple[list[AttackResult], Optional[list[AttackResult]]]:
+    """The attack's results on the shared gradients and on the controls (one run where possible)."""
     attack = spec.build(mean, std)
     known = list(labels.split(len(labels) // len(gradients.shared)))
     shape = (len(known[0]), *image_shape)
     count = len(known)
 
-    def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> Tensor:
-        results = attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape)
-        return torch.cat([result.images for result in results]).cpu()
+    def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> list[AttackResult]:
+        return attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape)
 
     if gradients.control is None:
         return run(network, gradients.shared), None
     if gradients.control_model is network:
         both = run(network, gradients.shared + gradients.control)
-        return both[: len(labels)], both[len(labels) :]
+        return both[:count], both[count:]
     return run(network, gradients.shared), run(gradients.control_model, gradients.control)
+
+
+def _images(results: Sequence[AttackResult]) -> Tensor:
+    return torch.cat([result.images for result in results]).cpu()
 
 
 def _file_name(label: str) -> str:
@@ -261,7 +279,7 @@ def _file_name(label: str) -> str:
 def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> None:
     """Save the reconstructions (for the combined sheet of a resumed audit)."""
     (folder / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
-    kept = {"attack": assessed.reconstructions, "control": assessed.control}
+    kept = {"attack": assessed.reconstructions, "control": assessed.control_reconstructions}
     path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
     partial = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
     torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, partial)
@@ -270,15 +288,15 @@ def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> Non
 
 def sheet_rows(
     folder: Path,
-    records: Sequence[dict[str, Any]],
+    records: Sequence[AttackRecord],
     mean: Sequence[float],
     std: Sequence[float],
     controls: bool = True,
     prefix: str = "",
 ) -> list[SheetRow]:
-    """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their scores.
+    """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their findings.
 
-    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
+    Every victim is shown; each reconstruction row is followed by its contrast-stretched copy. Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
 
     Args:
         folder: the audit's folder.
@@ -290,28 +308,40 @@ def sheet_rows(
     """
     rows = []
     for record in records:
-        path = folder / RECONSTRUCTIONS / f"{_file_name(record['label'])}.pt"
+        label = record.context["label"]
+        path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
         if not path.exists():  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
             continue
         kept = torch.load(path)
-        name = f"{prefix}{record['label']}"
-        rows.append(SheetRow(name, to_unit_interval(kept["attack"], mean, std), captions(record)))
-        if controls and kept["control"] is not None:
+        shown = to_unit_interval(kept["attack"], mean, std)
+        rows += with_stretched(SheetRow(f"{prefix}{label}", shown, captions(record.attack)))
+        if controls and kept["control"] is not None and record.control is not None:
             shown = to_unit_interval(kept["control"], mean, std)
-            rows.append(SheetRow(f"{name} control", shown, captions(record["control"])))
+            rows += with_stretched(SheetRow(f"{prefix}{label} control", shown, captions(record.control)))
     return rows
 
 
-LEAK_COLUMNS = ("attack", "leaked (95% CI)", "control (without the audited defense)", "outcome")
+LEAK_COLUMNS = ("attack", "identified (95% CI; chance, p)", "reconstructed (95% CI)", "control (without the audited defense)",
+                "outcome")  # fmt: skip
 
 
-def leak_rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
+def leak_rows(records: Sequence[AttackRecord]) -> list[list[str]]:
     """One row of :data:`LEAK_COLUMNS` per audited attack."""
-    rows = []
-    for r in records:
-        control = "-" if "control" not in r else str(LeakRate.of(r["control"]["successes"]))
-        rows.append([r["label"], str(LeakRate.of(r["successes"])), control, r["outcome"]])
-    return rows
+    return [_leak_row(r.context["label"], r) for r in records]
+
+
+def _leak_row(label: str, record: AttackRecord) -> list[str]:
+    verdict = record.verdict
+    found = verdict.defended
+    control = "-" if verdict.control is None else str(verdict.control)
+    outcome = verdict.outcome + (f" ({verdict.reason})" if verdict.reason else "")
+    identified = "not scored" if found.identified is None else str(found.identified)
+    return [label, identified, str(found.reconstructed), control, outcome]
+
+
+def union_text(records: Sequence[AttackRecord]) -> str:
+    """The findings of any attack per victim (each attack one more guess at identification)."""
+    return str(union_findings([r.attack for r in records]))
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -320,21 +350,20 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines + [f"| {' | '.join(row)} |" for row in rows])
 
 
-def _report(records: list[dict[str, Any]]) -> str:
+def _report(records: list[AttackRecord]) -> str:
     lines = ["# Audit", ""]
     if not records:
         return "\n".join(lines + ["No attack ran."]) + "\n"
-    first = records[0]
+    first = records[0].context
     lines += [
         _audited_text(first),
         f"Model {first['model']}; {first['victims']} class-stratified victims, {_batches(first)}; "
-        f"seed {first['seed']}.",
+        f"seed {first['seed']}; each identified among {first.get('pool_size', POOL_SIZE)} candidates.",
         "",
         markdown_table(LEAK_COLUMNS, leak_rows(records)),
     ]
-    union = union_over_attacks({r["label"]: r["successes"] for r in records})
-    lines += ["", f"Any attack (per victim): {LeakRate.of(union)}.", "", "Settings:", ""]
-    lines += [f"- {r['label']}: {r['spec']}" for r in records]
+    lines += ["", f"Any attack (per victim): {union_text(records)}.", "", "Settings:", ""]
+    lines += [f"- {r.context['label']}: {r.context['spec']}" for r in records]
     return "\n".join(lines) + "\n"
 
 

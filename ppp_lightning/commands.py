@@ -23,11 +23,11 @@ from torch import nn
 from callbacks.partial_perturbation import PartialPerturbation
 from ppp_lightning.attacks.suite import attack_suite
 from ppp_lightning.audit import LEAK_COLUMNS, REPORT, SHEET, audit, leak_rows, model_fingerprint
+from ppp_lightning.record import AttackRecord, union_findings
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.logger_sinks import sinks_for
-from ppp_lightning.noise_search import Calibration, calibrate
-from ppp_lightning.verdicts import LeakRate, union_over_attacks
+from ppp_lightning.noise_search import Calibration, SigmaSearch, calibrate
 from ppp_lightning.victims import VictimPool, victim_pool
 
 __all__ = ["LeakFound", "PPPTrainer"]
@@ -36,7 +36,7 @@ CALIBRATION_FILE = "calibration.json"
 
 
 class LeakFound(RuntimeError):
-    """``audit --fail_on_leak=true`` found a victim that leaked (the CLI exits with status 3)."""
+    """``audit --fail_on_leak=true`` found a leak: a victim reconstructed or identified above chance (exit status 3)."""
 
 
 class PPPTrainer(pl.Trainer):
@@ -52,11 +52,11 @@ class PPPTrainer(pl.Trainer):
         seed: int = 0,
         folder: Optional[str] = None,
         fail_on_leak: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[AttackRecord]:
         """Does the model, with the attached defense, leak? Attack it with a suite, with positive controls.
 
-        Writes ``report.md`` (attack, leaked k/n with 95% intervals, control, verdict, the union
-        over attacks), ``sheet.png`` and ``results.jsonl``; a rerun with the same folder skips
+        Writes ``report.md`` (attack, identified and reconstructed k/n with 95% intervals, control,
+        verdict, the union over attacks), ``sheet.png`` and ``results.jsonl``; a rerun with the same folder skips
         finished attacks. With a W&B logger the sheets, tables and rates are logged too.
 
         Args:
@@ -68,10 +68,11 @@ class PPPTrainer(pl.Trainer):
             victims: how many training images, class-stratified, each alone in its batch.
             seed: seed of the victims, PRECODE samples and noise.
             folder: where the audit goes (``None``: ``<default_root_dir>/audits/<model and defense>``).
-            fail_on_leak: raise :class:`LeakFound` (exit status 3) if any attack leaked any victim.
+            fail_on_leak: raise :class:`LeakFound` (exit status 3) if any attack leaked: reconstructed a
+                victim or identified victims above chance.
 
         Raises:
-            LeakFound: with ``fail_on_leak``, if a victim leaked.
+            LeakFound: with ``fail_on_leak``, on a leak.
             ValueError: on an attack that does not apply, a datamodule without ``train_set``, or a
                 folder that holds another audit.
         """
@@ -88,9 +89,10 @@ class PPPTrainer(pl.Trainer):
                 logger.log_table("audit/report", columns=list(LEAK_COLUMNS), data=leak_rows(records))
                 logger.log_image("audit/sheet", [str(where / SHEET)])
         print((where / REPORT).read_text() + f"\nSheet: {where / SHEET}")
-        union = LeakRate.of(union_over_attacks({r["label"]: r["successes"] for r in records}))
-        if fail_on_leak and union.leaked:
-            raise LeakFound(f"{union} victims leaked to at least one attack; see {where / REPORT}")
+        leaked = [r.context["label"] for r in records if r.attack.findings().leaked]
+        if fail_on_leak and leaked:
+            found = union_findings([r.attack for r in records])
+            raise LeakFound(f"{', '.join(leaked)} leaked (any attack: {found}); see {where / REPORT}")
         return records
 
     def calibrate(
@@ -107,13 +109,15 @@ class PPPTrainer(pl.Trainer):
         folder: Optional[str] = None,
         train_epochs: int = 0,
     ) -> list[Calibration]:
-        """How much noise does the attached defense family need? The smallest sigma at which no victim leaks.
+        """How much noise does the attached defense family need? The smallest sigma at which nothing leaks.
 
         For every model state the suite first attacks without noise (attacks that leak nothing are
-        dropped; none left: inconclusive), then sigma is bisected to within ``factor``. Prints sigma
-        in the family's units, as the noise's RMS per entry, relative to each tensor's gradient
-        RMS and as the noise-to-signal norm ratio, with the 95% upper bound of the leak rate, and a
-        ``PartialPerturbation`` block at the largest sigma over the states.
+        dropped; none left: inconclusive), then sigma is bisected to within ``factor`` until no attack
+        reconstructs a victim and none identifies victims above chance (the answer); a second
+        bisection gives the sigma that stops reconstruction alone. Prints both sigmas in the family's
+        units, as the noise's RMS per entry, relative to each tensor's gradient RMS and as the
+        noise-to-signal norm ratio, with the 95% upper bound of the reconstruction rate, and a
+        ``PartialPerturbation`` block at the largest answer over the states.
 
         Args:
             model: the model at initialisation (as configured).
@@ -211,17 +215,27 @@ def _state_folder(state: str) -> str:
 
 
 def _calibration_table(results: list[Calibration]) -> str:
+    """Per state, the sigma that stops both findings (the answer) and the one that stops reconstruction alone."""
     lines = [
-        "| state | outcome | sigma | noise RMS per entry | relative to gradient RMS | noise / signal norm | "
-        "leak rate upper bound (95%) | attacks searched |",
-        "|---|---|---|---|---|---|---|---|",
+        "| state | outcome | stops | sigma | noise RMS per entry | relative to gradient RMS | noise / signal norm | "
+        "reconstruction rate upper bound (95%) | attacks searched |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        sigma = "-" if r.search.sigma is None else f"{r.search.sigma:.4g} (leaks at {r.search.leaking:.4g})"
-        if r.search.leaking is None and r.search.sigma is not None:
-            sigma = f"{r.search.sigma:.4g} (the smallest tried)"
-        noise = [f"{r.noise[key]:.4g}" if r.noise else "-" for key in ("absolute", "relative", "noise_to_signal")]
-        bound = "-" if r.upper_bound is None else f"{r.upper_bound:.3f} (0/{r.victims})"
         searched = ", ".join(r.leaking_attacks) or "-"
-        lines.append(f"| {r.state} | {r.outcome} | {sigma} | {' | '.join(noise)} | {bound} | {searched} |")
+        bound = "-" if r.upper_bound is None else f"{r.upper_bound:.3f} (0/{r.victims})"
+        rows = (("reconstruction and identification (the answer)", r.search, r.noise, bound),
+                ("reconstruction only", r.reconstruction, r.reconstruction_noise, "-"))  # fmt: skip
+        for stops, search, noise, shown_bound in rows:
+            units = [f"{noise[key]:.4g}" if noise else "-" for key in ("absolute", "relative", "noise_to_signal")]
+            cells = [r.state, r.outcome, stops, _sigma_text(search), *units, shown_bound, searched]
+            lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def _sigma_text(search: SigmaSearch) -> str:
+    if search.sigma is None:
+        return "-"
+    if search.leaking is None:
+        return f"{search.sigma:.4g} (the smallest tried)"
+    return f"{search.sigma:.4g} (leaks at {search.leaking:.4g})"

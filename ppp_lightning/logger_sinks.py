@@ -53,15 +53,16 @@ class WandbSink(ScalarSink):
         shown = "reconstruction" if truth is None else "ground truth, reconstruction" + (", control" if "control" in record else "")
         caption = f"step {step}: {record['attack']} ({shown}); {record.get('verdict', 'unscored')}"
         self.logger.log_image(f"{prefix}/reconstruction", [grid], step=step, caption=[caption])
-        columns = ["step", "victim", "label", "ground_truth", "reconstruction", *SCORES, "reidentified"]
-        columns += ["control_ncc", "control_success", "verdict", "attack", "defense"]
+        columns = ["step", "victim", "label", "ground_truth", "reconstruction", *SCORES, "identified", "reconstructed"]
+        columns += ["control_ncc", "control_identified", "control_reconstructed", "verdict", "attack", "defense"]
         labels, per_image = record["labels"], record.get("per_image")
         attack = f"{record['attack']} {json.dumps(record['settings'])}"
         control = record.get("control", {})
         rows = [
             [step, i, None if labels is None else labels[i], None if truth is None else wandb.Image(truth[i]),
              wandb.Image(reconstruction[i]), *(None if per_image is None else per_image[k][i] for k in SCORES),
-             _item(record.get("reidentified"), i), _item(control.get("per_image", {}).get("ncc"), i),
+             _item(record.get("identified"), i), _item(record.get("successes"), i),
+             _item(control.get("per_image", {}).get("ncc"), i), _item(control.get("identified"), i),
              _item(control.get("successes"), i), record.get("verdict"), attack, json.dumps(record["defense"])]
             for i in range(len(reconstruction))
         ]  # fmt: skip

@@ -1,7 +1,8 @@
 """The smallest protective noise: a geometric bisection over sigma against a leak oracle, and the
 noise calibrator that runs it against an attack suite (``ppp-lightning calibrate``).
 
-The oracle runs an attack suite at one sigma and says whether any victim leaked. Leaking is taken
+The oracle runs an attack suite at one sigma and says whether it leaked: whether any attack
+reconstructed a victim or identified victims above chance. Leaking is taken
 to fall with sigma; the search brackets the threshold between a sigma that leaks and one that does
 not, then halves the bracket in log space until its ends are within ``factor`` of each other. The
 answer is the bracket's upper end: the smallest sigma *measured* not to leak.
@@ -24,8 +25,10 @@ from torch import Tensor, nn
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.audit import audit, audited_gradients
 from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.record import AttackRecord, union
+from ppp_lightning.reidentification import POOL_SIZE
 from ppp_lightning.validation import check_number
-from ppp_lightning.verdicts import clopper_pearson, union_over_attacks
+from ppp_lightning.verdicts import clopper_pearson
 from ppp_lightning.victims import draw_victims
 
 __all__ = ["Calibration", "SigmaSearch", "calibrate", "noise_statistics", "sigma_folder", "smallest_protective_sigma"]
@@ -96,19 +99,26 @@ def smallest_protective_sigma(
 
 @dataclass
 class Calibration:
-    """The smallest protective sigma of a defense family at one model state.
+    """The smallest protective sigma of a defense family at one model state, by both findings.
 
     Args:
         state: the model state (``initialisation`` or a checkpoint's path).
         defense: the family's settings, with ``sigma`` set to the answer when there is one.
         outcome: ``calibrated``; ``inconclusive`` (no attack leaked even without noise, so no sigma
             can be shown to protect); or ``not found`` (even ``max_sigma`` leaked).
-        search: the bisection.
+        search: the bisection on both findings: the smallest sigma at which no attack reconstructs
+            any victim **and** none identifies victims above chance (the answer).
         leaking_attacks: the attacks that leaked without noise (the ones searched against).
         victims: the number of victims.
-        upper_bound: the 95% upper bound of the union's leak rate at ``search.sigma``.
+        upper_bound: the 95% upper bound of the union's reconstruction rate at ``search.sigma``.
         noise: the noise at ``search.sigma`` (:func:`noise_statistics`), medians over victims.
-        unions: per sigma tried (as text; ``"0"``: without noise), which victims leaked to any attack.
+        unions: per sigma tried (as text; ``"0"``: without noise), which victims any attack reconstructed.
+        reconstruction: the bisection on reconstruction alone (the sigma that stops every legible
+            reconstruction; identification may still be above chance there).
+        reconstruction_noise: the noise at ``reconstruction.sigma``.
+        identified: per sigma tried, per attack, which victims it identified.
+        pool_size: ``K``, each victim's candidates.
+        budget_shares: per sigma tried, the share of the attacks' problems stopped by their budget.
     """
 
     state: str
@@ -120,6 +130,11 @@ class Calibration:
     upper_bound: Optional[float] = None
     noise: dict[str, float] = field(default_factory=dict)
     unions: dict[str, list[bool]] = field(default_factory=dict)
+    reconstruction: SigmaSearch = field(default_factory=lambda: SigmaSearch(None, None))
+    reconstruction_noise: dict[str, float] = field(default_factory=dict)
+    identified: dict[str, dict[str, list[bool]]] = field(default_factory=dict)
+    pool_size: int = POOL_SIZE
+    budget_shares: dict[str, Optional[float]] = field(default_factory=dict)
 
     def yaml_block(self) -> str:
         """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
@@ -129,7 +144,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (for JSON)."""
-        return {**asdict(self), "search": asdict(self.search)}
+        return {**asdict(self), "search": asdict(self.search), "reconstruction": asdict(self.reconstruction)}
 
 
 def noise_statistics(
@@ -182,14 +197,17 @@ def calibrate(
     start: Optional[float] = None,
     state: str = "initialisation",
     progress: bool = True,
+    pool_size: int = POOL_SIZE,
 ) -> Calibration:
-    """The smallest sigma of ``family`` at which no attack of the suite leaks any victim.
+    """The smallest sigma of ``family`` at which no attack of the suite leaks: reconstructs or identifies.
 
     First the suite attacks the victims without noise (the positive control of the whole search):
-    the attacks that leak nothing there are dropped, and if none leaks the outcome is
-    ``inconclusive``. Then :func:`smallest_protective_sigma` asks, at each sigma, whether the
-    union of the remaining attacks leaks any victim. Every audit goes to a subfolder of ``folder``
-    (``no_noise``, ``sigma=<value>``), so an interrupted calibration resumes where it stopped.
+    the attacks that leak nothing there (neither finding) are dropped, and if none leaks the
+    outcome is ``inconclusive``. Then :func:`smallest_protective_sigma` asks, at each sigma,
+    whether any remaining attack reconstructs a victim or identifies victims above chance (the
+    answer), and a second bisection, reusing every audit, finds the smallest sigma that stops
+    reconstruction alone. Every audit goes to a subfolder of ``folder`` (``no_noise``,
+    ``sigma=<value>``), so an interrupted calibration resumes where it stopped.
 
     Args:
         model: the client's network at the state to calibrate.
@@ -206,32 +224,53 @@ def calibrate(
         start: the first sigma tried (``None``: the family's sigma, or 1 when it is 0).
         state: the name of the model state, for the record.
         progress: show the audits' progress bars.
+        pool_size: ``K``, each victim's candidates for identification (chance ``1/K``).
     """
     folder = Path(folder)
     common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
-    common.update(control=False, progress=progress)
-    baseline = audit(model, dataset, attacks, folder / "no_noise", None, **common)
-    leaking = [record["label"] for record in baseline if any(record["successes"])]
-    unions = {0.0: union_over_attacks({record["label"]: record["successes"] for record in baseline})}
+    common.update(control=False, progress=progress, pool_size=pool_size)
+    findings: dict[float, _Found] = {0.0: _Found(audit(model, dataset, attacks, folder / "no_noise", None, **common))}
+    leaking = findings[0.0].leaking
     if not leaking:
         return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims,
-                           unions={"0": unions[0.0]})  # fmt: skip
+                           unions={"0": findings[0.0].reconstructed}, pool_size=pool_size)  # fmt: skip
 
-    def leaks(sigma: float) -> bool:
-        noisy = replace(family, sigma=sigma)
-        suite = {label: attacks[label] for label in leaking}
-        records = audit(model, dataset, suite, sigma_folder(folder, sigma), noisy, **common)
-        unions[sigma] = union_over_attacks({record["label"]: record["successes"] for record in records})
-        return any(unions[sigma])
+    def found(sigma: float) -> _Found:
+        if sigma not in findings:
+            suite = {label: attacks[label] for label in leaking}
+            records = audit(model, dataset, suite, sigma_folder(folder, sigma), replace(family, sigma=sigma), **common)
+            findings[sigma] = _Found(records)
+        return findings[sigma]
 
-    search = smallest_protective_sigma(leaks, start or family.sigma or 1.0, factor)
-    tried = {f"{sigma:.6g}": union for sigma, union in sorted(unions.items())}
+    first = start or family.sigma or 1.0
+    search = smallest_protective_sigma(lambda sigma: bool(found(sigma).leaking), first, factor)
+    legible = smallest_protective_sigma(lambda sigma: any(found(sigma).reconstructed), search.sigma or first, factor)
+    tried = sorted(findings.items())
+    details = {"unions": {f"{sigma:.6g}": f.reconstructed for sigma, f in tried},
+               "identified": {f"{sigma:.6g}": f.identified for sigma, f in tried}, "pool_size": pool_size,
+               "budget_shares": {f"{sigma:.6g}": f.budget_share for sigma, f in tried}}  # fmt: skip
+    reconstruction_noise = {} if legible.sigma is None else _noise_at(model, dataset, replace(family, sigma=legible.sigma),
+                                                                      victims, seed)  # fmt: skip
     if search.sigma is None:
-        return Calibration(state, family.to_dict(), "not found", search, leaking, victims, unions=tried)
+        return Calibration(state, family.to_dict(), "not found", search, leaking, victims, reconstruction=legible,
+                           reconstruction_noise=reconstruction_noise, **details)  # fmt: skip
     answer = replace(family, sigma=search.sigma)
-    upper = clopper_pearson(sum(unions[search.sigma]), victims)[1]
+    upper = clopper_pearson(sum(findings[search.sigma].reconstructed), victims)[1]
     noise = _noise_at(model, dataset, answer, victims, seed)
-    return Calibration(state, answer.to_dict(), "calibrated", search, leaking, victims, upper, noise, tried)
+    return Calibration(state, answer.to_dict(), "calibrated", search, leaking, victims, upper, noise,
+                       reconstruction=legible, reconstruction_noise=reconstruction_noise, **details)  # fmt: skip
+
+
+class _Found:
+    """What an audit at one sigma found: per victim, reconstructed by any attack; per attack, who was
+    identified; the share of problems stopped by the budget."""
+
+    def __init__(self, records: Sequence[AttackRecord]) -> None:
+        united = union([r.attack for r in records])
+        self.reconstructed = united.reconstructed
+        self.budget_share = united.findings().budget_share
+        self.identified = {r.context["label"]: r.attack.identified for r in records}
+        self.leaking = [r.context["label"] for r in records if r.attack.findings().leaked]
 
 
 def _noise_at(model: nn.Module, dataset: Any, defense: DefenseSpec, victims: int, seed: int) -> dict[str, float]:

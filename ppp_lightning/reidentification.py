@@ -81,7 +81,10 @@ class Reidentification:
 
 
 def reidentify(reconstruction: Tensor, victim: Tensor, rivals: Tensor, one_channel: bool = False) -> Reidentification:
-    """Whether the reconstruction is nearer its victim than every rival, by the sign-invariant correlation.
+    """Whether the reconstruction is strictly nearer its victim than every rival, by the sign-invariant correlation.
+
+    A tie counts against the victim, so a reconstruction that carries no information about it (a
+    flat image correlates 0 with every candidate) identifies no one.
 
     Args:
         reconstruction: ``(C, H, W)`` in ``[0, 1]``.
@@ -94,7 +97,7 @@ def reidentify(reconstruction: Tensor, victim: Tensor, rivals: Tensor, one_chann
     pool = channel_view(torch.cat([victim[None], rivals]), one_channel)
     image = channel_view(reconstruction[None], one_channel).expand_as(pool)
     scores = abs_ncc(image, pool)
-    rank = int((scores[1:] > scores[0]).sum())
+    rank = int((scores[1:] >= scores[0]).sum())  # ties go against the victim: a flat image identifies no one
     return Reidentification(rank == 0, rank, len(pool), float(scores[0]), float(scores[1:].max()))
 
 

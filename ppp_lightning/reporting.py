@@ -19,7 +19,8 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from ppp_lightning.metrics import to_unit_interval
-from ppp_lightning.sheets import SheetRow, draw_sheet
+from ppp_lightning.record import Scored
+from ppp_lightning.sheets import SheetRow, draw_sheet, with_stretched
 
 __all__ = [
     "RECORDS_FILE",
@@ -166,10 +167,11 @@ class Reporter:
         self, truth01: Optional[Tensor], rec01: Tensor, record: dict[str, Any], control: Optional[Tensor]
     ) -> list[SheetRow]:
         rows = [] if truth01 is None else [SheetRow("truth", truth01)]
-        rows.append(SheetRow("attack", rec01, captions(record)))
+        scored = "successes" in record  # an unscored attack (no ground truth) has no findings to caption
+        rows += with_stretched(SheetRow("attack", rec01, captions(Scored.from_dict(record)) if scored else ()))
         if control is not None:
             control01 = to_unit_interval(control, self.mean, self.std).cpu()
-            rows.append(SheetRow("control", control01, captions(record.get("control", {}))))
+            rows += with_stretched(SheetRow("control", control01, captions(Scored.from_dict(record["control"]))))
         return rows
 
 
@@ -181,17 +183,13 @@ def _title(record: dict[str, Any], step: int) -> str:
     return f"{name}, step {step}" + (f"\n{verdict}" if verdict else "")
 
 
-def captions(record: dict[str, Any]) -> list[str]:
-    """Per image: correlation, PSNR and, where scored, whether it re-identified the victim and leaked it."""
-    per_image = record.get("per_image")
-    if not per_image:
-        return []
-    count = len(per_image["ncc"])
-    reid = record.get("reidentified") or [None] * count
-    leaked = record.get("successes") or [None] * count
+def captions(scored: Scored) -> list[str]:
+    """Per image: correlation, PSNR and both findings (identified where candidates were scored; reconstructed)."""
+    per_image = scored.scores["per_image"]
+    identified = scored.identified or [None] * len(scored.reconstructed)
     return [
-        f"ncc {ncc:.2f}\n{psnr:.1f} dB" + _yes_no("reid", found) + _yes_no("leaked", success)
-        for ncc, psnr, found, success in zip(per_image["ncc"], per_image["psnr"], reid, leaked)
+        f"ncc {ncc:.2f}\n{psnr:.1f} dB" + _yes_no("identified", found) + _yes_no("reconstructed", legible)
+        for ncc, psnr, found, legible in zip(per_image["ncc"], per_image["psnr"], identified, scored.reconstructed)
     ]
 
 
@@ -200,16 +198,19 @@ def _yes_no(name: str, value: Optional[bool]) -> str:
 
 
 def _scalars(record: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The scores' means, success rate and floor PSNR, or the matching loss of an unscored attack."""
-    if "mean" in record:
-        scalars = {f"{prefix}/{k}": record["mean"][k] for k in SCORES}
-        scalars.update(
-            {f"{prefix}/success_rate": record["success_rate"], f"{prefix}/floor_psnr": record["floor"]["psnr"]}
-        )
-        if "reidentified" in record:
-            scalars[f"{prefix}/reidentification_rate"] = sum(record["reidentified"]) / len(record["reidentified"])
-        if "control" in record:
-            scalars[f"{prefix}/control_success_rate"] = record["control"]["success_rate"]
-        return scalars
-    loss = record.get("matching_loss")
-    return {} if loss is None else {f"{prefix}/matching_loss": loss}
+    """The scores' means, both findings' rates, the budget share and floor PSNR, or an unscored attack's matching loss."""
+    if "mean" not in record:
+        loss = record.get("matching_loss")
+        return {} if loss is None else {f"{prefix}/matching_loss": loss}
+    scalars = {f"{prefix}/{k}": record["mean"][k] for k in SCORES}
+    scalars[f"{prefix}/floor_psnr"] = record["floor"]["psnr"]
+    for side, findings in (("", record["findings"]), ("control_", record.get("control", {}).get("findings"))):
+        if findings is None:
+            continue
+        scalars[f"{prefix}/{side}reconstructed_rate"] = findings["reconstructed"]["rate"]
+        scalars[f"{prefix}/{side}leaked"] = float(findings["leaked"])
+        if findings["identified"] is not None:
+            scalars[f"{prefix}/{side}identified_rate"] = findings["identified"]["rate"]
+            scalars[f"{prefix}/{side}identification_p_value"] = findings["identified"]["p_value"]
+    scalars[f"{prefix}/budget_share"] = record["findings"]["budget_share"]
+    return scalars

@@ -2,7 +2,8 @@
 
 One sheet per attack: a title line (the attack, the training step, the verdict), then one row per
 kind of image (ground truth, the reconstruction, the control's reconstruction), each image with a
-caption of its scores. The same sheet goes to the PNG in the run folder and to W&B.
+caption of its scores and findings, and under each reconstruction row its contrast-stretched copy
+(a faint reconstruction that looks blank may still show its digit). The same sheet goes to the PNG in the run folder and to W&B.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 
-__all__ = ["CHAR_W", "LINE", "MIN_SIDE", "PAD", "SheetRow", "draw_sheet"]
+__all__ = ["CHAR_W", "LINE", "MIN_SIDE", "PAD", "SheetRow", "contrast_stretched", "draw_sheet", "with_stretched"]
 
 MIN_SIDE = 96
 PAD, LINE, CHAR_W = 6, 12, 7  # pixels between images; a text line's height and a character's width (PIL's default font)
@@ -70,3 +71,19 @@ def draw_sheet(title: str, rows: Sequence[SheetRow], min_side: int = MIN_SIDE) -
             if i < len(row.captions):
                 draw.multiline_text((left, top + tile_h + 1), row.captions[i], fill="black", font=font, spacing=0)
     return pil_to_tensor(sheet).float() / 255
+
+
+def contrast_stretched(images: Tensor) -> Tensor:
+    """Each image's values mapped linearly onto ``[0, 1]`` (a flat image stays flat, at 0).
+
+    Args:
+        images: ``(N, C, H, W)``.
+    """
+    flat = images.detach().flatten(1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(1e-12)).view_as(images)
+
+
+def with_stretched(row: SheetRow) -> list[SheetRow]:
+    """The row and, under it, its images contrast-stretched (:func:`contrast_stretched`), uncaptioned."""
+    return [row, SheetRow(f"{row.name} (stretched)", contrast_stretched(row.images))]

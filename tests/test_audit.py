@@ -26,21 +26,30 @@ def _setup():
     return data, model, {"analytic": AttackSpec("analytic")}
 
 
-def _audit(data, model, attacks, folder, defense=None):
-    return audit(model, data.train_set, attacks, folder, defense, data.mean, data.std, True, victims=4, progress=False)
+def _audit(data, model, attacks, folder, defense=None, victims=4):
+    return audit(model, data.train_set, attacks, folder, defense, data.mean, data.std, True, victims, progress=False)
 
 
 def test_an_undefended_mlp_leaks_and_strong_noise_protects_with_a_passing_control(tmp_path):
     data, model, attacks = _setup()
     (leaky,) = _audit(data, model, attacks, tmp_path / "none")
-    assert leaky["successes"] == [True] * 4 and leaky["verdict"].startswith("leaked: 4/4")  # exact recovery
+    assert leaky.attack.reconstructed == [True] * 4 and leaky.attack.identified == [True] * 4  # exact recovery
+    assert str(leaky.verdict).startswith("leaked: identified 4/4 above chance")
     noisy = DefenseSpec(layers="all", sigma=100.0, relative=True)
-    (shielded,) = _audit(data, model, attacks, tmp_path / "noise", noisy)
-    assert shielded["successes"] == [False] * 4 and shielded["control"]["successes"] == [True] * 4
-    assert shielded["outcome"] == "protected"
+    (shielded,) = _audit(data, model, attacks, tmp_path / "noise", noisy, victims=8)
+    # one victim's noise happens to correlate most with it (ncc 0.085): 1/8 is chance among 100 candidates
+    assert shielded.attack.reconstructed == [False] * 8 and shielded.attack.identified == [False, False, True] + [False] * 5
+    assert shielded.control.reconstructed == [True] * 8 and shielded.verdict.outcome == "protected"
+    assert shielded.attack.convergence.stop_reasons == [[]] * 8 and shielded.attack.findings().budget_share == 0
     report = (tmp_path / "noise" / "report.md").read_text()
-    assert "| analytic | 0/4 (95% CI 0.00-0.60) | 4/4 (95% CI 0.40-1.00) | protected |" in report
-    assert "Any attack (per victim): 0/4" in report
+    assert (
+        "| analytic | 1/8 not above chance (95% CI 0.00-0.53; chance 1/100, p 0.077) | 0/8 (95% CI 0.00-0.37) | "
+        "identified 8/8 above chance (95% CI 0.63-1.00; chance 1/100, p 1e-16), reconstructed 8/8 (95% CI 0.63-1.00) "
+        "| protected |"
+    ) in report
+    assert "Any attack (per victim): reconstructed 0/8 (95% CI 0.00-0.37), identified 1/8 not above chance" in report
+    (four,) = _audit(data, model, attacks, tmp_path / "four", noisy)  # the same chance hit among 4 victims: p 0.039
+    assert str(four.verdict).startswith("leaked: identified 1/4 above chance (95% CI 0.01-0.81; chance 1/100, p 0.039)")
     assert Image.open(tmp_path / "noise" / "analytic.png").size[1] >= 3 * 96  # truth, attack, control rows
 
 
@@ -52,8 +61,10 @@ def test_a_rerun_skips_finished_attacks(tmp_path):
     second = _audit(data, model, more, tmp_path)
     records = [json.loads(line) for line in Path(tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["attack"] for r in records] == ["analytic", "inverting"] and records[0] == json.loads(lines[0])
-    assert second[0] == first[0] and second[1]["attack"] == "inverting"
+    assert second[0] == first[0] and second[1].context["attack"] == "inverting"
     assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in records)  # what each attack cost
+    assert records[1]["convergence"] == {"iterations": [[2]] * 4, "stop_reasons": [["budget"]] * 4, "budget_share": 1.0}
+    assert second[1].verdict.outcome != "protected"  # two iterations: stopped by the budget
 
 
 def test_precode_is_audited_against_its_own_sampling_switched_off():
@@ -80,7 +91,8 @@ def test_batched_victims_share_one_gradient_per_batch_and_are_matched_within_it(
     inverting = {"inverting": suite["inverting"].replace(iterations=200)}
     (record,) = audit(model, data.train_set, inverting, tmp_path, None, data.mean, data.std, True, victims=4,
                       progress=False, batch_size=2)  # fmt: skip
-    assert record["batch_size"] == 2 and len(record["successes"]) == 4
+    assert record.context["batch_size"] == 2 and len(record.attack.reconstructed) == 4
+    assert len(record.attack.convergence.stop_reasons) == 2  # one problem per shared gradient
     report = (tmp_path / "report.md").read_text()
     assert "4 class-stratified victims, in batches of 2 (one shared gradient each)" in report
     images, labels = draw_victims(data.train_set, 4, 0, stratified=True)
@@ -106,5 +118,5 @@ def test_a_record_cut_short_by_a_crash_is_dropped_and_its_attack_runs_again(tmp_
     results = tmp_path / "results.jsonl"
     results.write_text(results.read_text()[:-40])  # killed while appending
     (again,) = _audit(data, model, attacks, tmp_path)
-    assert again["successes"] == first["successes"]
+    assert again.attack.reconstructed == first.attack.reconstructed
     assert [json.loads(line)["label"] for line in results.read_text().splitlines()[1:]] == ["analytic"]

@@ -202,7 +202,7 @@ def test_one_image_leaks_from_its_captured_update_and_eight_leak_less(capsys):
                 f"{record['num_images']}, mean NCC {record['control']['mean']['ncc']:.3f}"
             )
     assert one["successes"] == [True] and one["control"]["successes"] == [True] and one["outcome"] == "leaked"
-    assert one["reidentified"] == [True] and one["mean"]["ncc"] > 0.9
+    assert one["identified"] == [True] and one["mean"]["ncc"] > 0.9
     assert sum(eight["successes"]) < 8 and eight["success_rate"] < one["success_rate"]
     assert eight["mean"]["ncc"] < one["mean"]["ncc"]
 

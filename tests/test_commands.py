@@ -32,15 +32,17 @@ def _config(callbacks=()) -> str:
     return "tiny.yaml"
 
 
-def _audit(*flags: str) -> None:
-    main(["audit", "--config", *flags, "--attacks=[analytic]", "--victims=4", "--folder=audit"])
+def _audit(*flags: str, victims: int = 4) -> None:
+    main(["audit", "--config", *flags, "--attacks=[analytic]", f"--victims={victims}", "--folder=audit"])
 
 
 def test_audit_reports_an_undefended_mlp_as_leaking_and_fails_when_asked(capsys):
     _audit(_config())
     report = Path("audit/report.md").read_text()
-    assert "| analytic | 4/4 (95% CI 0.40-1.00) | - | leaked |" in report
-    assert "Any attack (per victim): 4/4" in capsys.readouterr().out
+    assert (
+        "| analytic | 4/4 above chance (95% CI 0.40-1.00; chance 1/100, p 1e-08) | 4/4 (95% CI 0.40-1.00) | - | leaked |"
+    ) in report
+    assert "Any attack (per victim): identified 4/4 above chance" in capsys.readouterr().out
     assert Image.open("audit/sheet.png").size[1] >= 2 * 96  # the victims and the reconstructions
     with pytest.raises(SystemExit) as exit_info:
         _audit(_config(), "--fail_on_leak=true")
@@ -49,9 +51,10 @@ def test_audit_reports_an_undefended_mlp_as_leaking_and_fails_when_asked(capsys)
 
 
 def test_audit_reports_a_strongly_noised_mlp_as_protected_with_its_control_passing():
-    _audit(_config([NOISY]), "--fail_on_leak=true")  # no leak: no exit
+    _audit(_config([NOISY]), "--fail_on_leak=true", victims=8)  # no leak: no exit
     (record,) = [json.loads(line) for line in Path("audit/results.jsonl").read_text().splitlines()]
-    assert record["successes"] == [False] * 4 and record["control"]["successes"] == [True] * 4
+    assert record["successes"] == [False] * 8 and record["control"]["successes"] == [True] * 8
+    assert record["identified"] == [False] * 8 and record["findings"]["identified"]["p_value"] == 1.0
     assert record["outcome"] == "protected" and record["audited"] == "gradient perturbation"
     assert record["defense"]["sigma"] == 100.0
 
@@ -64,13 +67,16 @@ def test_audit_refuses_a_folder_holding_another_models_audit():
 
 
 def test_calibrate_finds_the_protective_sigma_to_the_factor_and_prints_a_callback_block(capsys):
-    main(["calibrate", "--config", _config([NOISY]), "--attacks=[analytic]", "--victims=4", "--folder=cal"])
+    main(["calibrate", "--config", _config([NOISY]), "--attacks=[analytic]", "--victims=8", "--folder=cal"])
     (result,) = json.loads(Path("cal/calibration.json").read_text())
-    search = result["search"]
+    search, legible = result["search"], result["reconstruction"]
     assert result["outcome"] == "calibrated" and result["leaking_attacks"] == ["analytic"]
     assert search["leaking"] < search["sigma"] <= 1.5 * search["leaking"]
     assert all(leaked == (sigma <= search["leaking"]) for sigma, leaked in search["evaluations"])
-    assert result["upper_bound"] == pytest.approx(0.6024, abs=1e-4)  # 0/4 leaked
+    assert legible["leaking"] < legible["sigma"] <= 1.5 * legible["leaking"] and legible["sigma"] <= search["sigma"]
+    assert result["upper_bound"] == pytest.approx(0.3694, abs=1e-4)  # 0/8 reconstructed
+    at_answer = result["identified"][f"{search['sigma']:.6g}"]["analytic"]
+    assert sum(at_answer) <= 1  # 2 of 8 would be above chance 1/100
     assert result["noise"]["noise_to_signal"] == pytest.approx(search["sigma"], rel=0.05)  # relative noise on all
     block = capsys.readouterr().out.split("(paste under trainer.callbacks):\n")[1]
     (entry,) = yaml.safe_load(block)
@@ -123,7 +129,9 @@ def test_audit_logs_its_report_and_sheet_to_wandb(monkeypatch):
     config = _config()
     wandb_logger = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"save_dir": "runs"}}
     _audit(config, f"--trainer.logger={json.dumps(wandb_logger)}")
-    assert logged["audit/report"] == [["analytic", "4/4 (95% CI 0.40-1.00)", "-", "leaked"]]
+    assert logged["audit/report"] == [
+        ["analytic", "4/4 above chance (95% CI 0.40-1.00; chance 1/100, p 1e-08)", "4/4 (95% CI 0.40-1.00)", "-", "leaked"]
+    ]
     assert logged["audit/sheet"] == [str(Path("audit/sheet.png"))]
     assert logged["audit/analytic/victims"][0][1] == 0  # the per-victim table of the attack (victim 0)
 

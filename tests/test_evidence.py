@@ -9,6 +9,8 @@ import yaml
 
 from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
 from benchmarks.evidence_sheets import noise_rows, write_sheets
+from ppp_lightning.audit import audit_records
+from ppp_lightning.record import AttackRecord
 from ppp_lightning.reporting import append_record, read_records
 from ppp_lightning.victims import draw_victims, victim_pool
 
@@ -22,17 +24,37 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
               if r["kind"] == "audit" and "batch_size" not in r}  # fmt: skip
     batched = [r for r in records if r.get("batch_size") == 2]
     assert [a["label"] for r in batched for a in r["records"]] == ["inverting"] * 2  # analytic needs one image
+    verdicts = {cell: {label: AttackRecord.from_dict(a).verdict for label, a in by_label.items()}
+                for cell, by_label in audits.items()}  # fmt: skip
+    for cell, by_label in audits.items():  # the compact record gives the verdict its audit wrote
+        assert {label: v.outcome for label, v in verdicts[cell].items()} == {
+            label: a["outcome"] for label, a in by_label.items()}, cell  # fmt: skip
+        assert all(a["pool_size"] == 100 and len(a["convergence"]["stop_reasons"]) == 2
+                   for a in by_label.values())  # fmt: skip
     for state in ("init", "epoch1"):
         plain, precode = audits[("none", state)], audits[("precode", state)]
-        assert plain["analytic"]["outcome"] == "leaked" and "control" not in plain["analytic"]
-        # 10 steps of the plain attack leak nothing even with PRECODE's sampling off: no protection claimed
+        assert verdicts[("none", state)]["analytic"].outcome == "leaked" and "control" not in plain["analytic"]
+        # 10 steps of the plain attack reconstruct nothing even with PRECODE's sampling off: no protection claimed
         assert precode["inverting"]["control"]["successes"] == [False, False]
-        assert precode["inverting"]["outcome"] == "inconclusive"
-        assert precode["analytic"]["outcome"] == "leaked"  # the first layer lies before the bottleneck
+        assert verdicts[("precode", state)]["inverting"].outcome == "inconclusive"
+        # the first layer lies before the bottleneck
+        assert verdicts[("precode", state)]["analytic"].outcome == "leaked"
+    # the 10 steps stop at their budget; at init, without the sampling, they still identify both victims among 100
+    budget = "the attack stopped at its budget (100% of its problems)"
+    assert verdicts[("precode", "init")]["inverting"].reason == budget
+    unled = "the attack did not leak without the defense either"
+    assert verdicts[("precode", "epoch1")]["inverting"].reason == f"{unled}; {budget}"
+    for state in ("init", "epoch1"):  # the compact record's verdict is the full record's in the audit's folder
+        full = {r.context["label"]: str(r.verdict) for r in audit_records(tmp_path / "audits/mlp/precode" / state)}
+        assert {label: str(v) for label, v in verdicts[("precode", state)].items()} == full
     for r in (r for r in records if r["kind"] == "calibration"):
-        assert r["outcome"] == "calibrated" and r["leaking_attacks"] == ["analytic"]
+        # without PRECODE the 10 steps of inverting identify victims above chance: they leak too
+        assert r["outcome"] == "calibrated"
+        assert r["leaking_attacks"] == (["analytic"] if r["family"] == "ppp" else ["inverting", "analytic"])
         assert r["search"]["leaking"] < r["search"]["sigma"] <= 1.5 * r["search"]["leaking"]
         assert r["unions"]["0"] == [True, True] and not any(r["unions"][f"{r['search']['sigma']:.6g}"])
+        at_sigma = r["identified"][f"{r['search']['sigma']:.6g}"]
+        assert list(at_sigma) == r["leaking_attacks"] and not any(any(v) for v in at_sigma.values())
     accuracy = {r["family"]: r for r in records if r["kind"] == "accuracy"}
     assert all(0 <= r["test_acc"] <= 1 for r in accuracy.values())
     assert "test_acc_mean" in accuracy["ppp"] and "test_acc_mean" not in accuracy["noise_all"]
@@ -50,11 +72,21 @@ def _check_sheets(folder, calibration):
     data.setup("fit")
     rows = noise_rows(folder / "calibrations/mlp/ppp/init", "ppp", calibration, victim_pool(data, "test"))
     search = calibration["search"]
-    assert [row.name for row in rows] == [f"ppp sigma {search['leaking']:.3g} (leaks): analytic",
-                                          f"ppp sigma {search['sigma']:.3g} (protective): analytic"]  # fmt: skip
-    assert [row.images.shape[0] for row in rows] == [2, 2]
-    assert [caption.endswith("leaked no") for caption in rows[1].captions] == [True, True]  # protective: none leaked
-    assert [caption.endswith("leaked yes") for caption in rows[0].captions] == [True, True]  # analytic: exact
+    leaks = f"ppp sigma {search['leaking']:.3g} (leaks): analytic"
+    protective = f"ppp sigma {search['sigma']:.3g} (protective): analytic"
+    assert [row.name for row in rows] == [leaks, f"{leaks} (stretched)", protective, f"{protective} (stretched)"]
+    assert [row.images.shape[0] for row in rows] == [2, 2, 2, 2]
+    # both findings per image, as the calibration recorded them (analytic is the only attack searched, so the union
+    # is its own); at the leaking sigma it leaked (1 of 2 identified among 100 is above chance), at the protective
+    # sigma it found nothing
+    words = {True: "yes", False: "no"}
+    for row, sigma in ((rows[0], search["leaking"]), (rows[2], search["sigma"])):
+        key = f"{sigma:.6g}"
+        expected = [[f"identified {words[i]}", f"reconstructed {words[r]}"]
+                    for i, r in zip(calibration["identified"][key]["analytic"], calibration["unions"][key])]
+        assert [caption.split("\n")[2:] for caption in row.captions] == expected
+    assert any(calibration["identified"][f"{search['leaking']:.6g}"]["analytic"])
+    assert [caption.split("\n")[2:] for caption in rows[2].captions] == [["identified no", "reconstructed no"]] * 2
 
 
 def test_every_preset_names_known_families_states_and_attacks():

@@ -9,19 +9,34 @@ import pytest
 from benchmarks.evidence_claims import Finding, bootstrap_ratio, every, some, thresholds
 from benchmarks.evidence_records import MISSING, load
 from benchmarks.evidence_report import main, spread, write_report
-from ppp_lightning.verdicts import LeakRate, judge
+from ppp_lightning.verdicts import Findings, Identification, LeakRate, judge
 
 VICTIMS = 4
+POOL = 100
 STATES = ("init", "epoch1")
 T, F = [True] * VICTIMS, [False] * VICTIMS
+# the findings texts of no victim and of every victim found (4 victims, 100 candidates each)
+NOTHING = ("reconstructed 0/4 (95% CI 0.00-0.60), identified 0/4 not above chance (95% CI 0.00-0.60; "
+           "chance 1/100, p 1)")  # fmt: skip
+EVERYONE = ("identified 4/4 above chance (95% CI 0.40-1.00; chance 1/100, p 1e-08), "
+            "reconstructed 4/4 (95% CI 0.40-1.00)")  # fmt: skip
+CONVERGED = {"iterations": [[30]] * VICTIMS, "stop_reasons": [["converged"]] * VICTIMS}
 
 
-def _attack(label, successes, control=None):
-    record = {"label": label, "successes": successes, "leaked": LeakRate.of(successes).to_dict()}
+def _findings(reconstructed, identified, budget_share=0.0):
+    return Findings(LeakRate.of(reconstructed), Identification.of(identified, POOL), budget_share)
+
+
+def _attack(label, successes, control=None, identified=None):
+    """An audit's compact attack record as benchmarks.evidence writes it (identified: as reconstructed unless given;
+    every problem converged), with the outcome and verdict its producer stores (the report derives its own)."""
+    identified = successes if identified is None else identified
+    record = {"label": label, "successes": successes, "identified": identified, "pool_size": POOL,
+              "convergence": CONVERGED, "mean": {}}  # fmt: skip
     if control is not None:
-        record["control"] = {"successes": control, "mean": {}}
-    verdict = judge(LeakRate.of(successes), None if control is None else LeakRate.of(control))
-    return {**record, "outcome": verdict.outcome, "verdict": str(verdict)}
+        record["control"] = {"successes": control, "identified": control, "mean": {}}
+    verdict = judge(_findings(successes, identified), None if control is None else _findings(control, control, None))
+    return {**record, "findings": verdict.defended.to_dict(), "outcome": verdict.outcome, "verdict": str(verdict)}
 
 
 def _audit(arch, family, state, *records):
@@ -29,7 +44,8 @@ def _audit(arch, family, state, *records):
 
 
 def _calibration(arch, family, state, unions, leaking=("inverting/before_bottleneck",)):
-    """A calibration record from its unions (sigma -> per-victim leaks), outcome and search as calibrate makes them."""
+    """A calibration record from its unions (sigma -> per-victim reconstructions; each leaking attack identified
+    the victims it reconstructed), outcome and search as calibrate makes them."""
     sigmas = sorted(unions)
     leaked = [s for s in sigmas if s > 0 and any(unions[s])]
     safe = [s for s in sigmas if s > 0 and not any(unions[s])]
@@ -42,7 +58,8 @@ def _calibration(arch, family, state, unions, leaking=("inverting/before_bottlen
             "upper_bound": 0.6023646356164 if outcome == "calibrated" else None,
             "noise": {"absolute": 0.01 * min(safe), "relative": 0.98 * min(safe), "noise_to_signal": min(safe)}
             if outcome == "calibrated" else {},
-            "unions": {f"{s:.6g}": u for s, u in unions.items()}}  # fmt: skip
+            "unions": {f"{s:.6g}": u for s, u in unions.items()}, "pool_size": POOL,
+            "identified": {f"{s:.6g}": {attack: u for attack in leaking} for s, u in unions.items()}}  # fmt: skip
 
 
 def _accuracy(arch, family, values, sigma=None, mean_eval=False):
@@ -114,6 +131,10 @@ def test_thresholds_follow_the_largest_leaking_sigma_per_resample():
     samples = np.array([[0, 1], [1, 1], [0, 0]])
     assert thresholds(unions, samples).tolist() == [2.0, 0.0, 2.0]  # victim 1 alone never leaked: no noise needed
     assert thresholds({"0": [True], "8": [True]}, np.array([[0]])).tolist() == [np.inf]  # still leaks at the top
+    # identification above chance leaks too: 1 of 2 identified among 100 (p 0.02) at sigma 2, 0 of 2 is chance
+    identified = {"2": {"inverting": [True, False]}, "4": {"inverting": None}}
+    assert thresholds(unions, samples, identified).tolist() == [4.0, 0.0, 4.0]
+    assert thresholds(unions, samples, identified, pool_size=2).tolist() == [2.0, 0.0, 2.0]  # 1 of 2 at chance 1/2
 
 
 def test_the_bootstrap_of_a_known_ratio_is_degenerate_and_brackets_it():
@@ -164,8 +185,19 @@ def test_claim_verdicts_follow_their_rules(report):
     assert "gap +0.010, spread 0.020" in c4["a"]["evidence"]
     assert "does not hold" in summary["claims"]["C2"]["rule"] and all(f["complete"] for f in c4.values())
     c2 = summary["claims"]["C2"]["per_arch"]["b"]["evidence"]
-    assert c2.startswith("init: inverting/before_bottleneck 0/4, adaptive 0/4; with the sampling off: "
-                         "inverting/before_bottleneck 4/4 (95% CI 0.40-1.00), adaptive 4/4 (95% CI 0.40-1.00)")
+    # both findings of every targeted attack and of its control (the verdicts are identification-aware)
+    assert c2.startswith(f"init: inverting/before_bottleneck {NOTHING}, adaptive {NOTHING}; with the sampling off: "
+                         f"inverting/before_bottleneck {EVERYONE}, adaptive {EVERYONE}; epoch1: ")  # fmt: skip
+    c1 = summary["claims"]["C1"]["per_arch"]["a"]["evidence"]
+    assert c1.startswith(f"init: protected, {NOTHING}, control {EVERYONE}; epoch1: ")
+    c2_unsure = summary["claims"]["C2"]["per_arch"]["c"]["evidence"]
+    assert c2_unsure.startswith(f"init: inverting/before_decoder {NOTHING}; no protection shown (inverting/"
+                                "before_decoder: the attack did not leak without the defense either); ")
+    c3 = summary["claims"]["C3"]["per_arch"]["a"]["evidence"]
+    assert c3.startswith(f"init: sigma 4 (leaks at 2); union: {NOTHING}; 95% upper bound of its reconstruction "
+                         "rate 0.6024; targeted attacks that leaked without noise: inverting/before_bottleneck; "
+                         "epoch1: ")  # fmt: skip
+    assert "control leaked by the same rule" in summary["claims"]["C1"]["rule"]
 
 
 def test_tables_hold_the_expected_rows(report):
@@ -174,9 +206,14 @@ def test_tables_hold_the_expected_rows(report):
     assert text.index("## Claims") < text.index("## 1.")
     claim = "| C1: PRECODE stops the plain attack (inverting) |"
     assert f"{claim} **holds** | **does not hold** | **inconclusive** |" in text
-    assert "| precode | inverting | 0/4 (95% CI 0.00-0.60) | 4/4 (95% CI 0.40-1.00) | protected |" in text
-    assert ("| ppp, sigma 4 (protective) | union of inverting/before_bottleneck | 0/4 (95% CI 0.00-0.60) "
-            "| 4/4 (95% CI 0.40-1.00) | protected |") in text  # fmt: skip
+    assert f"| precode | inverting | {NOTHING} | {EVERYONE} | protected |" in text
+    # the union of two attacks is two guesses per victim: chance 1 - 0.99^2
+    union = ("identified 4/4 above chance (95% CI 0.40-1.00; chance 0.020, p 1.6e-07), "
+             "reconstructed 4/4 (95% CI 0.40-1.00)")  # fmt: skip
+    assert f"| precode | any (union) | {union} | {union} | leaked |" in text
+    # a calibration records no stop reasons, so nothing at its protective sigma can read "protected" any more
+    assert (f"| ppp, sigma 4 (protective) | union of inverting/before_bottleneck | {NOTHING} | {EVERYONE} "
+            "| inconclusive (how the attack stopped was not recorded) |") in text  # fmt: skip
     assert "| a | ppp | init | calibrated | 4 | 2 | 0.04 | 3.92 | 4 | 0.6024 | inverting/before_bottleneck |" in text
     assert "| b | ppp | init | not found: the attacks still leaked at the largest sigma tried (16) |" in text
     assert "| c | ppp | init | inconclusive: no attack leaked without noise, so no protection can be claimed |" in text
@@ -186,6 +223,36 @@ def test_tables_hold_the_expected_rows(report):
     stored = json.loads((folder / "summary.json").read_text())
     assert stored["claims"] == summary["claims"] and stored["ratios"][0]["median"] == 0.25
     assert "Victims are resampled with replacement (500 resamples" in text
+
+
+def test_identification_above_chance_is_a_leak_without_any_reconstruction(tmp_path):
+    """3 of 4 victims identified among 100 candidates (p 4e-06), none reconstructed: leaked. The stored outcome
+    (here the reconstruction-only "protected" of an earlier version) is not read; the old record's
+    ``reidentified`` (no pool size: 100) is read as ``identified``."""
+    three = [True, True, True, False]
+    new = {**_attack("inverting", F, T, identified=three), "outcome": "protected", "verdict": "protected"}
+    old = {"label": "adaptive", "successes": F, "reidentified": three, "control": {"successes": T, "mean": {}},
+           "outcome": "protected", "verdict": "protected: 0/4 (95% CI 0.00-0.60)", "mean": {}}  # fmt: skip
+    old_calibration = _calibration("a", "ppp", "init", _threshold_unions(4))
+    del old_calibration["identified"], old_calibration["pool_size"]
+    summary = write_report([_write(tmp_path, [_audit("a", "precode", "init", new, old), old_calibration])],
+                           resamples=10)  # fmt: skip
+    text = (tmp_path / "summary.md").read_text()
+    found = ("identified 3/4 above chance (95% CI 0.19-0.99; chance 1/100, p 4e-06), "
+             "reconstructed 0/4 (95% CI 0.00-0.60)")  # fmt: skip
+    assert f"| precode | inverting | {found} | {EVERYONE} | leaked |" in text
+    assert f"| precode | adaptive | {found} | reconstructed 4/4 (95% CI 0.40-1.00) | leaked |" in text
+    assert [r["outcome"] for r in summary["leaks"] if r["defense"] == "precode"] == ["leaked"] * 3
+    assert summary["claims"]["C1"]["per_arch"]["a"]["verdict"] == "does not hold"
+    assert summary["claims"]["C2"]["per_arch"]["a"]["verdict"] == "holds"  # adaptive leaked by identification
+    # a calibration that did not record identification never reads protected, nor shows PPP stops anything
+    assert ("| ppp, sigma 4 (protective) | union of inverting/before_bottleneck | reconstructed 0/4 "
+            "(95% CI 0.00-0.60) | reconstructed 4/4 (95% CI 0.40-1.00) | inconclusive (identification was not "
+            "scored (no candidates); how the attack stopped was not recorded) |") in text  # fmt: skip
+    assert summary["claims"]["C3"]["per_arch"]["a"]["verdict"] == "inconclusive"
+    assert summary["claims"]["C3"]["per_arch"]["a"]["evidence"].endswith(
+        "identification was not scored (calibrated by reconstruction alone)")
+    assert ("| a | ppp | init | calibrated by reconstruction alone: identification was not scored | 4 | 2 |") in text
 
 
 def test_figures_are_pngs(report):

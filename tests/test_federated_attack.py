@@ -66,6 +66,9 @@ def test_server_reconstructs_a_fedsgd_client_image_of_an_undefended_mlp(tmp_path
     assert record["mean"]["ssim"] > 0.9  # measured 1.000 (PSNR 163 dB, floor 11.3 dB): exact
     assert record["mean"]["psnr"] > record["floor"]["psnr"] + 30
     assert record["attack_labels"] == record["labels"] == [0]  # recovered from the head's bias gradient
+    # identified among 100 candidates from the federation's training data: 1/1 is p = 0.01 against chance
+    assert (record["identified"], record["pool_size"]) == ([True], 100) and record["outcome"] == "leaked"
+    assert record["findings"]["identified"]["p_value"] == pytest.approx(0.01)
     folder = Path("runs/fed/attack")
     # one line per attack, as kept (compared as JSON: the analytic attack's matching loss is NaN)
     assert json.dumps(read_records(folder / "metrics.jsonl")) == json.dumps([record])
@@ -73,7 +76,7 @@ def test_server_reconstructs_a_fedsgd_client_image_of_an_undefended_mlp(tmp_path
 
 
 @requires_flower
-def test_precode_stops_the_servers_plain_attack(tmp_path):
+def test_precode_blurs_the_servers_plain_attack_yet_its_victim_is_identified(tmp_path):
     attack = {"name": "inverting", "kwargs": {"iterations": 100, "progress": False}}
     strategy, _ = run_attacked_federation(tmp_path, {"latent_dim": 32}, attack)
     (record,) = strategy.records
@@ -81,6 +84,8 @@ def test_precode_stops_the_servers_plain_attack(tmp_path):
     assert "latent_dim=32" in precode
     assert record["labels"] == record["attack_labels"] == [5]  # client 0's digit in round 1 (seed 0), given
     assert record["mean"]["ssim"] < 0.3  # measured 0.07 (PSNR 7.4 dB); undefended 0.97 (32.8 dB)
+    # yet the digit's shape is there: ncc 0.43 (>= 0.26, the calibrated rule) and nearest of its 100 candidates
+    assert 0.3 < record["per_image"]["ncc"][0] < 0.5 and record["identified"] == [True] and record["outcome"] == "leaked"
 
 
 @requires_flower

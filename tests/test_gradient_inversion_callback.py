@@ -12,6 +12,7 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
+from ppp_lightning.metrics import LEGIBLE_NCC
 from ppp_lightning.reporting import read_records
 
 
@@ -64,11 +65,11 @@ def test_no_logger_run_writes_png_grids_and_json_on_schedule(data):
     for record in records:
         width, height = Image.open(Path("run/attack", record["image"])).size
         assert width >= 3 * 96 and height >= 2 * 96  # two rows of three images, each at least 96 px
-        assert len(record["reidentified"]) == 3 and (record["pool_size"], record["pool_seed"]) == (100, 0)
+        assert len(record["identified"]) == 3 and (record["pool_size"], record["pool_seed"]) == (100, 0)
         assert sorted(record["attack_labels"]) == sorted(record["labels"])  # recovered from the gradient
         assert set(record["per_image"]) == {"psnr", "ssim", "mse", "ncc"} and len(record["per_image"]["ssim"]) == 3
-        rule = zip(record["per_image"]["ncc"], record["reidentified"])
-        assert record["successes"] == [ncc >= 0.5 and found for ncc, found in rule]
+        rule = zip(record["per_image"]["ncc"], record["identified"])
+        assert record["successes"] == [ncc >= LEGIBLE_NCC and found for ncc, found in rule]
         assert record["success_rate"] == pytest.approx(sum(record["successes"]) / 3) and record["floor"]["psnr"] > 5
         assert record["defense"]["partial_perturbation"]["sigma"] == 0.01 and len(record["defense"]["precode"]) == 1
     assert records[0]["labels"] == records[-1]["labels"]  # a fixed victim set
@@ -127,7 +128,8 @@ def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp
     scalars = [row for row in _wandb_history(run_dir) if "attack/psnr" in row]
     assert [json.loads(row["trainer/global_step"]) for row in scalars] == [2, 4]
     assert json.loads(scalars[-1]["attack/psnr"]) == pytest.approx(records[-1]["mean"]["psnr"])
-    assert json.loads(scalars[-1]["attack/success_rate"]) == records[-1]["success_rate"]
+    assert json.loads(scalars[-1]["attack/reconstructed_rate"]) == records[-1]["success_rate"]
+    assert json.loads(scalars[-1]["attack/identified_rate"]) == records[-1]["findings"]["identified"]["rate"]
     assert (files / "attack" / records[-1]["image"]).exists()
     targeted = read_records(files / "attack_targeted/metrics.jsonl")  # a second attack, apart
     assert [(r["global_step"], r["settings"]["target"]) for r in targeted] == [(0, "before_decoder")]
@@ -149,7 +151,7 @@ def test_tensorboard_run_logs_images_and_scalars(data):
     assert image.step == 0 and (image.width, image.height) == sheet.size and image.height >= 2 * 96  # the PNG's sheet
     (psnr,) = events.Scalars("attack/psnr")
     assert psnr.step == 0 and psnr.value == pytest.approx(record["mean"]["psnr"], rel=1e-5)
-    assert events.Scalars("attack/success_rate")[0].value == record["success_rate"]
+    assert events.Scalars("attack/reconstructed_rate")[0].value == record["success_rate"]
 
 
 def test_invalid_settings_are_refused_at_construction():
@@ -215,13 +217,18 @@ def test_a_control_that_leaks_makes_a_blocked_attack_protected_and_logs_both_rat
     _fit_mlp(data, [defense, attack], logger)
     (record,) = read_records(Path(logger.log_dir, "attack", "metrics.jsonl"))
     assert record["success_rate"] == 0.0 and record["control"]["success_rate"] == 1.0  # noise 100x the RMS vs exact
-    assert record["outcome"] == "protected"
-    assert record["verdict"] == ("protected: 0/1 (95% CI 0.00-0.97) leaked; "
-                                 "control (without the audited defense) 1/1 (95% CI 0.03-1.00)")
+    assert record["outcome"] == "protected" and record["convergence"]["budget_share"] == 0  # analytic: no budget
+    assert record["verdict"] == (
+        "protected: reconstructed 0/1 (95% CI 0.00-0.97), identified 0/1 not above chance (95% CI 0.00-0.97; "
+        "chance 1/100, p 1); control (without the audited defense): identified 1/1 above chance (95% CI 0.03-1.00; "
+        "chance 1/100, p 0.01), reconstructed 1/1 (95% CI 0.03-1.00)"
+    )
     metrics = Path(logger.log_dir, "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"attack/success_rate", "attack/control_success_rate", "attack/reidentification_rate"} <= set(metrics)
+    logged = {"reconstructed_rate", "identified_rate", "identification_p_value", "leaked", "budget_share"}
+    logged |= {f"control_{key}" for key in ("reconstructed_rate", "identified_rate", "identification_p_value", "leaked")}
+    assert {f"attack/{key}" for key in logged} <= set(metrics)
     width, height = Image.open(Path(logger.log_dir, "attack", record["image"])).size
-    assert height >= 3 * 96  # truth, attack and control rows
+    assert height >= 5 * 96  # truth; attack, control, each with its contrast-stretched copy
 
 
 def test_without_a_passing_control_the_verdict_is_inconclusive(data):
@@ -229,4 +236,5 @@ def test_without_a_passing_control_the_verdict_is_inconclusive(data):
     _fit(data, [PartialPerturbation(sigma=10.0, relative=True), attack], max_steps=1)
     (record,) = read_records(Path("run/attack/metrics.jsonl"))
     assert record["control"]["successes"] == [False] and record["successes"] == [False]  # 5 iterations: too weak
-    assert record["verdict"] == "inconclusive: the attack did not succeed without the defense either (0/1)"
+    assert record["verdict"].startswith("inconclusive (the attack did not leak without the defense either; the "
+                                        "attack stopped at its budget (100% of its problems)): reconstructed 0/1")

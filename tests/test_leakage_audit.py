@@ -22,15 +22,21 @@ def _fit(*callbacks):
 
 
 def test_the_audits_print_what_leaked_and_what_was_stopped_with_controls(capsys):
-    audit = LeakageAudit(attacks=["analytic"], victims=4, progress=False)
+    audit = LeakageAudit(attacks=["analytic"], victims=8, progress=False)
     trained = _fit(audit)
     printed = capsys.readouterr().out
     noise = "noise on all (gaussian, relative sigma 100)"
+    found = "8/8 above chance (95% CI 0.63-1.00; chance 1/100, p 1e-16)"
+    control = f"identified {found}, reconstructed 8/8 (95% CI 0.63-1.00)"
     for when in ("before training", "after training"):
-        assert f"| {when} | none | analytic | 4/4 (95% CI 0.40-1.00) | - | leaked |" in printed
-        assert f"| {when} | {noise} | analytic | 0/4 (95% CI 0.00-0.60) | 4/4 (95% CI 0.40-1.00) | protected |" in printed
+        assert f"| {when} | none | analytic | {found} | 8/8 (95% CI 0.63-1.00) | - | leaked |" in printed
+        assert (
+            f"| {when} | {noise} | analytic | 0/8 not above chance (95% CI 0.00-0.37; chance 1/100, p 1) | "
+            f"0/8 (95% CI 0.00-0.37) | {control} | protected |"
+        ) in printed
     assert audit.done == ["before_training", "after_training"] and len(audit.rows) == 4
-    assert Image.open(audit.sheet).size[1] >= 5 * 96  # the victims and four audited rows
+    # the victims; per audit the attack and its stretched copy, and for the noise audits the control's two rows
+    assert Image.open(audit.sheet).size[1] >= 13 * 96
     assert f"Sheet: {audit.sheet}" in printed
     untouched = _fit()
     assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), untouched.state_dict().values()))

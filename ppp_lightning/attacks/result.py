@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from torch import Tensor
 
@@ -50,12 +50,3 @@ class AttackResult:
     loss: float = float("nan")
     restart_losses: list[float] = field(default_factory=list)
     restarts: list[RestartRecord] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """The matching loss and how every restart ran, as plain values for a record."""
-        return {
-            "matching_loss": self.loss,
-            "restart_iterations": [record.iterations for record in self.restarts],
-            "restart_stop_reasons": [record.stop_reason for record in self.restarts],
-            "restart_best_objectives": [record.best_objective for record in self.restarts],
-        }

@@ -20,6 +20,8 @@ from ppp_lightning.federated.update import ClientUpdate
 from ppp_lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.metrics import ReconstructionMetrics, match_reconstructions
 from ppp_lightning.precode import PRECODE
+from ppp_lightning.record import Convergence
+from ppp_lightning.reidentification import POOL_SIZE, Reidentifier
 from ppp_lightning.reporting import Reporter
 
 __all__ = ["AttackingFedAvg"]
@@ -31,7 +33,9 @@ class AttackingFedAvg(ObservingFedAvg):
     For each chosen reply it recovers the FedSGD gradient ``-(w_client - w_global) / lr``, runs
     the configured attack on the model at the global weights it sent (:meth:`ServerAttack.invert`),
     scores the reconstruction against the images the client trained on when the simulation shares
-    them (``federation.share_truth``; a real client never does) and reports it with a
+    them (``federation.share_truth``; a real client never does), identifying each victim among
+    ``pool_size`` candidates from the federation's training data (itself and images of its class:
+    scoring only, the server's attack never sees them), and reports it with a
     :class:`~ppp_lightning.reporting.Reporter`, as the attack callback does: a PNG sheet (ground
     truth above reconstruction) ``round<r>_client<p>.png`` and one line per attack appended to
     ``metrics.jsonl`` in ``<run dir>/<attack.log_name>`` (the run dir is the W&B run's files folder,
@@ -60,6 +64,9 @@ class AttackingFedAvg(ObservingFedAvg):
         exact: whether the clients run FedSGD (one step of plain SGD), for the records.
         keep_rounds: how many of the latest rounds :attr:`sent_weights` keeps.
         one_channel: the data has one true channel (correlations on the channel mean).
+        candidates: the federation's training set, items ``(normalised image, label)``, to draw each
+            victim's candidates from (``None``: identification is not scored).
+        pool_size: ``K``, each victim's candidates (chance ``1/K``).
 
     Raises:
         ValueError: if a count is out of range.
@@ -81,6 +88,8 @@ class AttackingFedAvg(ObservingFedAvg):
         exact: bool = True,
         keep_rounds: Optional[int] = 1,
         one_channel: bool = False,
+        candidates: Optional[Any] = None,
+        pool_size: int = POOL_SIZE,
     ) -> None:
         super().__init__(clients_per_round, evaluate_clients, logger, keep_rounds)
         self.attack = attack
@@ -90,6 +99,7 @@ class AttackingFedAvg(ObservingFedAvg):
         self.mean, self.std = tuple(mean), tuple(std)
         rule = attack.success_metric, attack.success_threshold
         self.metrics = ReconstructionMetrics(self.mean, self.std, *rule, one_channel=one_channel)
+        self.reidentifier = None if candidates is None else Reidentifier(candidates, mean, std, one_channel, pool_size)
         self.run_dir = Path(run_dir)
         self.exact = exact
         self.records: list[dict[str, Any]] = []
@@ -119,6 +129,8 @@ class AttackingFedAvg(ObservingFedAvg):
                 "attack.known_labels=true takes the labels from the simulation's ground truth: set "
                 "federation.share_truth: true, or attack.known_labels: false to recover them"
             )
+        data.prepare_data()
+        data.setup("fit")  # the candidates to score identification against
         return cls(
             settings.clients_per_round,
             settings.evaluate_clients,
@@ -133,6 +145,7 @@ class AttackingFedAvg(ObservingFedAvg):
             run_dir=settings.run_dir,
             exact=settings.local_steps == 1 and hparams.get("optimizer") == "sgd",
             one_channel=getattr(data, "one_channel", False),
+            candidates=getattr(data, "train_set", None),
         )
 
     def on_client_update(self, update: ClientUpdate) -> None:
@@ -155,7 +168,7 @@ class AttackingFedAvg(ObservingFedAvg):
             "exact_gradient": self.exact,
             "labels": None,
             "attack_labels": result.labels.tolist(),
-            **result.summary(),
+            "matching_loss": result.loss,
             "seconds": time.perf_counter() - started,
         }
         reconstruction, victims = result.images, None
@@ -163,9 +176,11 @@ class AttackingFedAvg(ObservingFedAvg):
             warnings.warn("no ground truth in the reply (federation.share_truth: false): the reconstruction is not scored")
         else:
             victims, labels = self._victims(reconstruction, *truth)
-            assessed = assess(self.metrics, reconstruction, victims, labels)  # no control: the clients' noise is theirs
+            # no control: the clients' noise is theirs
+            assessed = assess(self.metrics, reconstruction, victims, labels, None, self.reidentifier,
+                              convergence=Convergence.of([result]))  # fmt: skip
             reconstruction = assessed.reconstructions
-            record.update(labels=labels.tolist(), **assessed.record)
+            record = assessed.record({**record, "labels": labels.tolist()}).to_dict()
         written = self.reporter.report(
             f"round{update.server_round:04d}_client{update.partition_id}.png",
             victims,

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.federated.core import shared_gradient
-from ppp_lightning.metrics import METRICS
+from ppp_lightning.metrics import LEGIBLE_NCC, METRICS
 
 __all__ = ["ServerAttack"]
 
@@ -37,7 +37,7 @@ class ServerAttack:
             needs the simulation's ground truth, ``federation.share_truth``); ``False`` recovers
             them from the gradient.
         success_metric: metric that decides success: ``psnr``, ``ssim``, ``mse`` or ``ncc``.
-        success_threshold: the value at which a reconstruction succeeds.
+        success_threshold: the value at which a reconstruction succeeds (default: the calibrated ``ncc`` rule).
         log_name: folder in the run directory for the PNGs and ``metrics.jsonl``, and prefix of the
             logged keys (``<log_name>/client<partition id>/...``), as the attack callback's ``name``.
 
@@ -58,7 +58,7 @@ class ServerAttack:
     num_images: Optional[int] = None
     known_labels: bool = True
     success_metric: str = "ncc"
-    success_threshold: float = 0.5
+    success_threshold: float = LEGIBLE_NCC
     log_name: str = "attack"
     spec: AttackSpec = field(init=False, repr=False, compare=False)
 
