@@ -50,7 +50,9 @@ def noise_rows(folder: Path, family: str, calibration: dict[str, Any], pool: Vic
     below, protective = search.get("leaking"), search.get("sigma")
     if below is None:
         return []
+    held_out = calibration.get("held_out", {}).get(f"{below:.6g}", {}).get("leaking", [])  # leaked on held-out victims
     labels = {r.context["label"] for r in audit_records(sigma_folder(folder, below)) if r.attack.findings().leaked}
+    labels |= set(held_out)
     rows = []
     for sigma, name in ((below, "leaks"), (protective, "protective")):
         if sigma is None:

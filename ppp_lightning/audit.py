@@ -11,7 +11,8 @@ control removes exactly that, at the same victims, seed and budget:
 
 Every attack is assessed (:func:`~ppp_lightning.assessment.assess`: both findings per victim,
 reconstructed and identified among ``pool_size`` candidates, how its problems stopped) and its
-typed record (:class:`~ppp_lightning.record.AttackRecord`) appended to ``results.jsonl`` at once, so a rerun skips finished attacks (a folder
+typed record (:class:`~ppp_lightning.record.AttackRecord`) appended to ``results.jsonl`` at once,
+so a rerun skips finished attacks (a folder
 holding another model's, defense's or victims' audit is refused). ``report.md`` holds the table
 (attack, identified and reconstructed k/n with 95% intervals, control, verdict) and the union over attacks;
 ``sheet.png`` shows every attack's and control's reconstructions under the victims.
@@ -296,7 +297,8 @@ def sheet_rows(
 ) -> list[SheetRow]:
     """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their findings.
 
-    Every victim is shown; each reconstruction row is followed by its contrast-stretched copy. Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
+    Every victim is shown; each reconstruction row is followed by its contrast-stretched copy.
+    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
 
     Args:
         folder: the audit's folder.
@@ -321,8 +323,13 @@ def sheet_rows(
     return rows
 
 
-LEAK_COLUMNS = ("attack", "identified (95% CI; chance, p)", "reconstructed (95% CI)", "control (without the audited defense)",
-                "outcome")  # fmt: skip
+LEAK_COLUMNS = (
+    "attack",
+    "identified (95% CI; chance, p)",
+    "reconstructed (95% CI)",
+    "control (without the audited defense)",
+    "outcome",
+)
 
 
 def leak_rows(records: Sequence[AttackRecord]) -> list[list[str]]:

@@ -27,7 +27,7 @@ from ppp_lightning.record import AttackRecord, union_findings
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defense import DefenseSpec
 from ppp_lightning.logger_sinks import sinks_for
-from ppp_lightning.noise_search import Calibration, SigmaSearch, calibrate
+from ppp_lightning.noise_search import HELD_OUT_VICTIMS, Calibration, SigmaSearch, calibrate
 from ppp_lightning.victims import VictimPool, victim_pool
 
 __all__ = ["LeakFound", "PPPTrainer"]
@@ -108,6 +108,7 @@ class PPPTrainer(pl.Trainer):
         start: Optional[float] = None,
         folder: Optional[str] = None,
         train_epochs: int = 0,
+        held_out: int = HELD_OUT_VICTIMS,
     ) -> list[Calibration]:
         """How much noise does the attached defense family need? The smallest sigma at which nothing leaks.
 
@@ -132,6 +133,9 @@ class PPPTrainer(pl.Trainer):
             folder: where the audits and ``calibration.json`` go (``None``: under ``<default_root_dir>/calibrations``).
             train_epochs: then train this many epochs from initialisation with and without that
                 noise and report both validation scores (0: do not).
+            held_out: a sigma protects only if it also protects this many held-out victims (other
+                images, audited where the victims leaked nothing), so the answer holds beyond the
+                victims it was searched on (0: none).
 
         Raises:
             ValueError: without an attached ``PartialPerturbation`` (the family), with no state to
@@ -153,7 +157,7 @@ class PPPTrainer(pl.Trainer):
         results = [
             calibrate(state, data.train_set, attack_suite(state, data.train_set[0][0][None], family, attacks,
                       data.one_channel, progress=True), family, where / _state_folder(name), data.mean, data.std,
-                      data.one_channel, victims, seed, factor, start, name)  # fmt: skip
+                      data.one_channel, victims, seed, factor, start, name, held_out=held_out)  # fmt: skip
             for name, state in states
         ]
         (where / CALIBRATION_FILE).write_text(json.dumps([r.to_dict() for r in results], indent=2))
@@ -223,7 +227,7 @@ def _calibration_table(results: list[Calibration]) -> str:
     ]
     for r in results:
         searched = ", ".join(r.leaking_attacks) or "-"
-        bound = "-" if r.upper_bound is None else f"{r.upper_bound:.3f} (0/{r.victims})"
+        bound = "-" if r.upper_bound is None else f"{r.upper_bound:.3f} (0/{r.victims + r.held_out_victims})"
         rows = (("reconstruction and identification (the answer)", r.search, r.noise, bound),
                 ("reconstruction only", r.reconstruction, r.reconstruction_noise, "-"))  # fmt: skip
         for stops, search, noise, shown_bound in rows:

@@ -31,7 +31,23 @@ from ppp_lightning.validation import check_number
 from ppp_lightning.verdicts import clopper_pearson
 from ppp_lightning.victims import draw_victims
 
-__all__ = ["Calibration", "SigmaSearch", "calibrate", "noise_statistics", "sigma_folder", "smallest_protective_sigma"]
+__all__ = [
+    "HELD_OUT",
+    "HELD_OUT_SEED_OFFSET",
+    "HELD_OUT_VICTIMS",
+    "Calibration",
+    "SigmaSearch",
+    "calibrate",
+    "noise_statistics",
+    "sigma_folder",
+    "smallest_protective_sigma",
+]
+
+HELD_OUT = "held_out"
+# The held-out victims' seed is the victims' plus this: a draw no nearby seed of a user's repeats.
+HELD_OUT_SEED_OFFSET = 1_000_003
+# Held-out victims that confirm a protective sigma by default.
+HELD_OUT_VICTIMS = 16
 
 
 @dataclass
@@ -110,7 +126,8 @@ class Calibration:
             any victim **and** none identifies victims above chance (the answer).
         leaking_attacks: the attacks that leaked without noise (the ones searched against).
         victims: the number of victims.
-        upper_bound: the 95% upper bound of the union's reconstruction rate at ``search.sigma``.
+        upper_bound: the 95% upper bound of the union's reconstruction rate at ``search.sigma``, over
+            the victims and the held-out victims.
         noise: the noise at ``search.sigma`` (:func:`noise_statistics`), medians over victims.
         unions: per sigma tried (as text; ``"0"``: without noise), which victims any attack reconstructed.
         reconstruction: the bisection on reconstruction alone (the sigma that stops every legible
@@ -119,6 +136,11 @@ class Calibration:
         identified: per sigma tried, per attack, which victims it identified.
         pool_size: ``K``, each victim's candidates.
         budget_shares: per sigma tried, the share of the attacks' problems stopped by their budget.
+        held_out: per sigma at which the victims leaked nothing, what the held-out victims' audit
+            found there (``reconstructed``, ``identified`` per attack, ``leaking`` attacks): a sigma
+            protects only when it protects both.
+        held_out_seed: the held-out victims' seed (``None``: none were audited).
+        held_out_victims: how many held-out victims each of those audits attacked.
     """
 
     state: str
@@ -135,6 +157,9 @@ class Calibration:
     identified: dict[str, dict[str, list[bool]]] = field(default_factory=dict)
     pool_size: int = POOL_SIZE
     budget_shares: dict[str, Optional[float]] = field(default_factory=dict)
+    held_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    held_out_seed: Optional[int] = None
+    held_out_victims: int = 0
 
     def yaml_block(self) -> str:
         """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
@@ -198,6 +223,7 @@ def calibrate(
     state: str = "initialisation",
     progress: bool = True,
     pool_size: int = POOL_SIZE,
+    held_out: int = HELD_OUT_VICTIMS,
 ) -> Calibration:
     """The smallest sigma of ``family`` at which no attack of the suite leaks: reconstructs or identifies.
 
@@ -206,8 +232,12 @@ def calibrate(
     outcome is ``inconclusive``. Then :func:`smallest_protective_sigma` asks, at each sigma,
     whether any remaining attack reconstructs a victim or identifies victims above chance (the
     answer), and a second bisection, reusing every audit, finds the smallest sigma that stops
-    reconstruction alone. Every audit goes to a subfolder of ``folder`` (``no_noise``,
-    ``sigma=<value>``), so an interrupted calibration resumes where it stopped.
+    reconstruction alone. A sigma at which the victims leak nothing is audited again on ``held_out``
+    other victims (drawn with ``seed +`` :data:`HELD_OUT_SEED_OFFSET`), and protects only if they
+    leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
+    so the answer must also hold on victims the search did not stop on. Every audit goes
+    to a subfolder of ``folder`` (``no_noise``, ``sigma=<value>``, ``sigma=<value>/held_out``), so
+    an interrupted calibration resumes where it stopped.
 
     Args:
         model: the client's network at the state to calibrate.
@@ -225,45 +255,48 @@ def calibrate(
         state: the name of the model state, for the record.
         progress: show the audits' progress bars.
         pool_size: ``K``, each victim's candidates for identification (chance ``1/K``).
+        held_out: how many held-out victims confirm a protective sigma (0: none).
+
+    Raises:
+        ValueError: if ``held_out`` is negative.
     """
+    if held_out < 0:
+        raise ValueError(f"held_out={held_out}; allowed: an integer >= 0 (0: no held-out victims)")
     folder = Path(folder)
     common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
     common.update(control=False, progress=progress, pool_size=pool_size)
-    findings: dict[float, _Found] = {0.0: _Found(audit(model, dataset, attacks, folder / "no_noise", None, **common))}
-    leaking = findings[0.0].leaking
-    if not leaking:
+    baseline = _Found(audit(model, dataset, attacks, folder / "no_noise", None, **common))
+    if not baseline.leaking:
         return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims,
-                           unions={"0": findings[0.0].reconstructed}, pool_size=pool_size)  # fmt: skip
+                           unions={"0": baseline.reconstructed}, pool_size=pool_size)  # fmt: skip
+    suite = {label: attacks[label] for label in baseline.leaking}
 
-    def found(sigma: float) -> _Found:
-        if sigma not in findings:
-            suite = {label: attacks[label] for label in leaking}
-            records = audit(model, dataset, suite, sigma_folder(folder, sigma), replace(family, sigma=sigma), **common)
-            findings[sigma] = _Found(records)
-        return findings[sigma]
+    def run(sigma: float, where: Path, held: bool) -> _Found:
+        drawn = {"seed": seed + HELD_OUT_SEED_OFFSET, "victims": held_out} if held else {}
+        return _Found(audit(model, dataset, suite, where, replace(family, sigma=sigma), **{**common, **drawn}))
 
+    audits = _Audits(run, folder, seed + HELD_OUT_SEED_OFFSET if held_out else None)
     first = start or family.sigma or 1.0
-    search = smallest_protective_sigma(lambda sigma: bool(found(sigma).leaking), first, factor)
-    legible = smallest_protective_sigma(lambda sigma: any(found(sigma).reconstructed), search.sigma or first, factor)
-    tried = sorted(findings.items())
-    details = {"unions": {f"{sigma:.6g}": f.reconstructed for sigma, f in tried},
-               "identified": {f"{sigma:.6g}": f.identified for sigma, f in tried}, "pool_size": pool_size,
-               "budget_shares": {f"{sigma:.6g}": f.budget_share for sigma, f in tried}}  # fmt: skip
-    reconstruction_noise = {} if legible.sigma is None else _noise_at(model, dataset, replace(family, sigma=legible.sigma),
-                                                                      victims, seed)  # fmt: skip
+    search = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: bool(f.leaking)), first, factor)
+    legible = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: any(f.reconstructed)),
+                                        search.sigma or first, factor)  # fmt: skip
+    details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible}
+    details["held_out_victims"] = held_out
+    if legible.sigma is not None:
+        details["reconstruction_noise"] = _noise_at(model, dataset, replace(family, sigma=legible.sigma), victims, seed)
     if search.sigma is None:
-        return Calibration(state, family.to_dict(), "not found", search, leaking, victims, reconstruction=legible,
-                           reconstruction_noise=reconstruction_noise, **details)  # fmt: skip
+        return Calibration(state, family.to_dict(), "not found", search, baseline.leaking, victims, **details)
     answer = replace(family, sigma=search.sigma)
-    upper = clopper_pearson(sum(findings[search.sigma].reconstructed), victims)[1]
+    reconstructed = audits.reconstructed_at(search.sigma)
+    upper = clopper_pearson(sum(reconstructed), len(reconstructed))[1]
     noise = _noise_at(model, dataset, answer, victims, seed)
-    return Calibration(state, answer.to_dict(), "calibrated", search, leaking, victims, upper, noise,
-                       reconstruction=legible, reconstruction_noise=reconstruction_noise, **details)  # fmt: skip
+    return Calibration(state, answer.to_dict(), "calibrated", search, baseline.leaking, victims, upper, noise,
+                       **details)  # fmt: skip
 
 
 class _Found:
     """What an audit at one sigma found: per victim, reconstructed by any attack; per attack, who was
-    identified; the share of problems stopped by the budget."""
+    identified; the share of problems stopped by the budget; the attacks that leaked."""
 
     def __init__(self, records: Sequence[AttackRecord]) -> None:
         united = union([r.attack for r in records])
@@ -271,6 +304,47 @@ class _Found:
         self.budget_share = united.findings().budget_share
         self.identified = {r.context["label"]: r.attack.identified for r in records}
         self.leaking = [r.context["label"] for r in records if r.attack.findings().leaked]
+
+
+class _Audits:
+    """A search's audits: its victims' at every sigma asked, the held-out victims' only where its victims' did not leak.
+
+    Args:
+        run: audits the suite at a sigma into a folder, on the held-out victims or not.
+        folder: the calibration's folder (``sigma=<value>/``, and ``sigma=<value>/held_out/``).
+        held_out_seed: the held-out victims' seed (``None``: no held-out victims).
+    """
+
+    def __init__(self, run: Callable[[float, Path, bool], _Found], folder: Path, held_out_seed: Optional[int]) -> None:
+        self.run, self.folder, self.held_out_seed = run, folder, held_out_seed
+        self.found: dict[float, _Found] = {}
+        self.held_out: dict[float, _Found] = {}
+
+    def leaks(self, sigma: float, finding: Callable[[_Found], bool]) -> bool:
+        """Whether ``finding`` holds at ``sigma`` for the victims or, where it does not, for the held-out victims."""
+        if sigma not in self.found:
+            self.found[sigma] = self.run(sigma, sigma_folder(self.folder, sigma), False)
+        if finding(self.found[sigma]) or self.held_out_seed is None:
+            return finding(self.found[sigma])
+        if sigma not in self.held_out:
+            self.held_out[sigma] = self.run(sigma, sigma_folder(self.folder, sigma) / HELD_OUT, True)
+        return finding(self.held_out[sigma])
+
+    def reconstructed_at(self, sigma: float) -> list[bool]:
+        """Per victim (the held-out ones after the others, where they ran), reconstructed by any attack."""
+        return self.found[sigma].reconstructed + (self.held_out[sigma].reconstructed if sigma in self.held_out else [])
+
+    def details(self, baseline: _Found) -> dict[str, Any]:
+        """The :class:`Calibration` fields of every audit, by sigma as text (``"0"``: without noise)."""
+        tried = sorted({0.0: baseline, **self.found}.items())
+        return {
+            "unions": {f"{sigma:.6g}": f.reconstructed for sigma, f in tried},
+            "identified": {f"{sigma:.6g}": f.identified for sigma, f in tried},
+            "budget_shares": {f"{sigma:.6g}": f.budget_share for sigma, f in tried},
+            "held_out": {f"{sigma:.6g}": {"reconstructed": f.reconstructed, "identified": f.identified,
+                                          "leaking": f.leaking} for sigma, f in sorted(self.held_out.items())},
+            "held_out_seed": self.held_out_seed,
+        }  # fmt: skip
 
 
 def _noise_at(model: nn.Module, dataset: Any, defense: DefenseSpec, victims: int, seed: int) -> dict[str, float]:

@@ -198,7 +198,7 @@ def _yes_no(name: str, value: Optional[bool]) -> str:
 
 
 def _scalars(record: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The scores' means, both findings' rates, the budget share and floor PSNR, or an unscored attack's matching loss."""
+    """The scores' means, both findings' rates, the budget share and floor PSNR (unscored: the matching loss)."""
     if "mean" not in record:
         loss = record.get("matching_loss")
         return {} if loss is None else {f"{prefix}/matching_loss": loss}

@@ -3,7 +3,8 @@
 One sheet per attack: a title line (the attack, the training step, the verdict), then one row per
 kind of image (ground truth, the reconstruction, the control's reconstruction), each image with a
 caption of its scores and findings, and under each reconstruction row its contrast-stretched copy
-(a faint reconstruction that looks blank may still show its digit). The same sheet goes to the PNG in the run folder and to W&B.
+(a faint reconstruction that looks blank may still show its digit). The same sheet goes to the PNG
+in the run folder and to W&B.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ class Identification:
         low, high = self.interval
         chance = f"1/{self.pool_size}" if self.attempts == 1 else f"{self.chance:.3f}"
         above = "above" if self.above_chance else "not above"
-        return f"{self.identified}/{self.total} {above} chance (95% CI {low:.2f}-{high:.2f}; chance {chance}, p {self.p_value:.2g})"
+        interval = f"95% CI {low:.2f}-{high:.2f}; chance {chance}, p {self.p_value:.2g}"
+        return f"{self.identified}/{self.total} {above} chance ({interval})"
 
     def to_dict(self) -> dict[str, float]:
         """Plain values for a record."""

@@ -39,9 +39,8 @@ def _audit(*flags: str, victims: int = 4) -> None:
 def test_audit_reports_an_undefended_mlp_as_leaking_and_fails_when_asked(capsys):
     _audit(_config())
     report = Path("audit/report.md").read_text()
-    assert (
-        "| analytic | 4/4 above chance (95% CI 0.40-1.00; chance 1/100, p 1e-08) | 4/4 (95% CI 0.40-1.00) | - | leaked |"
-    ) in report
+    found = "4/4 above chance (95% CI 0.40-1.00; chance 1/100, p 1e-08)"
+    assert f"| analytic | {found} | 4/4 (95% CI 0.40-1.00) | - | leaked |" in report
     assert "Any attack (per victim): identified 4/4 above chance" in capsys.readouterr().out
     assert Image.open("audit/sheet.png").size[1] >= 2 * 96  # the victims and the reconstructions
     with pytest.raises(SystemExit) as exit_info:
@@ -74,9 +73,16 @@ def test_calibrate_finds_the_protective_sigma_to_the_factor_and_prints_a_callbac
     assert search["leaking"] < search["sigma"] <= 1.5 * search["leaking"]
     assert all(leaked == (sigma <= search["leaking"]) for sigma, leaked in search["evaluations"])
     assert legible["leaking"] < legible["sigma"] <= 1.5 * legible["leaking"] and legible["sigma"] <= search["sigma"]
-    assert result["upper_bound"] == pytest.approx(0.3694, abs=1e-4)  # 0/8 reconstructed
+    assert result["upper_bound"] == pytest.approx(0.1424, abs=1e-4)  # 0/24 reconstructed: 8 victims, 16 held out
     at_answer = result["identified"][f"{search['sigma']:.6g}"]["analytic"]
     assert sum(at_answer) <= 1  # 2 of 8 would be above chance 1/100
+    # held-out victims are audited only where the victims leaked nothing, and must leak nothing there either
+    leaked = {f"{sigma:.6g}": leaks for sigma, leaks in search["evaluations"]}
+    assert all(not any(result["unions"][key]) for key in result["held_out"])
+    assert result["held_out"][f"{search['sigma']:.6g}"]["leaking"] == [] and not leaked[f"{search['sigma']:.6g}"]
+    assert Path(f"cal/initialisation/sigma={search['sigma']:.6g}/held_out/results.jsonl").exists()
+    below = f"{search['leaking']:.6g}"
+    assert below not in result["held_out"] or result["held_out"][below]["leaking"] == ["analytic"]
     assert result["noise"]["noise_to_signal"] == pytest.approx(search["sigma"], rel=0.05)  # relative noise on all
     block = capsys.readouterr().out.split("(paste under trainer.callbacks):\n")[1]
     (entry,) = yaml.safe_load(block)
