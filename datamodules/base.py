@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, random_split
+from typing_extensions import override
 
 __all__ = ["ImageDataModule"]
 
@@ -54,6 +55,7 @@ class ImageDataModule(pl.LightningDataModule):
         """Return the full training (``train=True``) or the test set as normalised tensors."""
         raise NotImplementedError
 
+    @override
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is None:
             full = self.load(train=True)
@@ -73,12 +75,15 @@ class ImageDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    @override
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set)
 
+    @override
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set)
 

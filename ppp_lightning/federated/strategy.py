@@ -8,6 +8,7 @@ from typing import Optional
 from jsonargparse import Namespace
 from pytorch_lightning.loggers import Logger
 from torch import Tensor
+from typing_extensions import override
 
 from ppp_lightning.federated._flower import (
     ARRAYS,
@@ -98,6 +99,7 @@ class ObservingFedAvg(FedAvg):
                 the weights it returned, its number of examples and its metrics.
         """
 
+    @override
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
@@ -107,6 +109,7 @@ class ObservingFedAvg(FedAvg):
                 del self.sent_weights[old]
         return super().configure_train(server_round, arrays, config, grid)
 
+    @override
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[Optional[ArrayRecord], Optional[MetricRecord]]:
@@ -118,6 +121,7 @@ class ObservingFedAvg(FedAvg):
         self._log(server_round, metrics)
         return arrays, metrics
 
+    @override
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> Optional[MetricRecord]:
         metrics = super().aggregate_evaluate(server_round, replies)
         self._log(server_round, metrics)
