@@ -1,3 +1,5 @@
+import configparser
+import inspect
 import os
 import subprocess
 import sys
@@ -9,11 +11,25 @@ import torch
 import wandb
 import yaml
 
-from ppp_lightning.cli import main, use_offline_wandb_unless_logged_in
+from pytorch_lightning.cli import LightningCLI
+
+from ppp_lightning.cli import PPPLightningCLI, main
+from ppp_lightning.lightning.wandb_policy import use_offline_wandb_unless_logged_in
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Lightning CLI configs; configs/federated/ holds Flower experiments (tests/test_federated*.py).
 CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if "federated" not in p.parts)
+# LightningCLI method -> its parameters, as PPPLightningCLI overrides (or, for _get, calls) it.
+LIGHTNING_CLI_METHODS = {
+    "subcommands": [],
+    "add_arguments_to_parser": ["self", "parser"],
+    "parse_arguments": ["self", "parser", "args"],
+    "_parse_ckpt_path": ["self"],
+    "before_instantiate_classes": ["self"],
+    "after_instantiate_classes": ["self"],
+    "_run_subcommand": ["self", "subcommand"],
+    "_get": ["self", "config", "key", "default"],
+}
 FILE_DATASETS = {"datamodules.MNISTDataModule": "mnist_root", "datamodules.CIFAR10DataModule": "cifar10_root"}
 
 
@@ -121,3 +137,16 @@ def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     use_offline_wandb_unless_logged_in()
     assert os.environ["WANDB_MODE"] == "disabled"
+
+
+def test_the_cli_overrides_only_lightning_cli_methods_that_exist_with_the_parameters_it_relies_on():
+    # _parse_ckpt_path first appeared in pytorch-lightning 2.5.5: setup.cfg's lower bound.
+    ours = {name for name in vars(PPPLightningCLI) if not name.startswith("__")}
+    overridden = ours & set(dir(LightningCLI))
+    marked = {name for name in ours if getattr(getattr(PPPLightningCLI, name), "__override__", False)}
+    assert marked == overridden == set(LIGHTNING_CLI_METHODS) - {"_get"}
+    for name, parameters in LIGHTNING_CLI_METHODS.items():
+        assert list(inspect.signature(getattr(LightningCLI, name)).parameters) == parameters, name
+    requirements = configparser.ConfigParser()
+    requirements.read(CONFIG_DIR.parent / "setup.cfg")
+    assert "pytorch-lightning>=2.5.5," in requirements["options"]["install_requires"]
