@@ -28,10 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from datamodules import OfflineMNISTDataModule
+from ppp_lightning.assessment.metrics import ReconstructionMetrics, is_success
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.losses import classification_terms
-from ppp_lightning.metrics import ReconstructionMetrics, is_success
 from ppp_lightning.models import build_network
 from ppp_lightning.seeding import seeded
 from ppp_lightning.victims import draw_victims

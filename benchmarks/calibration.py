@@ -34,17 +34,17 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from datamodules import OfflineMNISTDataModule
+from ppp_lightning.assessment.metrics import abs_ncc, channel_view, image_scores, to_unit_interval
+from ppp_lightning.assessment.reidentification import Reidentifier
+from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.audit import audited_gradients
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.auditing.audit import audited_gradients
+from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.losses import classification_terms
-from ppp_lightning.metrics import abs_ncc, channel_view, image_scores, to_unit_interval
 from ppp_lightning.models import build_network
-from ppp_lightning.reidentification import Reidentifier
 from ppp_lightning.seeding import seeded
-from ppp_lightning.sheets import SheetRow, draw_sheet
 from ppp_lightning.victims import draw_victims
 
 __all__ = ["CELLS", "CELLS_V2", "Cell", "auc", "generate", "generate_v2", "report", "report_v2"]

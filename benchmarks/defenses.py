@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.defenses.spec import DefenseSpec
 
 __all__ = ["FAMILIES", "Defense", "expand_defenses"]
 

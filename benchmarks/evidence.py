@@ -9,8 +9,8 @@
     python -m benchmarks.evidence_report benchmarks/results/evidence
 
 A cell is (architecture, defense family, training state). Fixed defenses (none, PRECODE, pruning)
-are audited as they are (:func:`~ppp_lightning.audit.audit`, with the control that removes them);
-noise families are calibrated (:func:`~ppp_lightning.noise_search.calibrate`: the suite without
+are audited as they are (:func:`~ppp_lightning.auditing.audit.audit`, with the control that removes them);
+noise families are calibrated (:func:`~ppp_lightning.auditing.noise_search.calibrate`: the suite without
 noise is their control, then the smallest sigma at which no attack leaks: reconstructs a victim or
 identifies victims above chance, to a factor of 1.5).
 The victims are the same class-stratified training images in every cell, each alone in its batch
@@ -46,14 +46,14 @@ from benchmarks.defenses import Defense
 from callbacks import PartialPerturbation
 from datamodules import CIFAR10DataModule, OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
+from ppp_lightning.assessment.record import AttackRecord
+from ppp_lightning.assessment.reporting import append_record, read_records
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.audit import audit
-from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.noise_search import calibrate
-from ppp_lightning.precode import PRECODE
-from ppp_lightning.record import AttackRecord
-from ppp_lightning.reporting import append_record, read_records
+from ppp_lightning.auditing.audit import audit
+from ppp_lightning.auditing.noise_search import calibrate
+from ppp_lightning.defenses.precode import PRECODE
+from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.victims import victim_pool
 
 __all__ = ["PRESETS", "configure", "datamodule", "run"]
@@ -249,7 +249,7 @@ def _suite(
 def _compact(record: AttackRecord) -> dict[str, Any]:
     """What the summary needs of an audit record (the folder keeps the rest).
 
-    Enough for :meth:`~ppp_lightning.record.AttackRecord.from_dict` to give the same verdict: both
+    Enough for :meth:`~ppp_lightning.assessment.record.AttackRecord.from_dict` to give the same verdict: both
     findings per victim, the pool size, how the attack stopped, and the control's findings. The
     ``findings``, ``verdict`` and ``outcome`` kept are for a reader of the file; the report derives them.
     """

@@ -26,8 +26,8 @@ from benchmarks.evidence_records import (
     outcome_text,
     verdict_of,
 )
-from ppp_lightning.reidentification import POOL_SIZE
-from ppp_lightning.verdicts import ALPHA, BUDGET_SHARE
+from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.verdicts import ALPHA, BUDGET_SHARE
 
 __all__ = [
     "BOOTSTRAP_METHOD",
@@ -53,7 +53,7 @@ HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 TARGETED = ("inverting/before_bottleneck", "inverting/before_decoder", "adaptive")
 RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 
-# The rule every claim's "leaked" and "protected" follow (ppp_lightning.verdicts.judge).
+# The rule every claim's "leaked" and "protected" follow (ppp_lightning.assessment.verdicts.judge).
 LEAK_RULE = (
     f"leaked: a victim was reconstructed or identification is above chance (exact one-sided binomial p < {ALPHA} "
     "against 1/K); protected: neither, identification was scored, at most "

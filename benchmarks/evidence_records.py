@@ -6,8 +6,8 @@ every cell the records show plus every cell of the named presets; the helpers at
 in the words that the tables, claims and figures share.
 
 Verdicts are derived from the records, never read from their stored ``outcome`` or ``verdict``: an
-audit record's is :attr:`~ppp_lightning.record.AttackRecord.verdict` (records of earlier versions
-included), a union's is :func:`~ppp_lightning.verdicts.judge` of the attacks' united findings, and
+audit record's is :attr:`~ppp_lightning.assessment.record.AttackRecord.verdict` (records of earlier versions
+included), a union's is :func:`~ppp_lightning.assessment.verdicts.judge` of the attacks' united findings, and
 a calibration's rows are judged from its ``unions`` (reconstructed) and, where it recorded them, its
 ``identified`` (calibrations record no stop reasons, so their findings' budget share is unknown).
 """
@@ -15,15 +15,15 @@ a calibration's rows are judged from its ``unions`` (reconstructed) and, where i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES
-from ppp_lightning.record import AttackRecord, union_findings
-from ppp_lightning.reidentification import POOL_SIZE
-from ppp_lightning.reporting import read_records_counting_unreadable
-from ppp_lightning.verdicts import Findings, Identification, LeakRate, Verdict, judge, union_over_attacks
+from ppp_lightning.assessment.record import AttackRecord, union_findings
+from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.reporting import read_records_counting_unreadable
+from ppp_lightning.assessment.verdicts import Findings, Identification, LeakRate, Verdict, judge, union_over_attacks
 
 __all__ = [
     "FAMILIES",

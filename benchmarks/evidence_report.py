@@ -52,8 +52,8 @@ from benchmarks.evidence_records import (
     verdict_of,
     verdict_text,
 )
-from ppp_lightning.reidentification import POOL_SIZE
-from ppp_lightning.verdicts import judge
+from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.verdicts import judge
 
 __all__ = [
     "accuracy_row",

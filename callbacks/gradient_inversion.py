@@ -5,11 +5,10 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -19,25 +18,25 @@ from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import override
 
 from callbacks.gradient_capture import CapturedStep, GradientCapture, check_capturable
-from callbacks.partial_perturbation import PartialPerturbation
+from callbacks.isolation import for_this_run, isolated
+from callbacks.partial_perturbation import PartialPerturbation, attached_perturbation
 from callbacks.trainer_checks import check_accumulation
-from ppp_lightning.assessment import assess
-from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.assessment.assess import assess
+from ppp_lightning.assessment.metrics import LEGIBLE_NCC, ReconstructionMetrics
+from ppp_lightning.assessment.record import Convergence
+from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier, check_pool_size
+from ppp_lightning.assessment.reporting import Reporter
+from ppp_lightning.attacks import AttackName, AttackSpec, Target
+from ppp_lightning.defenses.precode import PRECODE
 from ppp_lightning.gradients import client_gradient
-from ppp_lightning.logger_sinks import run_directory, sinks_for
-from ppp_lightning.metrics import LEGIBLE_NCC, ReconstructionMetrics
-from ppp_lightning.precode import PRECODE
-from ppp_lightning.record import Convergence
-from ppp_lightning.reidentification import POOL_SIZE, Reidentifier, check_pool_size
-from ppp_lightning.reporting import Reporter
+from ppp_lightning.lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.victims import draw_victims, floor_image
 
 __all__ = ["GradientInversionAttack"]
 
-VICTIMS = ("batch", "fixed")
-SOURCES = ("recomputed", "captured")
-SMOKE_ITERATIONS = 2  # under fast_dev_run, as Lightning runs one batch of everything
-SINGLE_IMAGE = ("analytic", "feature_inversion")  # attacks that recover one image per gradient
+Victims = Literal["batch", "fixed"]
+Source = Literal["recomputed", "captured"]
+VICTIMS, SOURCES = get_args(Victims), get_args(Source)
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ class GradientInversionAttack(pl.Callback):
     The gradient is :func:`~ppp_lightning.gradients.client_gradient` on a copy of the LightningModule
     (its ``forward`` gives the logits; loss cross-entropy + PRECODE's KL) in the model's training
     mode: PRECODE samples as in training and an attached ``PartialPerturbation``'s
-    :class:`~ppp_lightning.defense.DefenseSpec` perturbs the same parameters with the same code,
+    :class:`~ppp_lightning.defenses.spec.DefenseSpec` perturbs the same parameters with the same code,
     drawing from a copy of its noise generator.
 
     **Captured victims and gradient** (:class:`~callbacks.gradient_capture.GradientCapture`). The
@@ -95,8 +94,8 @@ class GradientInversionAttack(pl.Callback):
     a run's weights are bit-identical with and without the callback. Only global rank zero attacks.
 
     **Logs** under ``name`` (default ``attack``; give several attack callbacks distinct names)
-    through a :class:`~ppp_lightning.reporting.Reporter`. Scores:
-    :class:`~ppp_lightning.metrics.ReconstructionMetrics` with the datamodule's ``mean``/``std`` and
+    through a :class:`~ppp_lightning.assessment.reporting.Reporter`. Scores:
+    :class:`~ppp_lightning.assessment.metrics.ReconstructionMetrics` with the datamodule's ``mean``/``std`` and
     the mean training image (:func:`~ppp_lightning.victims.floor_image`) as the trivial floor.
     Always a PNG sheet (ground truth above reconstruction) per attack and one line per attack in
     ``metrics.jsonl`` in ``<run dir>/<name>``, where the run dir is the W&B run's files folder
@@ -109,10 +108,10 @@ class GradientInversionAttack(pl.Callback):
     run neither repeats nor loses attacks.
 
     Args:
-        attack: a registered attack: ``inverting``, ``dlg``, ``adaptive``, ``analytic``,
-            ``clean_layer`` (matches only the gradients the defense leaves clean; without a
-            ``defense`` in ``attack_kwargs`` it takes the attached ``PartialPerturbation``'s) or
-            ``feature_inversion``.
+        attack: a registered attack (:data:`~ppp_lightning.attacks.ATTACKS`; ``docs/architecture.md``
+            tables what each can do and needs); an attack that needs a clean gradient
+            (``clean_layer``) without a ``defense`` in ``attack_kwargs`` takes the attached
+            ``PartialPerturbation``'s.
         iterations: optimisation steps of the attack; ``None`` for its default.
         lr: the attack's learning rate; ``None`` for its default (0.1 for Adam, 1 for L-BFGS).
         tv_weight: total-variation weight (the attacks but ``dlg`` and ``analytic``); ``None`` for the default.
@@ -159,23 +158,23 @@ class GradientInversionAttack(pl.Callback):
 
     def __init__(
         self,
-        attack: Literal["inverting", "dlg", "adaptive", "analytic", "clean_layer", "feature_inversion"] = "inverting",
+        attack: AttackName = "inverting",
         iterations: Optional[int] = None,
         lr: Optional[float] = None,
         tv_weight: Optional[float] = None,
         restarts: Optional[int] = None,
         include: Optional[list[str]] = None,
         ignore: Optional[list[str]] = None,
-        target: Optional[Literal["before_bottleneck", "before_decoder"]] = None,
+        target: Optional[Target] = None,
         attack_kwargs: Optional[dict[str, Any]] = None,
         every_n_steps: Optional[int] = None,
         every_n_epochs: Optional[int] = None,
         before_training: bool = True,
         after_training: bool = True,
         num_images: int = 1,
-        victims: Literal["batch", "fixed"] = "batch",
+        victims: Victims = "batch",
         victim_seed: int = 0,
-        source: Literal["recomputed", "captured"] = "recomputed",
+        source: Source = "recomputed",
         known_labels: bool = True,
         success_metric: Literal["psnr", "ssim", "mse", "ncc"] = "ncc",
         success_threshold: float = LEGIBLE_NCC,
@@ -198,12 +197,12 @@ class GradientInversionAttack(pl.Callback):
                 raise ValueError(f"{option}={value}; allowed: None or >= 1")
         if pool_size is not None:
             check_pool_size(pool_size, "pool_size")
-        if num_images < 1 or (attack in SINGLE_IMAGE and num_images != 1):
-            raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack={attack!r})")
         given = {"iterations": iterations, "lr": lr, "tv_weight": tv_weight, "restarts": restarts}
         given.update(include=include, ignore=ignore, target=target, progress=progress or None)
         settings = {key: value for key, value in given.items() if value is not None}
         self.spec = AttackSpec(attack, {**settings, **(attack_kwargs or {})})
+        if num_images < 1 or (self.spec.capabilities.one_image and num_images != 1):
+            raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack={attack!r})")
         self.every_n_steps = every_n_steps
         self.every_n_epochs = every_n_epochs
         self.before_training = before_training
@@ -258,13 +257,13 @@ class GradientInversionAttack(pl.Callback):
             self._victims = draw_victims(train_set, self.num_images, self.victim_seed)
 
     def _know_the_defense(self, trainer: pl.Trainer) -> None:
-        """Give ``clean_layer`` the attached PartialPerturbation's settings unless it was given a defense."""
-        if self.spec.name != "clean_layer" or self.spec.settings.get("defense") is not None:
+        """Give an attack that needs a clean gradient the attached defense's settings unless it was given one."""
+        if not self.spec.capabilities.needs_clean_gradient or self.spec.settings.get("defense") is not None:
             return
-        defense = _partial_perturbation(trainer)
+        defense = attached_perturbation(trainer)
         if defense is None:
             raise ValueError(
-                "attack='clean_layer' needs the defense it attacks: attach a PartialPerturbation callback or "
+                f"attack={self.spec.name!r} needs the defense it attacks: attach a PartialPerturbation callback or "
                 "pass attack_kwargs={'defense': {...}} (DefenseSpec's options, e.g. {'layers': 'before_bottleneck'})"
             )
         self.spec = self.spec.replace(defense=defense.spec.to_dict())
@@ -274,7 +273,7 @@ class GradientInversionAttack(pl.Callback):
         if batch_size is None:
             return
         images = batch_size * accumulate
-        if self.source == "captured" and self.spec.name in SINGLE_IMAGE and images != 1:
+        if self.source == "captured" and self.spec.capabilities.one_image and images != 1:
             raise ValueError(
                 f"attack={self.spec.name!r} recovers one image, but source='captured' attacks {images} "
                 f"(batch_size={batch_size} x accumulate_grad_batches={accumulate}); allowed: batch_size=1 and "
@@ -289,7 +288,7 @@ class GradientInversionAttack(pl.Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.source == "captured":
-            check_capturable(trainer, _partial_perturbation(trainer))
+            check_capturable(trainer, attached_perturbation(trainer))
         folder = run_directory(trainer.loggers, trainer.log_dir or trainer.default_root_dir) / self.name
         self.reporter = Reporter(folder, self.name, self.metrics.mean, self.metrics.std, sinks_for(trainer.loggers))
 
@@ -394,7 +393,7 @@ class GradientInversionAttack(pl.Callback):
     def _recomputed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> _Victims:
         images, labels = (t.to(pl_module.device) for t in self._victims)
         model = _copy(trainer, pl_module)
-        defense = _partial_perturbation(trainer)
+        defense = attached_perturbation(trainer)
         resolved = None if defense is None else defense.spec.resolve(model, images)
         generator = None if defense is None else defense.noise_generator()
         clean = client_gradient(model, images, labels)
@@ -414,9 +413,9 @@ class GradientInversionAttack(pl.Callback):
         if self.reporter is None or self.last_step == step:
             return
         self.last_step = step
-        spec = self._spec_for(trainer)
+        spec = for_this_run(self.spec, trainer)
         started = time.perf_counter()
-        with _isolated(pl_module.device):
+        with isolated(pl_module.device):
             target = victims()
             _check_finite(target.shared, step)
             # the control: the same victims, step, PRECODE sample and attack, without the defense's noise
@@ -437,7 +436,7 @@ class GradientInversionAttack(pl.Callback):
             "source": self.source,
             "attack": spec.name,
             "settings": {k: v for k, v in spec.settings.items() if k != "progress"},
-            "defense": _defense_settings(pl_module, _partial_perturbation(trainer)),
+            "defense": _defense_settings(pl_module, attached_perturbation(trainer)),
             "num_images": len(labels),
             "labels": labels.tolist(),
             "attack_labels": results[0].labels.tolist(),
@@ -449,26 +448,9 @@ class GradientInversionAttack(pl.Callback):
         self.reporter.report(sheet, images, assessed.reconstructions, record, step,
                              control=assessed.control_reconstructions)  # fmt: skip
 
-    def _spec_for(self, trainer: pl.Trainer) -> AttackSpec:
-        """The spec that runs: under fast_dev_run a 2-iteration smoke test of optimisation attacks."""
-        return self.spec.smoke_test(SMOKE_ITERATIONS) if trainer.fast_dev_run else self.spec
-
-
-@contextmanager
-def _isolated(device: torch.device) -> Iterator[None]:
-    """Leave training's RNG streams as they were, and allow autograd (even in an inference context)."""
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), torch.inference_mode(False), torch.enable_grad():
-        yield
-
 
 def _copy(trainer: pl.Trainer, pl_module: pl.LightningModule) -> pl.LightningModule:
     return copy.deepcopy(pl_module, memo={id(trainer): None})  # the copy holds no Trainer
-
-
-def _partial_perturbation(trainer: pl.Trainer) -> Optional[PartialPerturbation]:
-    found = [c for c in trainer.callbacks if isinstance(c, PartialPerturbation)]
-    return found[0] if found else None
 
 
 def _defense_settings(pl_module: pl.LightningModule, defense: Optional[PartialPerturbation]) -> dict[str, Any]:

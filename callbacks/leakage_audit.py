@@ -7,19 +7,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.utilities import rank_zero_only
+from torchvision.utils import save_image
 from typing_extensions import override
 
-from callbacks.partial_perturbation import PartialPerturbation
+from callbacks.isolation import for_this_run, isolated
+from callbacks.partial_perturbation import attached_perturbation
+from ppp_lightning.assessment.metrics import to_unit_interval
+from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
 from ppp_lightning.attacks.suite import attack_suite
-from torchvision.utils import save_image
-
-from ppp_lightning.audit import LEAK_COLUMNS, SHEET, audit, leak_rows, markdown_table, sheet_rows
-from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.logger_sinks import run_directory, sinks_for
-from ppp_lightning.metrics import to_unit_interval
-from ppp_lightning.sheets import SheetRow, draw_sheet
+from ppp_lightning.auditing.audit import LEAK_COLUMNS, SHEET, audit, leak_rows, markdown_table, sheet_rows
+from ppp_lightning.defenses.spec import DefenseSpec
+from ppp_lightning.lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.victims import VictimPool, draw_victims, victim_pool
 
 __all__ = ["LeakageAudit"]
@@ -28,7 +27,7 @@ EVENTS = {"before_training": "before training", "after_training": "after trainin
 
 
 class LeakageAudit(pl.Callback):
-    """Run :func:`~ppp_lightning.audit.audit` on the model when training starts and ends, and print a table.
+    """Run :func:`~ppp_lightning.auditing.audit.audit` on the model when training starts and ends, and print a table.
 
     Each audit attacks ``victims`` training images (class-stratified, each alone in its batch) on a
     copy of the model, with positive controls that remove the audited defense: with an attached
@@ -42,7 +41,9 @@ class LeakageAudit(pl.Callback):
     control and the outcome, and draws every audit's reconstructions and their controls' into
     ``<run dir>/<name>/sheet.png``. A defense is called protective only where neither finding
     leaked, the attack converged and its control leaked. Under ``fast_dev_run`` the optimisation
-    attacks run 2 iterations (a smoke test).
+    attacks run 2 iterations (a smoke test). The audits done and their table rows are checkpointed:
+    a resumed run neither repeats an audit nor drops its rows from the table (the combined sheet
+    shows the audits of the current process; earlier ones keep theirs in their folders).
 
     Args:
         attacks: attack labels of :func:`~ppp_lightning.attacks.suite.attack_suite` (``None``: all that apply).
@@ -111,17 +112,19 @@ class LeakageAudit(pl.Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"done": list(self.done)}
+        return {"done": list(self.done), "rows": [list(row) for row in self.rows]}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # a resumed run prints the audits that ran before it (their images stay in their own folders)
         self.done = list(state_dict.get("done", []))
+        self.rows = [list(row) for row in state_dict.get("rows", [])]
 
     def _defenses(self, trainer: pl.Trainer) -> list[Optional[DefenseSpec]]:
-        attached = [c.spec for c in trainer.callbacks if isinstance(c, PartialPerturbation)]
-        if not attached:
+        attached = attached_perturbation(trainer)
+        if attached is None:
             return [None]
-        return ([None] if self.without_noise else []) + attached[:1]
+        return ([None] if self.without_noise else []) + [attached.spec]
 
     @rank_zero_only
     def _audit(self, trainer: pl.Trainer, pl_module: pl.LightningModule, event: str) -> None:
@@ -129,16 +132,14 @@ class LeakageAudit(pl.Callback):
             return
         pool = self._pool
         root = run_directory(trainer.loggers, trainer.log_dir or trainer.default_root_dir) / self.name
-        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), torch.inference_mode(False):
+        with isolated(pl_module.device):
             model = copy.deepcopy(pl_module, memo={id(trainer): None})  # the copy holds no Trainer
             for defense in self._defenses(trainer):
                 audited = f"{event}-{'no_noise' if defense is None else 'noise'}"
                 folder = root / audited
                 suite = attack_suite(model, pool.train_set[0][0][None], defense, self.attacks, pool.one_channel,
                                      self.progress)  # fmt: skip
-                if trainer.fast_dev_run:  # as Lightning runs one batch of everything
-                    suite = {label: spec.smoke_test() for label, spec in suite.items()}
+                suite = {label: for_this_run(spec, trainer) for label, spec in suite.items()}
                 records = audit(model, pool.train_set, suite, folder, defense, pool.mean, pool.std, pool.one_channel,
                                 self.victims, self.seed, progress=self.progress, sinks=sinks_for(trainer.loggers),
                                 step=trainer.global_step, prefix=f"{self.name}/{audited}")  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -14,11 +14,11 @@ from torch.nn.parallel import DistributedDataParallel
 from typing_extensions import override
 
 from callbacks.trainer_checks import check_accumulation
-from ppp_lightning.defense import DefenseSpec, ResolvedDefense
-from ppp_lightning.perturbation import GradientPerturbation, PerturbationHooks
-from ppp_lightning.selection import recorded_spans
+from ppp_lightning.defenses.perturbation import GradientPerturbation, Mechanism, PerturbationHooks
+from ppp_lightning.defenses.selection import recorded_spans
+from ppp_lightning.defenses.spec import DefenseSpec, ResolvedDefense
 
-__all__ = ["PartialPerturbation"]
+__all__ = ["PartialPerturbation", "attached_perturbation"]
 
 
 class PartialPerturbation(pl.Callback):
@@ -26,7 +26,7 @@ class PartialPerturbation(pl.Callback):
 
     With a PRECODE model and ``layers="before_bottleneck"`` this is PPP; with ``layers="all"`` on a
     model without PRECODE it is the noisy-gradients (or, with ``keep_ratio``, the pruning) baseline.
-    The perturbation is :class:`~ppp_lightning.perturbation.GradientPerturbation` (see there for
+    The perturbation is :class:`~ppp_lightning.defenses.perturbation.GradientPerturbation` (see there for
     clipping, pruning, ``sigma`` as the noise's standard deviation and ``relative``).
 
     **When.** Once per optimizer step, on the complete gradient of the step: the hooks are armed only
@@ -59,7 +59,7 @@ class PartialPerturbation(pl.Callback):
     ``perturbation/num_tensors``, ``perturbation/num_elements``, ``perturbation/clean_norm``,
     ``perturbation/noise_norm`` and ``perturbation/snr`` (their ratio) of the selected set.
 
-    **Reuse.** :attr:`spec` (a :class:`~ppp_lightning.defense.DefenseSpec`) holds the settings;
+    **Reuse.** :attr:`spec` (a :class:`~ppp_lightning.defenses.spec.DefenseSpec`) holds the settings;
     code that perturbs a gradient of its own resolves it on its model (``spec.resolve(model,
     example)``) and draws from :meth:`noise_generator`, a copy of this rank's current noise stream.
     Positions are traced on ``pl_module.example_input_array``, else on a zero input of the
@@ -75,7 +75,7 @@ class PartialPerturbation(pl.Callback):
 
     Args:
         layers: ``before_bottleneck``, ``bottleneck``, ``after_bottleneck``, ``all``, or parameter-name
-            glob patterns (see :func:`~ppp_lightning.selection.select_parameters`).
+            glob patterns (see :func:`~ppp_lightning.defenses.selection.select_parameters`).
         include_encoder: whether the PRECODE encoder is perturbed with a positional selection
             (default ``True``: an unperturbed encoder gradient reveals the features).
         mechanism: ``gaussian``, ``laplace`` or ``none`` (clipping and pruning only).
@@ -93,7 +93,7 @@ class PartialPerturbation(pl.Callback):
         self,
         layers: Union[str, list[str]] = "before_bottleneck",
         include_encoder: bool = True,
-        mechanism: Literal["gaussian", "laplace", "none"] = "gaussian",
+        mechanism: Mechanism = "gaussian",
         sigma: float = 0.0,
         relative: bool = False,
         clip_norm: Optional[float] = None,
@@ -284,6 +284,11 @@ class PartialPerturbation(pl.Callback):
         if self._ddp is not None:
             self._ddp.require_backward_grad_sync = True
         self._hooks, self._ddp, self._stats, self._recording = None, None, None, None
+
+
+def attached_perturbation(trainer: pl.Trainer) -> Optional[PartialPerturbation]:
+    """The ``PartialPerturbation`` attached to ``trainer`` (the defense audits and attacks take), or ``None``."""
+    return next((callback for callback in trainer.callbacks if isinstance(callback, PartialPerturbation)), None)
 
 
 def _all_reduce_mean(grads: list[Tensor]) -> None:

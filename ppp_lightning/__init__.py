@@ -7,7 +7,7 @@ Lightning shell) is loaded on first use, so ``import ppp_lightning.attacks`` sta
 
 from typing import Any
 
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.defenses.precode import PRECODE
 
 __all__ = ["ImageClassifier", "PRECODE"]
 __version__ = "0.1.0"
@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     if name == "ImageClassifier":
-        from ppp_lightning.classifier import ImageClassifier
+        from ppp_lightning.lightning.classifier import ImageClassifier
 
         return ImageClassifier
     raise AttributeError(f"module 'ppp_lightning' has no attribute {name!r}")

@@ -1,6 +1,6 @@
-"""``python -m ppp_lightning``: the ``ppp-lightning`` command (see :func:`ppp_lightning.cli.main`)."""
+"""``python -m ppp_lightning``: the ``ppp-lightning`` command (see :func:`ppp_lightning.lightning.cli.main`)."""
 
-from ppp_lightning.cli import main
+from ppp_lightning.lightning.cli import main
 
 __all__ = ["main"]
 

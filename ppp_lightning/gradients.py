@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ppp_lightning.defense import ResolvedDefense
+from ppp_lightning.defenses.spec import ResolvedDefense
 from ppp_lightning.losses import classification_terms
 
 __all__ = ["client_gradient", "seeded_client_gradients"]
@@ -36,7 +36,7 @@ def client_gradient(
         images: the batch, ``(N, C, H, W)``.
         labels: ``(N,)`` class indices.
         defense: the defense resolved on ``model``
-            (:meth:`~ppp_lightning.defense.DefenseSpec.resolve`); ``None`` shares the clean gradient.
+            (:meth:`~ppp_lightning.defenses.spec.DefenseSpec.resolve`); ``None`` shares the clean gradient.
         generator: the source of PRECODE's noise sample for this pass (reproducible samples);
             ``None`` keeps each PRECODE's own source.
         noise_generator: the source of the defense's noise; ``None`` uses torch's global RNG.

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ppp_lightning.precode import trace_bottlenecks
+from ppp_lightning.defenses.precode import trace_bottlenecks
 
 __all__ = ["LossTerms", "classification_terms"]
 

@@ -43,7 +43,7 @@ def cifar10_root(tmp_path_factory, monkeypatch):
 def digits():
     """The first 16 offline MNIST training digits, their labels, the mean of 1,000 (the floor) and the metrics."""
     from datamodules import OfflineMNISTDataModule
-    from ppp_lightning.metrics import ReconstructionMetrics
+    from ppp_lightning.assessment.metrics import ReconstructionMetrics
 
     data = OfflineMNISTDataModule()
     data.setup("fit")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from datamodules import OfflineMNISTDataModule
+from ppp_lightning.assessment.metrics import abs_ncc
 from ppp_lightning.attacks import AnalyticRecovery, AttackSpec, bottleneck_input, linear_input
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient
-from ppp_lightning.metrics import abs_ncc
 from ppp_lightning.models import build_network
 
 VICTIMS = 4

@@ -7,8 +7,8 @@ import torch
 
 from benchmarks.attack_tuning import GRID, settings_grid, tune
 from datamodules import OfflineMNISTDataModule
+from ppp_lightning.assessment.metrics import ReconstructionMetrics
 from ppp_lightning.attacks import AttackSpec
-from ppp_lightning.metrics import ReconstructionMetrics
 from ppp_lightning.models import build_network
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "attack_tuning.jsonl"

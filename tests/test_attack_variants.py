@@ -13,13 +13,13 @@ import torch
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
+from ppp_lightning.assessment.metrics import abs_ncc
+from ppp_lightning.assessment.reporting import read_records
 from ppp_lightning.attacks import AdaptiveAttack, AttackSpec, CleanLayerAttack, FeatureInversion, InvertingGradients
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.defenses.precode import without_sampling
+from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient
-from ppp_lightning.metrics import abs_ncc
 from ppp_lightning.models import build_network
-from ppp_lightning.precode import without_sampling
-from ppp_lightning.reporting import read_records
 
 PRECODE_SMALL = {"latent_dim": 32}
 # The paper's PPP: relative noise on everything before the bottleneck, PRECODE's encoder included.
@@ -140,7 +140,8 @@ def test_feature_inversion_of_two_victims_equals_two_single_calls(digits):
         alone = attack(model, gradient, None, (1, 3, 32, 32))
         torch.testing.assert_close(result.images, alone.images, rtol=0, atol=1e-4)
         assert result.restart_losses == pytest.approx(alone.restart_losses, rel=1e-4)
-    with pytest.raises(ValueError, match=r"one image per victim; got shape \(2, 3, 32, 32\)"):
+    refused = r"attack 'feature_inversion' recovers one image per gradient; got shape \(2, 3, 32, 32\)"
+    with pytest.raises(ValueError, match=refused):
         attack(model, shared[0], None, (2, 3, 32, 32))
     with pytest.raises(ValueError, match="runs no PRECODE module"):
         attack(_cnn(precode=None), shared[0], None, (1, 3, 32, 32))

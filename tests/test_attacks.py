@@ -9,10 +9,10 @@ from torch import nn
 
 from ppp_lightning.attacks import (
     ATTACKS,
-    AttackSpec,
     DLG,
     AdaptiveAttack,
     AnalyticRecovery,
+    AttackSpec,
     InvertingGradients,
     linear_input,
     recover_labels,
@@ -153,7 +153,8 @@ def test_spec_builds_by_name_and_refuses_unknown_names_and_ignored_options():
     assert normalised == {"inverting", "adaptive", "clean_layer", "feature_inversion"}
     assert not hasattr(AttackSpec("dlg").build(mean=(0.5,)), "mean")
     assert AttackSpec("adaptive").get("restarts") == 1 and AttackSpec("dlg").get("lr") == 1.0
-    with pytest.raises(ValueError, match="attack='gan'; allowed: inverting, dlg, adaptive, analytic"):
+    allowed = "inverting, adaptive, analytic, clean_layer, dlg, feature_inversion"
+    with pytest.raises(ValueError, match=f"attack='gan'; allowed: {allowed}"):
         AttackSpec("gan")
     with pytest.raises(ValueError, match=r"attack='analytic' does not take \['iterations', 'target'\]; its options: estimator, layer, tie_channels"):
         AttackSpec("analytic", {"iterations": 100, "target": "before_decoder"})

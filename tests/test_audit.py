@@ -1,6 +1,7 @@
 """The audit: an attack suite on fixed victims with positive controls, resumable, with a report."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,11 @@ from PIL import Image
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.audit import audit, audited_gradients
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.auditing.audit import audit, audited_gradients, write_report
+from ppp_lightning.defenses.precode import PRECODE
+from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.models import build_network
-from ppp_lightning.precode import PRECODE
 from ppp_lightning.victims import draw_victims
 
 
@@ -59,11 +60,14 @@ def test_a_rerun_skips_finished_attacks(tmp_path):
     first = _audit(data, model, attacks, tmp_path)
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     more = {**attacks, "inverting": AttackSpec("inverting", {"iterations": 2, "progress": False})}
+    started = time.perf_counter()
     second = _audit(data, model, more, tmp_path)
+    elapsed = time.perf_counter() - started
     records = [json.loads(line) for line in Path(tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["attack"] for r in records] == ["analytic", "inverting"] and records[0] == json.loads(lines[0])
     assert second[0] == first[0] and second[1].context["attack"] == "inverting"
-    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in records)  # what each attack cost
+    assert records[0]["seconds"] == first[0].context["seconds"]  # the first attack did not run again
+    assert isinstance(records[1]["seconds"], float) and records[1]["seconds"] <= round(elapsed, 1)  # what it cost
     assert records[1]["convergence"] == {"iterations": [[2]] * 4, "stop_reasons": [["budget"]] * 4, "budget_share": 1.0}
     assert second[1].verdict.outcome != "protected"  # two iterations: stopped by the budget
 
@@ -111,6 +115,9 @@ def test_a_resumed_audit_without_its_kept_images_still_reports(tmp_path):
         kept.unlink()
     assert _audit(data, model, attacks, tmp_path) == first
     assert Image.open(tmp_path / "sheet.png").size[1] < 2 * 96  # only the victims' row is left to draw
+    written = (tmp_path / "report.md").read_text()
+    (tmp_path / "report.md").unlink()  # as in a clone without the per-cell reports
+    assert write_report(tmp_path).read_text() == written and "| analytic | 4/4 above chance" in written
 
 
 def test_a_record_cut_short_by_a_crash_is_dropped_and_its_attack_runs_again(tmp_path):

@@ -10,7 +10,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5
 
 from datamodules import CIFAR10DataModule, DataFileError, MNISTDataModule
-from ppp_lightning.cli import CheckpointFileError, main, read_checkpoint
+from ppp_lightning.lightning.cli import CheckpointFileError, main, read_checkpoint
 from tests.fake_data import set_magic, truncate, write_checkpoint, write_cifar10, write_mnist
 
 FIX = "download: true (CLI: --data.init_args.download=true)"

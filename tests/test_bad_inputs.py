@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import GradientInversionAttack, PartialPerturbation
 from ppp_lightning import PRECODE, ImageClassifier
+from ppp_lightning.assessment.metrics import ReconstructionMetrics
 from ppp_lightning.attacks import AttackSpec, InvertingGradients
-from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.metrics import ReconstructionMetrics
-from ppp_lightning.perturbation import GradientPerturbation
+from ppp_lightning.defenses.perturbation import GradientPerturbation
+from ppp_lightning.defenses.spec import DefenseSpec
 
 NAN, INF = float("nan"), float("inf")
 

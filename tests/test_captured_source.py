@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
-from ppp_lightning.reporting import read_records
+from ppp_lightning.assessment.reporting import read_records
 
 SMALL = {"arch": "mlp", "input_shape": (3, 8, 8), "precode": {"latent_dim": 8}, "arch_kwargs": {"width": 32}}
 

@@ -10,10 +10,9 @@ import pytorch_lightning as pl
 import torch
 import wandb
 import yaml
-
 from pytorch_lightning.cli import LightningCLI
 
-from ppp_lightning.cli import PPPLightningCLI, main
+from ppp_lightning.lightning.cli import PPPLightningCLI, main
 from ppp_lightning.lightning.wandb_policy import use_offline_wandb_unless_logged_in
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"

@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import yaml
 
-from ppp_lightning.cli import TRACEBACK_ENV, main
+from ppp_lightning.lightning.cli import TRACEBACK_ENV, main
 from tests.fake_data import write_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

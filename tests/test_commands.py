@@ -13,10 +13,10 @@ from callbacks import PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.cli import LEAK_EXIT_STATUS, main
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.auditing.noise_search import calibrate
+from ppp_lightning.defenses.spec import DefenseSpec
+from ppp_lightning.lightning.cli import LEAK_EXIT_STATUS, main
 from ppp_lightning.models import build_network
-from ppp_lightning.noise_search import calibrate
 
 NOISY = {"class_path": "callbacks.PartialPerturbation", "init_args": {"layers": "all", "sigma": 100.0, "relative": True}}
 

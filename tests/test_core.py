@@ -1,4 +1,4 @@
-"""The functional core: no Lightning import, one place per concept (defense spec, victims, floor, success)."""
+"""The functional core: one place per concept (defense spec, victims, floor, success)."""
 
 import subprocess
 import sys
@@ -7,40 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.metrics import is_success
+from ppp_lightning.assessment.metrics import is_success
+from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.models import build_network
 from ppp_lightning.victims import draw_victims, floor_image
-
-CORE = [
-    "ppp_lightning.precode",
-    "ppp_lightning.losses",
-    "ppp_lightning.selection",
-    "ppp_lightning.perturbation",
-    "ppp_lightning.defense",
-    "ppp_lightning.gradients",
-    "ppp_lightning.attacks",
-    "ppp_lightning.metrics",
-    "ppp_lightning.victims",
-    "ppp_lightning.reporting",
-    "ppp_lightning.sheets",
-    "ppp_lightning.verdicts",
-    "ppp_lightning.reidentification",
-    "ppp_lightning.assessment",
-    "ppp_lightning.noise_search",
-    "ppp_lightning.audit",
-    "ppp_lightning.seeding",
-]
-
-
-def test_the_core_imports_no_lightning_in_a_fresh_interpreter():
-    code = (
-        f"import sys; import {', '.join(CORE)}; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pytorch_lightning', 'lightning', 'lightning_fabric'}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
-
 
 def test_defense_spec_resolves_the_perturbed_set_once_for_every_consumer():
     model = build_network("mlp", 10, (3, 8, 8), {"latent_dim": 4}, width=16)

@@ -5,11 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks.evidence_claims import Finding, bootstrap_ratio, every, some, thresholds
 from benchmarks.evidence_records import MISSING, load
 from benchmarks.evidence_report import main, spread, write_report
-from ppp_lightning.verdicts import Findings, Identification, LeakRate, judge
+from ppp_lightning.assessment.verdicts import Findings, Identification, LeakRate, judge
 
 VICTIMS = 4
 POOL = 100
@@ -259,7 +260,10 @@ def test_figures_are_pngs(report):
     folder, summary = report
     assert summary["figures"] == [f"{kind}_vs_sigma_{arch}.png" for arch in "abc" for kind in ("leak", "accuracy")]
     for name in summary["figures"]:
-        assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(folder / name) as figure:  # a readable plot: large enough, and not blank
+            pixels = np.asarray(figure.convert("L"))
+        assert figure.format == "PNG" and min(figure.size) >= 300
+        assert (pixels < 128).mean() > 0.005 and len(np.unique(pixels)) > 20  # axes, labels and curves drawn
 
 
 def test_a_partial_file_reports_what_exists_and_marks_the_rest(tmp_path):

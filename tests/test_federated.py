@@ -16,9 +16,9 @@ from typing_extensions import override
 from ppp_lightning import ImageClassifier
 from ppp_lightning.federated import FederationSettings, quiet_flower, shared_gradient
 from ppp_lightning.federated.core import client_seed, iid_indices
-from ppp_lightning.seeding import seeded
 from ppp_lightning.federated.environment import SWITCHES
 from ppp_lightning.losses import classification_terms
+from ppp_lightning.seeding import seeded
 
 requires_flower = pytest.mark.skipif(
     find_spec("flwr") is None, reason="Flower is not installed (pip install -e '.[federated]')"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ppp_lightning.assessment.reporting import read_records
 from ppp_lightning.federated.core import decode_batch, encode_batch
 from ppp_lightning.federated.environment import SWITCHES
 from ppp_lightning.federated.server_attack import ServerAttack
-from ppp_lightning.reporting import read_records
 
 requires_flower = pytest.mark.skipif(
     find_spec("flwr") is None, reason="Flower is not installed (pip install -e '.[federated]')"
@@ -86,6 +86,12 @@ def test_precode_blurs_the_servers_plain_attack_yet_its_victim_is_identified(tmp
     assert record["mean"]["ssim"] < 0.3  # measured 0.07 (PSNR 7.4 dB); undefended 0.97 (32.8 dB)
     # yet the digit's shape is there: ncc 0.43 (>= 0.26, the calibrated rule) and nearest of its 100 candidates
     assert 0.3 < record["per_image"]["ncc"][0] < 0.5 and record["identified"] == [True] and record["outcome"] == "leaked"
+    # the control: the same attack and budget on the federation without PRECODE reconstructs its client's digit
+    # (another digit, [0]: the model's initialisation draws from the seeded stream before the batches do)
+    (tmp_path / "control").mkdir()
+    control, _ = run_attacked_federation(tmp_path / "control", None, attack)
+    (undefended,) = control.records
+    assert undefended["mean"]["ssim"] > 0.9 and undefended["successes"] == [True] and undefended["labels"] == [0]
 
 
 @requires_flower
@@ -105,7 +111,7 @@ def test_known_labels_need_the_simulations_ground_truth(tmp_path):
 
 
 def test_attack_settings_name_the_bad_value():
-    with pytest.raises(ValueError, match="attack='nope'; allowed: inverting, dlg"):
+    with pytest.raises(ValueError, match="attack='nope'; allowed: inverting, adaptive, analytic"):
         ServerAttack(name="nope")
     with pytest.raises(ValueError, match=r"attack='analytic' does not take \['iterations'\]"):
         ServerAttack(name="analytic", kwargs={"iterations": 20})  # an option the attack would ignore

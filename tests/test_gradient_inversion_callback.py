@@ -12,8 +12,8 @@ from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from callbacks import GradientInversionAttack, PartialPerturbation
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
-from ppp_lightning.metrics import LEGIBLE_NCC
-from ppp_lightning.reporting import read_records
+from ppp_lightning.assessment.metrics import LEGIBLE_NCC
+from ppp_lightning.assessment.reporting import read_records
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,6 @@ def test_offline_wandb_run_holds_images_table_and_metrics(data, monkeypatch, tmp
 def test_tensorboard_run_logs_images_and_scalars(data):
     pytest.importorskip("tensorboard")
     from pytorch_lightning.loggers import TensorBoardLogger
-
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logger = TensorBoardLogger("tb")
@@ -155,7 +154,8 @@ def test_tensorboard_run_logs_images_and_scalars(data):
 
 
 def test_invalid_settings_are_refused_at_construction():
-    with pytest.raises(ValueError, match="attack='gan'; allowed: inverting, dlg, adaptive, analytic"):
+    allowed = "inverting, adaptive, analytic, clean_layer, dlg, feature_inversion"
+    with pytest.raises(ValueError, match=f"attack='gan'; allowed: {allowed}"):
         GradientInversionAttack(attack="gan")
     with pytest.raises(ValueError, match="victims='test'; allowed: batch, fixed"):
         GradientInversionAttack(victims="test")

@@ -2,12 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from ppp_lightning.defense import DefenseSpec, ResolvedDefense
+from ppp_lightning.defenses.perturbation import GradientPerturbation
+from ppp_lightning.defenses.precode import PRECODE, trace_bottlenecks
+from ppp_lightning.defenses.spec import DefenseSpec, ResolvedDefense
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
 from ppp_lightning.losses import classification_terms
 from ppp_lightning.models import build_network
-from ppp_lightning.perturbation import GradientPerturbation
-from ppp_lightning.precode import PRECODE, trace_bottlenecks
 
 
 def _small_net(precode=True):

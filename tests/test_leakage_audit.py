@@ -47,3 +47,18 @@ def test_settings_are_checked():
         LeakageAudit(victims=0)
     with pytest.raises(ValueError, match=r"attacks \['adaptive'\] do not apply to this model and defense"):
         _fit(LeakageAudit(attacks=["adaptive"]))
+
+
+def test_a_resumed_run_keeps_the_earlier_audits_rows_and_does_not_repeat_them(capsys):
+    first = LeakageAudit(attacks=["analytic"], victims=8, progress=False, after_training=False)
+    _fit(first)
+    state = first.state_dict()
+    assert state["done"] == ["before_training"] and len(state["rows"]) == 2  # no noise, then the noise
+    resumed = LeakageAudit(attacks=["analytic"], victims=8, progress=False)
+    resumed.load_state_dict(state)
+    capsys.readouterr()
+    _fit(resumed)
+    printed = capsys.readouterr().out
+    assert resumed.done == ["before_training", "after_training"] and resumed.rows[:2] == first.rows
+    assert [line.split(" | ")[0] for line in printed.splitlines() if line.startswith("| before") or
+            line.startswith("| after")] == ["| before training"] * 2 + ["| after training"] * 2  # fmt: skip

@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from ppp_lightning.metrics import ReconstructionMetrics, abs_ncc, image_scores, match_reconstructions, to_unit_interval
+from ppp_lightning.assessment.metrics import (
+    ReconstructionMetrics,
+    abs_ncc,
+    image_scores,
+    match_reconstructions,
+    to_unit_interval,
+)
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
 

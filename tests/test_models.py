@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from ppp_lightning import PRECODE, ImageClassifier
+from ppp_lightning.defenses.precode import trace_bottlenecks
 from ppp_lightning.models import build_network
-from ppp_lightning.precode import trace_bottlenecks
 
 ARCHS = ["mlp", "cnn", "resnet18", "vit"]
 FEATURE_DIMS = {"mlp": 1024, "cnn": 64, "resnet18": 512, "vit": 256}

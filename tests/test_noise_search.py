@@ -2,7 +2,7 @@
 
 import pytest
 
-from ppp_lightning.noise_search import smallest_protective_sigma
+from ppp_lightning.auditing.noise_search import smallest_protective_sigma
 
 
 @pytest.mark.parametrize("threshold", [0.0123, 0.9, 3.7, 250.0])

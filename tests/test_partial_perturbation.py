@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callbacks import PartialPerturbation
 from ppp_lightning import PRECODE, ImageClassifier
-from ppp_lightning.cli import main
+from ppp_lightning.lightning.cli import main
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted([*(CONFIG_DIR / "ppp").glob("*.yaml"), *(CONFIG_DIR / "noise_all").glob("*.yaml")])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ppp_lightning.perturbation import GradientPerturbation, PerturbationHooks
+from ppp_lightning.defenses.perturbation import GradientPerturbation, PerturbationHooks
 
 N = 200_000  # entries per std estimate: its relative error is about 1% even for Laplace tails
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from ppp_lightning import PRECODE
+from ppp_lightning.defenses.precode import trace_bottlenecks
 from ppp_lightning.losses import classification_terms
-from ppp_lightning.precode import trace_bottlenecks
 
 
 def test_kl_matches_hand_computation_in_bits_and_nats():

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from ppp_lightning import PRECODE
+from ppp_lightning.defenses.selection import execution_spans, select_parameters
 from ppp_lightning.models import build_network
-from ppp_lightning.selection import execution_spans, select_parameters
 
 X = torch.randn(2, 3, 32, 32)
 SMALL = {"mlp": {"width": 32}, "cnn": {}, "resnet18": {"norm": "group"}, "vit": {"hidden_dim": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 32}}

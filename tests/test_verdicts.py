@@ -5,12 +5,12 @@ import torch
 from scipy.stats import binomtest
 
 from datamodules import CIFAR10DataModule, MNISTDataModule, OfflineMNISTDataModule
-from ppp_lightning.assessment import assess
-from ppp_lightning.metrics import ReconstructionMetrics, abs_ncc, channel_view
-from ppp_lightning.record import AttackRecord, Convergence
-from ppp_lightning.reidentification import Reidentifier, reidentify, same_class_pool
-from ppp_lightning.sheets import CHAR_W, LINE, PAD, SheetRow, draw_sheet
-from ppp_lightning.verdicts import (
+from ppp_lightning.assessment.assess import assess
+from ppp_lightning.assessment.metrics import ReconstructionMetrics, abs_ncc, channel_view
+from ppp_lightning.assessment.record import AttackRecord, Convergence
+from ppp_lightning.assessment.reidentification import Reidentifier, reidentify, same_class_pool
+from ppp_lightning.assessment.sheets import CHAR_W, LINE, PAD, SheetRow, draw_sheet
+from ppp_lightning.assessment.verdicts import (
     Findings,
     Identification,
     LeakRate,

@@ -12,13 +12,15 @@ from torch import Tensor, nn
 from ppp_lightning.attacks.inverting import InvertingGradients
 from ppp_lightning.attacks.matching import Problems
 from ppp_lightning.attacks.optimiser import Variables
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.attacks.registry import register
+from ppp_lightning.defenses.precode import PRECODE
 
 __all__ = ["AdaptiveAttack", "sampling_bottlenecks"]
 
 PREFIX = "eps:"
 
 
+@register("adaptive", "optimises PRECODE's noise sample with the image", needs_precode=True)
 class AdaptiveAttack(InvertingGradients):
     """Inverting Gradients that also optimises the noise ``eps`` of every sampling PRECODE.
 

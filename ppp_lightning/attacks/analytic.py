@@ -10,107 +10,31 @@ import torch
 from torch import Tensor, nn
 
 from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
+from ppp_lightning.attacks.layer_inputs import check_estimator, layer_gradients, linear_input
+from ppp_lightning.attacks.registry import check_images, register
 from ppp_lightning.attacks.result import AttackResult
 from ppp_lightning.attacks.targets import linear_layers
-from ppp_lightning.precode import PRECODE
-from ppp_lightning.selection import execution_spans
 
-__all__ = ["ESTIMATORS", "AnalyticRecovery", "bottleneck_input", "linear_input"]
-
-ESTIMATORS = ("rank_one", "division")
+__all__ = ["AnalyticRecovery"]
 
 
-def linear_input(
-    weight_grad: Tensor,
-    bias_grad: Tensor,
-    estimator: Literal["rank_one", "division"] = "rank_one",
-) -> Tensor:
-    """The input of ``Linear`` from its gradients, for a batch of one.
-
-    For ``y = W x + b`` and one input, ``dL/dW = g x^T`` and ``dL/db = g`` with ``g = dL/dy``:
-    the weight gradient is rank one. Both estimators project it on a direction ``u`` of the
-    output space, ``x = u^T dL/dW / u^T dL/db``, which is exact (up to rounding) whatever loss and
-    layers follow, for any ``u`` not orthogonal to ``g``:
-
-    - ``"division"`` takes ``u = dL/db``, the least-squares solution row by row. Under noise
-      ``u`` is as noisy as the bias gradient, and its noise multiplies the weight gradient's.
-    - ``"rank_one"`` takes the leading left singular vector of the weight gradient, estimated
-      from all of its ``out * in`` entries, so i.i.d. noise on the gradients averages out; the
-      bias gradient only sets the sign and scale (through ``u^T dL/db``).
-
-    For a batch it returns a mixture of the inputs (``"rank_one"``: the dominant one).
-
-    Args:
-        weight_grad: ``(out_features, in_features)``.
-        bias_grad: ``(out_features,)``.
-        estimator: ``"rank_one"`` (noise-robust) or ``"division"``.
-
-    Returns:
-        ``(1, in_features)``, in ``weight_grad``'s dtype.
-
-    Raises:
-        ValueError: if ``estimator`` is unknown, or the bias gradient is zero along ``u`` (nothing
-            flows through the layer).
-    """
-    _check_estimator(estimator)
-    weight = weight_grad.detach().double()
-    bias = bias_grad.detach().double()
-    direction = bias if estimator == "division" else _leading_left_vector(weight)
-    scale = direction @ bias
-    if scale == 0:
-        raise ValueError("the bias gradient is zero: the layer's input cannot be recovered")
-    return (direction @ weight / scale).to(weight_grad.dtype).unsqueeze(0)
-
-
-def bottleneck_input(
-    model: nn.Module,
-    gradients: Mapping[str, Tensor],
-    example_input: Tensor,
-    estimator: Literal["rank_one", "division"] = "rank_one",
-) -> Tensor:
-    """The features entering the model's first PRECODE, from its encoder's gradients (batch of one).
-
-    PRECODE's encoder is a ``Linear`` on the flattened features, before any sampling, so its
-    shared gradient gives them back as :func:`linear_input` does for an image.
-
-    Args:
-        model: the attacked model (traced once on ``example_input`` to order its modules).
-        gradients: the shared gradient by parameter name.
-        example_input: an input of the model's shape, e.g. zeros of ``(1, C, H, W)``.
-        estimator: see :func:`linear_input`.
-
-    Returns:
-        ``(1, in_features)`` of the first PRECODE to run.
-
-    Raises:
-        ValueError: if ``estimator`` is unknown, no PRECODE runs in the model's forward pass, or
-            the encoder's weight or bias gradient is not shared.
-    """
-    _check_estimator(estimator)
-    spans = execution_spans(model, example_input)
-    ran = sorted(
-        (spans[name][0], name) for name, m in model.named_modules() if isinstance(m, PRECODE) and name in spans
-    )
-    if not ran:
-        raise ValueError(f"{type(model).__name__} runs no PRECODE module: there is no bottleneck input to recover")
-    encoder = f"{ran[0][1]}.encoder" if ran[0][1] else "encoder"
-    return linear_input(*_layer_gradients(gradients, encoder), estimator=estimator)
-
-
+@register("analytic", "reads the image out of the first Linear layer's gradients (no optimisation)",
+          one_image=True, needs_first_linear=True)  # fmt: skip
 class AnalyticRecovery:
     """Recover one image from the gradients of the model's first ``Linear`` layer.
 
     No optimisation: on a model whose first layer is ``Linear`` (``mlp``) the image comes back
     exactly, with or without PRECODE after it, and the ``"rank_one"`` estimator keeps it legible
-    under strong i.i.d. gradient noise. Use :func:`bottleneck_input` to recover the features
-    entering a PRECODE bottleneck.
+    under strong i.i.d. gradient noise. Use
+    :func:`~ppp_lightning.attacks.layer_inputs.bottleneck_input` to recover the features entering
+    a PRECODE bottleneck.
 
     Args:
         layer: module name of the ``Linear`` layer whose input is the image; ``None`` takes the
             first ``Linear`` in forward order.
         estimator: ``"rank_one"`` (leading singular vector of the weight gradient, noise-robust)
             or ``"division"`` (weight gradient weighted by the bias gradient); see
-            :func:`linear_input`.
+            :func:`~ppp_lightning.attacks.layer_inputs.linear_input`.
         tie_channels: the data has one true channel repeated (e.g. MNIST as three channels):
             average the recovered channels and repeat the mean, which also averages their noise.
 
@@ -124,7 +48,7 @@ class AnalyticRecovery:
         estimator: Literal["rank_one", "division"] = "rank_one",
         tie_channels: bool = False,
     ) -> None:
-        _check_estimator(estimator)
+        check_estimator(estimator)
         self.layer = layer
         self.estimator = estimator
         self.tie_channels = tie_channels
@@ -148,12 +72,11 @@ class AnalyticRecovery:
             ValueError: if the batch is not a single image, the layer's gradients are not shared or
                 its input is not the image.
         """
-        if shape[0] != 1:
-            raise ValueError(f"analytic recovery is exact for one image; got shape {tuple(shape)}")
+        check_images(self.capabilities, shape)
         example = torch.zeros(tuple(shape), device=next(model.parameters()).device)
         layers = linear_layers(model, example)
         layer = self.layer or (layers[0] if layers else "")
-        recovered = linear_input(*_layer_gradients(gradients, layer, layers), estimator=self.estimator)
+        recovered = linear_input(*layer_gradients(gradients, layer, layers), estimator=self.estimator)
         if recovered.numel() != math.prod(shape):
             raise ValueError(
                 f"the input of {layer!r} has {recovered.numel()} values, not an image of shape {tuple(shape)}"
@@ -182,43 +105,3 @@ class AnalyticRecovery:
         """
         labels = labels if labels is not None else [None] * len(gradients)
         return [self(model, shared, label, shape) for shared, label in zip(gradients, labels)]
-
-
-def _check_estimator(estimator: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator={estimator!r}; allowed: {', '.join(ESTIMATORS)}")
-
-
-def _layer_gradients(
-    gradients: Mapping[str, Tensor], layer: str, candidates: Sequence[str] | None = None
-) -> tuple[Tensor, Tensor]:
-    """The shared weight and bias gradients of ``layer``, or a ValueError naming the missing ones."""
-    names = [f"{layer}.weight", f"{layer}.bias"]
-    missing = [name for name in names if name not in gradients]
-    if missing:
-        found = f"; Linear layers: {list(candidates)}" if candidates is not None else ""
-        raise ValueError(f"analytic recovery needs the gradients {missing}{found}")
-    return gradients[names[0]], gradients[names[1]]
-
-
-def _leading_left_vector(matrix: Tensor) -> Tensor:
-    """A vector along the leading left singular vector of ``matrix`` (sign and length arbitrary).
-
-    Computed from the eigenvectors of the smaller Gram matrix: a full SVD of a
-    ``(1024, 3072)`` gradient takes seconds, ``eigh`` of ``(1024, 1024)`` a fraction of one.
-    Zero rows and columns (units a ReLU switched off) are left out first: they add nothing to the
-    vector, and LAPACK's ``eigh`` can fail to converge on a Gram matrix with many zero eigenvalues.
-    """
-    live_rows, live_cols = matrix.abs().sum(1) > 0, matrix.abs().sum(0) > 0
-    live = matrix[live_rows][:, live_cols]
-    vector = matrix.new_zeros(matrix.shape[0])
-    if live.numel() == 0:
-        return vector
-    rows, cols = live.shape
-    if rows <= cols:
-        vector[live_rows] = torch.linalg.eigh(live @ live.T).eigenvectors[:, -1]
-    else:
-        # More outputs than inputs (e.g. PRECODE's 2K-wide encoder on fewer features): the smaller
-        # Gram matrix gives the right vector, and the matrix maps it onto the left one.
-        vector[live_rows] = live @ torch.linalg.eigh(live.T @ live).eigenvectors[:, -1]
-    return vector

@@ -13,16 +13,18 @@ from ppp_lightning.attacks.adaptive import AdaptiveAttack, sampling_bottlenecks
 from ppp_lightning.attacks.inverting import InvertingGradients
 from ppp_lightning.attacks.matching import Problems
 from ppp_lightning.attacks.optimiser import Variables
-from ppp_lightning.defense import DefenseSpec
+from ppp_lightning.attacks.registry import register
+from ppp_lightning.defenses.spec import DefenseSpec
 
 __all__ = ["CleanLayerAttack"]
 
 
+@register("clean_layer", "matches only the gradients the defense leaves clean", needs_clean_gradient=True)
 class CleanLayerAttack(AdaptiveAttack):
     """An attacker who knows the defense matches only the gradients it leaves unperturbed.
 
     The matched names are those the usual selection (``include``, ``ignore``, ``target``) keeps
-    minus exactly the names :meth:`DefenseSpec.resolve <ppp_lightning.defense.DefenseSpec.resolve>`
+    minus exactly the names :meth:`DefenseSpec.resolve <ppp_lightning.defenses.spec.DefenseSpec.resolve>`
     perturbs on the attacked model, so the noise never enters the objective. When the model has a
     PRECODE that samples, its noise ``eps`` is optimised with the image (the adaptive attack:
     PPP leaves the stochastic layers' gradients clean); otherwise this is Inverting Gradients on
@@ -32,7 +34,7 @@ class CleanLayerAttack(AdaptiveAttack):
     features, and the attack correlates with the digit (``tests/test_attack_variants.py``).
 
     Args:
-        defense: the defense's :class:`~ppp_lightning.defense.DefenseSpec` keyword arguments (a
+        defense: the defense's :class:`~ppp_lightning.defenses.spec.DefenseSpec` keyword arguments (a
             plain mapping, e.g. ``PartialPerturbation.spec.to_dict()``, so records carry it);
             ``None`` for the spec's defaults (PPP: ``before_bottleneck``, encoder included).
         **kwargs: arguments of :class:`~ppp_lightning.attacks.inverting.InvertingGradients`.

@@ -11,10 +11,12 @@ from tqdm.auto import tqdm
 from ppp_lightning.attacks.matching import Evaluate, GradientMatchingAttack, Problems
 from ppp_lightning.attacks.optimiser import Tracker, Variables
 from ppp_lightning.attacks.per_sample import ProblemGradients, Targets
+from ppp_lightning.attacks.registry import register
 
 __all__ = ["DLG"]
 
 
+@register("dlg", "Deep Leakage from Gradients: L-BFGS on the squared gradient distance", convolution_free=True)
 class DLG(GradientMatchingAttack):
     """DLG: squared L2 gradient distance minimised with L-BFGS, optionally with the labels.
 

@@ -11,23 +11,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ppp_lightning.attacks.analytic import bottleneck_input
 from ppp_lightning.attacks.inverting import InvertingGradients
+from ppp_lightning.attacks.layer_inputs import bottleneck_input
 from ppp_lightning.attacks.matching import Evaluate, Problems, detached_parameters, known_labels
 from ppp_lightning.attacks.optimiser import Variables
 from ppp_lightning.attacks.per_sample import Targets
-from ppp_lightning.precode import PRECODE
+from ppp_lightning.attacks.registry import check_images, register
+from ppp_lightning.defenses.precode import PRECODE
 
 __all__ = ["FeatureInversion", "bottleneck_features"]
 
 FEATURES = "features"  # the one target "gradient" of a feature-inversion problem
 
 
+@register("feature_inversion", "recovers the features entering PRECODE, then an image with them", one_image=True,
+          needs_precode=True)  # fmt: skip
 class FeatureInversion(InvertingGradients):
     """Recover the features entering the first PRECODE, then find an image with those features.
 
     PRECODE's encoder is a ``Linear`` on the features, before any sampling, so its shared gradient
-    gives them back (:func:`~ppp_lightning.attacks.analytic.bottleneck_input`, the noise-robust
+    gives them back (:func:`~ppp_lightning.attacks.layer_inputs.bottleneck_input`, the noise-robust
     rank-one estimate). The image is then optimised so that the model's features on it (the input
     of the first PRECODE to run, captured by a forward hook) match them, with Inverting
     Gradients' machinery: ``1 - |cos(features, recovered)|`` (blind to the scale and sign errors
@@ -98,8 +101,7 @@ class FeatureInversion(InvertingGradients):
             ValueError: if the batch is not one image, the model runs no PRECODE, its encoder's
                 gradients are not shared, or labels must be recovered and cannot be.
         """
-        if shape[0] != 1:
-            raise ValueError(f"feature inversion recovers one image per victim; got shape {shape}")
+        check_images(self.capabilities, shape)
         example = torch.zeros(shape, device=next(model.parameters()).device)
         recovered = torch.cat([bottleneck_input(model, shared, example) for shared in gradients]).to(example)
         known = known_labels(model, gradients, labels, example)

@@ -11,11 +11,14 @@ from torch import Tensor
 from ppp_lightning.attacks.matching import Evaluate, GradientMatchingAttack
 from ppp_lightning.attacks.optimiser import Tracker, Variables, signed_adam
 from ppp_lightning.attacks.per_sample import ProblemGradients, Targets
+from ppp_lightning.attacks.registry import register
+from ppp_lightning.attacks.targets import TARGETS
 from ppp_lightning.validation import check_number
 
 __all__ = ["InvertingGradients"]
 
 
+@register("inverting", "Inverting Gradients: cosine gradient matching with total variation", targets=TARGETS)
 class InvertingGradients(GradientMatchingAttack):
     """Inverting Gradients: cosine distance + total variation, Adam on signed gradients.
 

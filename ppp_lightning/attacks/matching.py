@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,7 @@ from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
 from ppp_lightning.attacks.optimiser import Evaluate, StoppingRule, Tracker, Variables
 from ppp_lightning.attacks.per_sample import ProblemGradients, Targets, stackable, stacked_gradients
 from ppp_lightning.attacks.result import AttackResult
-from ppp_lightning.attacks.targets import TARGETS, select_gradients
+from ppp_lightning.attacks.targets import TARGETS, Target, select_gradients
 from ppp_lightning.losses import classification_terms
 from ppp_lightning.validation import check_number
 
@@ -120,7 +120,7 @@ class GradientMatchingAttack:
         restarts: int = 1,
         include: Optional[Sequence[str]] = None,
         ignore: Optional[Sequence[str]] = None,
-        target: Optional[Literal["before_bottleneck", "before_decoder"]] = None,
+        target: Optional[Target] = None,
         batched: Optional[bool] = None,
         tol: float = 1e-3,
         patience: int = 100,

@@ -1,7 +1,8 @@
 """An attack's settings as one object: the only place that validates attack names and options.
 
-:class:`AttackSpec` knows the registered attacks, the options each one takes (an option the chosen
-attack would ignore is refused), which attacks need the data's normalisation for their pixel box,
+:class:`AttackSpec` knows the registered attacks (:mod:`~ppp_lightning.attacks.registry`), the
+options each one takes (an option the chosen attack would ignore is refused), which attacks need
+the data's normalisation for their pixel box,
 and builds an attack that follows the :class:`Attack` protocol. The attack callback, the
 benchmarks, the audit and the Flower server attack all build through it.
 """
@@ -11,28 +12,20 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, runtime_checkable
+from typing import Any, Literal, Optional, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from ppp_lightning.attacks.adaptive import AdaptiveAttack
-from ppp_lightning.attacks.analytic import AnalyticRecovery
-from ppp_lightning.attacks.clean import CleanLayerAttack
-from ppp_lightning.attacks.dlg import DLG
-from ppp_lightning.attacks.features import FeatureInversion
-from ppp_lightning.attacks.inverting import InvertingGradients
+from ppp_lightning.attacks import adaptive, analytic, clean, dlg, features, inverting  # noqa: F401 (they register)
+from ppp_lightning.attacks.registry import REGISTRY, Capabilities
 from ppp_lightning.attacks.result import AttackResult
 
-__all__ = ["ATTACKS", "Attack", "AttackSpec"]
+__all__ = ["ATTACKS", "Attack", "AttackName", "AttackSpec"]
 
-ATTACKS: dict[str, type] = {
-    "inverting": InvertingGradients,
-    "dlg": DLG,
-    "adaptive": AdaptiveAttack,
-    "analytic": AnalyticRecovery,
-    "clean_layer": CleanLayerAttack,
-    "feature_inversion": FeatureInversion,
-}
+# Every registered attack by name (:mod:`~ppp_lightning.attacks.registry`).
+ATTACKS = REGISTRY
+# The registered names as a type, for signatures the CLI reads (AttackSpec accepts later registrations too).
+AttackName = Literal[tuple(REGISTRY)]  # type: ignore[valid-type]
 # Set from the data, never by the user: the box of valid pixels in normalised units.
 NORMALISATION = ("mean", "std")
 
@@ -78,8 +71,7 @@ class AttackSpec:
     """A registered attack and its options, validated once.
 
     Args:
-        name: one of :data:`ATTACKS`: ``inverting``, ``dlg``, ``adaptive``, ``clean_layer``, ``analytic`` or
-            ``feature_inversion``.
+        name: a registered attack (:data:`ATTACKS`, e.g. ``inverting`` or ``analytic``).
         settings: the attack's options (e.g. ``iterations``, ``lr``, ``tv_weight``, ``restarts``,
             ``target``, ``include``, ``ignore``); options the attack does not take are refused,
             and ``mean``/``std`` come from the data at :meth:`build`.
@@ -106,6 +98,11 @@ class AttackSpec:
     def needs_normalisation(self) -> bool:
         """Whether the attack takes the data's ``mean``/``std`` (for its box of valid pixels)."""
         return all(key in self.options() for key in NORMALISATION)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the attack can do and needs (its registry entry)."""
+        return ATTACKS[self.name].capabilities
 
     @property
     def label(self) -> str:

@@ -1,25 +1,27 @@
 """The attack suite an audit runs: every registered attack that applies to a model and a defense.
 
-One place decides applicability, so the audit, the noise calibrator and the evidence benchmark
-attack the same way: the plain attack always; with a PRECODE the targeted, adaptive and
-feature-inversion attacks; the analytic recovery when the first ``Linear`` layer takes the image
-(it and feature inversion recover one image per gradient); DLG on models without convolutions;
-the clean-layer attack when the defense leaves a gradient clean.
+Applicability comes from each attack's registry entry (:mod:`~ppp_lightning.attacks.registry`),
+so the audit, the noise calibrator and the evidence benchmark attack the same way: an attack that
+needs a PRECODE only where one samples, one that recovers one image only at batch size 1, the
+analytic recovery only where the first ``Linear`` layer takes the image, a convolution-free attack
+only on models without convolutions, the clean-layer attack only where the defense leaves
+gradients clean; targeted variants (``<name>/<target>``) against a PRECODE. The suite lists the
+attacks that need least first.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from ppp_lightning.attacks.registry import REGISTRY, Capabilities
 from ppp_lightning.attacks.spec import AttackSpec
 from ppp_lightning.attacks.targets import linear_layers
-from ppp_lightning.defense import DefenseSpec
-from ppp_lightning.precode import PRECODE
-from ppp_lightning.selection import select_parameters
+from ppp_lightning.defenses.precode import PRECODE
+from ppp_lightning.defenses.spec import DefenseSpec
 
 __all__ = ["attack_suite"]
 
@@ -47,21 +49,16 @@ def attack_suite(
     Raises:
         ValueError: if a name is not one of the labels that apply, naming those that do.
     """
-    tied = {"tie_channels": True} if tie_channels else {}
-    shown = {"progress": progress}
-    suite = {"inverting": AttackSpec("inverting", {**tied, **shown})}
-    if any(isinstance(module, PRECODE) for module in model.modules()):
-        for target in ("before_bottleneck", "before_decoder"):
-            suite[f"inverting/{target}"] = AttackSpec("inverting", {"target": target, **tied, **shown})
-        suite["adaptive"] = AttackSpec("adaptive", {**tied, **shown})  # PRECODE samples in training mode
-        if batch_size == 1:
-            suite["feature_inversion"] = AttackSpec("feature_inversion", {**tied, **shown})
-    if batch_size == 1 and _first_layer_sees_the_image(model, example):
-        suite["analytic"] = AttackSpec("analytic", tied)
-    if not any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules()):
-        suite["dlg"] = AttackSpec("dlg", {**tied, **shown})
-    if defense is not None and _leaves_a_clean_gradient(model, example, defense):
-        suite["clean_layer"] = AttackSpec("clean_layer", {"defense": defense.to_dict(), **tied, **shown})
+    offered = _Offered(model, example, defense)
+    suite = {}
+    for name, cls in sorted(REGISTRY.items(), key=lambda item: _needs(item[1].capabilities)):
+        entry = cls.capabilities
+        if not offered.meets(entry) or (entry.one_image and batch_size != 1):
+            continue
+        spec = AttackSpec(name, _settings(name, entry, defense, tie_channels, progress))
+        suite[name] = spec
+        if offered.precode:
+            suite.update({f"{name}/{target}": spec.replace(target=target) for target in entry.targets})
     if names is None:
         return suite
     unknown = [name for name in names if name not in suite]
@@ -70,11 +67,45 @@ def attack_suite(
     return {name: suite[name] for name in names}
 
 
-def _first_layer_sees_the_image(model: nn.Module, example: Tensor) -> bool:
-    layers = linear_layers(model, example)
-    return bool(layers) and model.get_submodule(layers[0]).in_features == math.prod(example.shape[1:])
+def _needs(entry: Capabilities) -> tuple[bool, ...]:
+    """The suite's order: attacks with fewer and more common needs first."""
+    return (entry.needs_clean_gradient, entry.convolution_free, entry.needs_first_linear, entry.needs_precode,
+            entry.one_image)  # fmt: skip
+
+
+def _settings(
+    name: str, entry: Capabilities, defense: Optional[DefenseSpec], tie_channels: bool, progress: bool
+) -> dict[str, Any]:
+    """An attack's suite settings: one channel where the data has one, its progress bar, the defense it avoids."""
+    options = AttackSpec(name).options()
+    settings: dict[str, Any] = {"tie_channels": True} if tie_channels and "tie_channels" in options else {}
+    if "progress" in options:
+        settings["progress"] = progress
+    if entry.needs_clean_gradient and defense is not None:
+        settings["defense"] = defense.to_dict()
+    return settings
+
+
+class _Offered:
+    """What a model (with its defense) offers the registered attacks' needs."""
+
+    def __init__(self, model: nn.Module, example: Tensor, defense: Optional[DefenseSpec]) -> None:
+        self.precode = any(isinstance(module, PRECODE) for module in model.modules())
+        layers = linear_layers(model, example)
+        self.first_linear = bool(layers) and model.get_submodule(layers[0]).in_features == math.prod(example.shape[1:])
+        self.convolutions = any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules())
+        self.clean_gradient = defense is not None and _leaves_a_clean_gradient(model, example, defense)
+
+    def meets(self, entry: Capabilities) -> bool:
+        """Whether the model has everything ``entry`` needs."""
+        return (
+            (self.precode or not entry.needs_precode)
+            and (self.first_linear or not entry.needs_first_linear)
+            and (not self.convolutions or not entry.convolution_free)
+            and (self.clean_gradient or not entry.needs_clean_gradient)
+        )
 
 
 def _leaves_a_clean_gradient(model: nn.Module, example: Tensor, defense: DefenseSpec) -> bool:
-    perturbed = select_parameters(model, defense.layers, defense.include_encoder, example)
+    perturbed = defense.resolve(model, example).parameter_names
     return len(perturbed) < sum(p.requires_grad for p in model.parameters())

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from torch import Tensor, nn
 
-from ppp_lightning.selection import execution_spans, select_parameters
+from ppp_lightning.defenses.selection import execution_spans, select_parameters
 
-__all__ = ["TARGETS", "select_gradients", "linear_layers"]
+__all__ = ["TARGETS", "Target", "linear_layers", "select_gradients"]
 
-# Both keep only gradients that PRECODE's noise does not reach; "before_decoder" also keeps the
-# encoder's (deterministic: its gradient carries the KL term and the upstream of mu and sigma).
-TARGETS = ("before_bottleneck", "before_decoder")
+# The targeted presets against a PRECODE. Both keep only gradients that PRECODE's noise does not
+# reach; "before_decoder" also keeps the encoder's (deterministic: its gradient carries the KL term
+# and the upstream of mu and sigma).
+Target = Literal["before_bottleneck", "before_decoder"]
+TARGETS: tuple[str, ...] = get_args(Target)
 
 
 def select_gradients(
@@ -23,12 +25,12 @@ def select_gradients(
     example_input: Tensor,
     include: Optional[Sequence[str]] = None,
     ignore: Optional[Sequence[str]] = None,
-    target: Optional[Literal["before_bottleneck", "before_decoder"]] = None,
+    target: Optional[Target] = None,
 ) -> list[str]:
     """Names of the shared gradients an attack matches, in ``available``'s order.
 
     Patterns are globs matched against the full parameter name and every dotted suffix, as in
-    :func:`ppp_lightning.selection.select_parameters`.
+    :func:`ppp_lightning.defenses.selection.select_parameters`.
 
     Args:
         model: the attacked model.

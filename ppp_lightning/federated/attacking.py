@@ -14,16 +14,16 @@ from pytorch_lightning.loggers import Logger
 from torch import Tensor, nn
 from typing_extensions import override
 
-from ppp_lightning.assessment import assess
+from ppp_lightning.assessment.assess import assess
+from ppp_lightning.assessment.metrics import ReconstructionMetrics, match_reconstructions
+from ppp_lightning.assessment.record import Convergence
+from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier
+from ppp_lightning.assessment.reporting import Reporter
+from ppp_lightning.defenses.precode import PRECODE
 from ppp_lightning.federated.server_attack import ServerAttack
 from ppp_lightning.federated.strategy import ObservingFedAvg
 from ppp_lightning.federated.update import ClientUpdate
-from ppp_lightning.logger_sinks import run_directory, sinks_for
-from ppp_lightning.metrics import ReconstructionMetrics, match_reconstructions
-from ppp_lightning.precode import PRECODE
-from ppp_lightning.record import Convergence
-from ppp_lightning.reidentification import POOL_SIZE, Reidentifier
-from ppp_lightning.reporting import Reporter
+from ppp_lightning.lightning.logger_sinks import run_directory, sinks_for
 
 __all__ = ["AttackingFedAvg"]
 
@@ -37,7 +37,7 @@ class AttackingFedAvg(ObservingFedAvg):
     them (``federation.share_truth``; a real client never does), identifying each victim among
     ``pool_size`` candidates from the federation's training data (itself and images of its class:
     scoring only, the server's attack never sees them), and reports it with a
-    :class:`~ppp_lightning.reporting.Reporter`, as the attack callback does: a PNG sheet (ground
+    :class:`~ppp_lightning.assessment.reporting.Reporter`, as the attack callback does: a PNG sheet (ground
     truth above reconstruction) ``round<r>_client<p>.png`` and one line per attack appended to
     ``metrics.jsonl`` in ``<run dir>/<attack.log_name>`` (the run dir is the W&B run's files folder,
     else ``federation.run_dir``), and to the logger the sheet, a victims table and the scalars

@@ -9,13 +9,13 @@ from typing import Optional
 import torch
 from jsonargparse import Namespace
 
-from ppp_lightning.lightning.wandb_policy import use_offline_wandb_unless_logged_in
 from ppp_lightning.federated._flower import EXPERIMENT, ArrayRecord, ConfigRecord, Context, Grid, Result, ServerApp
 from ppp_lightning.federated.attacking import AttackingFedAvg
 from ppp_lightning.federated.config import dump_config, instantiate, parse_config
-from ppp_lightning.seeding import seeded
 from ppp_lightning.federated.environment import quiet_flower
 from ppp_lightning.federated.strategy import ObservingFedAvg
+from ppp_lightning.lightning.wandb_policy import use_offline_wandb_unless_logged_in
+from ppp_lightning.seeding import seeded
 
 __all__ = ["app", "make_server_app", "prepare_process", "run_federation"]
 

@@ -14,9 +14,9 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
+from ppp_lightning.assessment.metrics import LEGIBLE_NCC, METRICS
 from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.federated.core import shared_gradient
-from ppp_lightning.metrics import LEGIBLE_NCC, METRICS
 
 __all__ = ["ServerAttack"]
 

@@ -5,7 +5,7 @@
 - :mod:`~ppp_lightning.lightning.run_footprint`: undoing what a run that failed in setup wrote.
 - :mod:`~ppp_lightning.lightning.errors`: one line per failure instead of the parser's wrapped traceback.
 
-The CLI class itself is :class:`ppp_lightning.cli.PPPLightningCLI`.
+The CLI class itself is :class:`ppp_lightning.lightning.cli.PPPLightningCLI`.
 """
 
 # Nothing is imported here: the federated server needs only the W&B policy, not the whole shell.

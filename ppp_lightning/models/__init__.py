@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Literal, Optional
 
 from torch import nn
 
+from ppp_lightning.defenses.precode import PRECODE
 from ppp_lightning.models.cnn import cnn_features
 from ppp_lightning.models.mlp import mlp_features
 from ppp_lightning.models.network import BottleneckNetwork
 from ppp_lightning.models.resnet import resnet18_features
 from ppp_lightning.models.vit import vit_features
-from ppp_lightning.precode import PRECODE
 
-__all__ = ["ARCHITECTURES", "BottleneckNetwork", "build_network"]
+__all__ = ["ARCHITECTURES", "Arch", "BottleneckNetwork", "build_network"]
 
 ARCHITECTURES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "mlp": mlp_features,
@@ -21,6 +21,8 @@ ARCHITECTURES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "resnet18": resnet18_features,
     "vit": vit_features,
 }
+# The architectures' names as a type, for signatures the CLI reads.
+Arch = Literal[tuple(ARCHITECTURES)]  # type: ignore[valid-type]
 
 
 def build_network(

@@ -1,0 +1,1 @@
+"""Auditing: an attack suite on fixed victims with controls, and the noise calibrator."""

@@ -1,0 +1,397 @@
+"""Does this model, with this defense, leak? An attack suite on fixed victims, with positive controls.
+
+The core of ``ppp-lightning audit``. What is audited is the model's outermost defense, and the
+control removes exactly that, at the same victims, seed and budget:
+
+- a gradient perturbation (``defense``: noise, clipping, pruning): the control is the same gradient
+  without it (same PRECODE sample); defended and control problems run in one :meth:`run` call;
+- else a PRECODE that samples: the control is the same network with its sampling off
+  (``z = mu``, :func:`~ppp_lightning.defenses.precode.without_sampling`) for the client and the attacker;
+- else nothing is audited and no control runs (a leak needs no control; protection would).
+
+Every attack is assessed (:func:`~ppp_lightning.assessment.assess`: both findings per victim,
+reconstructed and identified among ``pool_size`` candidates, how its problems stopped) and its
+typed record (:class:`~ppp_lightning.assessment.record.AttackRecord`) appended to ``results.jsonl`` at once,
+so a rerun skips finished attacks (a folder
+holding another model's, defense's or victims' audit is refused). ``report.md`` holds the table
+(attack, identified and reconstructed k/n with 95% intervals, control, verdict) and the union over attacks;
+``sheet.png`` shows every attack's and control's reconstructions under the victims.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from ppp_lightning.assessment.assess import Assessment, assess
+from ppp_lightning.assessment.metrics import ReconstructionMetrics, to_unit_interval
+from ppp_lightning.assessment.record import AttackRecord, Convergence, union_findings
+from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier
+from ppp_lightning.assessment.reporting import Reporter, ReportSink, captions, read_records
+from ppp_lightning.assessment.sheets import SheetRow, draw_sheet, with_stretched
+from ppp_lightning.attacks import AttackResult, AttackSpec
+from ppp_lightning.defenses.precode import PRECODE, without_sampling
+from ppp_lightning.defenses.spec import DefenseSpec
+from ppp_lightning.gradients import client_gradient, seeded_client_gradients
+from ppp_lightning.victims import draw_victims, floor_image
+
+__all__ = [
+    "LEAK_COLUMNS",
+    "REPORT",
+    "RESULTS",
+    "SHEET",
+    "AuditedGradients",
+    "audit",
+    "audit_records",
+    "audited_gradients",
+    "leak_rows",
+    "markdown_table",
+    "model_fingerprint",
+    "sheet_rows",
+    "union_text",
+    "write_report",
+]
+
+RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
+RECONSTRUCTIONS = "reconstructions"
+# Settings that records written before they existed lack, with the value those audits used.
+RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE}
+
+
+@dataclass
+class AuditedGradients:
+    """The victims' shared gradients and, where a defense is audited, their controls.
+
+    Args:
+        audited: what the control removes: ``"gradient perturbation"`` (noise, clipping or pruning),
+            ``"precode sampling"`` or ``"nothing"``.
+        shared: every victim's shared gradient.
+        control: every victim's gradient without the audited defense (``None``: no control).
+        control_model: the network the control's client and attacker use.
+    """
+
+    audited: str
+    shared: list[dict[str, Tensor]]
+    control: Optional[list[dict[str, Tensor]]] = None
+    control_model: Optional[nn.Module] = None
+
+
+def audited_gradients(
+    network: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    defense: Optional[DefenseSpec],
+    seed: int,
+    control: bool = True,
+    batch_size: int = 1,
+) -> AuditedGradients:
+    """Every batch's shared gradient and the control's (see the module doc).
+
+    Args:
+        network: the client's model, in the mode the client trains in.
+        images: ``(N, C, H, W)`` the victims.
+        labels: ``(N,)`` their labels.
+        defense: the gradient perturbation (``None``: none).
+        seed: batch ``i``'s PRECODE sample and noise are drawn with ``seed + i``.
+        control: also compute the control's gradients.
+        batch_size: victims per shared gradient (consecutive ones; 1: each alone).
+    """
+    batches = list(zip(images.split(batch_size), labels.split(batch_size)))
+    resolved = None if defense is None else defense.resolve(network, images[:1])
+    pairs = [seeded_client_gradients(network, x, y, resolved, seed + i) for i, (x, y) in enumerate(batches)]
+    shared = [pair[0] for pair in pairs]
+    if defense is not None:
+        clean = [pair[1] for pair in pairs] if control else None
+        return AuditedGradients("gradient perturbation", shared, clean, network)
+    if not any(isinstance(module, PRECODE) for module in network.modules()):
+        return AuditedGradients("nothing", shared)
+    if not control:
+        return AuditedGradients("precode sampling", shared)
+    plain = without_sampling(network)
+    return AuditedGradients("precode sampling", shared, [client_gradient(plain, x, y) for x, y in batches], plain)
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's parameters and buffers (which weights were audited)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def audit(
+    model: nn.Module,
+    dataset: Any,
+    attacks: Mapping[str, AttackSpec],
+    folder: Path,
+    defense: Optional[DefenseSpec] = None,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+    one_channel: bool = False,
+    victims: int = 16,
+    seed: int = 0,
+    control: bool = True,
+    progress: bool = True,
+    sinks: Sequence[ReportSink] = (),
+    step: int = 0,
+    prefix: str = "audit",
+    batch_size: int = 1,
+    pool_size: int = POOL_SIZE,
+) -> list[AttackRecord]:
+    """Attack ``victims`` training images of ``dataset`` with every attack, with controls; write the report.
+
+    Args:
+        model: the client's network (attacked in training mode, on a copy).
+        dataset: the training set, items ``(normalised image, label)``.
+        attacks: label -> attack.
+        folder: where ``results.jsonl``, ``report.md``, ``sheet.png`` and one sheet per attack go.
+        defense: the gradient perturbation on the shared gradient (``None``: the gradient as it is).
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+        one_channel: the data has one true channel.
+        victims: how many victims (each alone in its batch), class-stratified.
+        seed: seed of the victims, PRECODE samples, noise and re-identification rivals.
+        control: run the positive controls.
+        progress: show a bar over attacks with the remaining time.
+        sinks: logger adapters (W&B, TensorBoard) every attack also goes to.
+        step: the logging step (a training step when audited during training).
+        prefix: the logged keys are ``<prefix>/<attack label>/...``.
+        batch_size: victims per shared gradient (consecutive victims share one; 1: each alone).
+        pool_size: ``K``, each victim's candidates for identification (itself and ``K - 1``
+            training images of its class; chance ``1/K``).
+
+    Returns:
+        Every attack's record (those of earlier runs included), in the order of ``attacks``.
+
+    Raises:
+        ValueError: if ``folder`` holds an audit of another model, defense, victims, seed, batch
+            size or pool size, or ``victims`` is not a multiple of ``batch_size``.
+    """
+    if batch_size < 1 or victims % batch_size:
+        raise ValueError(f"victims={victims}, batch_size={batch_size}; allowed: victims a multiple of batch_size >= 1")
+    folder = Path(folder)
+    images, labels = draw_victims(dataset, victims, seed, stratified=True)
+    network = copy.deepcopy(model).train()
+    device = next(network.parameters()).device  # attacks run there; scores on the CPU
+    gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, control, batch_size)
+    setting = {
+        "model": model_fingerprint(network),
+        "defense": None if defense is None else defense.to_dict(),
+        "audited": gradients.audited,
+        "controlled": gradients.control is not None,
+        "victims": victims,
+        "seed": seed,
+        "batch_size": batch_size,
+        "pool_size": pool_size,
+    }
+    reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
+    done = _finished(reporter, setting)
+    metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
+    reidentifier = Reidentifier(dataset, mean, std, one_channel, pool_size, seed)
+    floor = floor_image(dataset)
+    for label, spec in tqdm(attacks.items(), desc="audit", unit="attack", disable=not progress):
+        if label in done and done[label].context["spec"] == spec.to_dict():
+            continue
+        shape, started = tuple(images.shape[1:]), time.perf_counter()
+        results, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
+        seconds = round(time.perf_counter() - started, 1)  # attack and control together: what a budget must fit
+        assessed = assess(metrics, _images(results), images, labels, floor, reidentifier,
+                          None if controls is None else _images(controls), batch_size, Convergence.of(results),
+                          None if controls is None else Convergence.of(controls))  # fmt: skip
+        context = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
+                   "seconds": seconds, "labels": labels.tolist()}  # fmt: skip
+        _keep_reconstructions(folder, label, assessed)
+        written = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions,
+                                  assessed.record(context).to_dict(), step, prefix=f"{prefix}/{label}",
+                                  control=assessed.control_reconstructions)  # fmt: skip
+        done[label] = AttackRecord.from_dict(written)
+    records = [done[label] for label in attacks if label in done]
+    write_report(folder, records)
+    title = f"Audit of {victims} victims; audited defense: {setting['audited']}"
+    truth = SheetRow("truth", to_unit_interval(images, mean, std))
+    save_image(draw_sheet(title, [truth, *sheet_rows(folder, records, mean, std)]), folder / SHEET)
+    return records
+
+
+def audit_records(folder: Path) -> list[AttackRecord]:
+    """The records of the audit in ``folder`` (empty when there is none), in the order they were written."""
+    return [AttackRecord.from_dict(record) for record in read_records(Path(folder) / RESULTS)]
+
+
+def write_report(folder: Path, records: Optional[Sequence[AttackRecord]] = None) -> Path:
+    """Write ``report.md`` of the audit in ``folder`` from its records (``None``: read from ``results.jsonl``).
+
+    Returns:
+        The report's path.
+    """
+    path = Path(folder) / REPORT
+    path.write_text(_report(list(audit_records(folder) if records is None else records)))
+    return path
+
+
+def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, AttackRecord]:
+    """The folder's finished attacks by label (the latest of each), refusing another audit's folder."""
+    done = {}
+    for record in reporter.records():
+        other = {key: record.get(key, RECORD_DEFAULTS.get(key)) for key in setting}
+        if other != setting:
+            changed = [key for key in setting if other[key] != setting[key]]
+            raise ValueError(
+                f"{reporter.folder} holds an audit with other {', '.join(changed)} ({other}); "
+                "pass another folder or delete it"
+            )
+        done[record["label"]] = AttackRecord.from_dict(record)
+    return done
+
+
+def _attack(
+    spec: AttackSpec,
+    network: nn.Module,
+    gradients: AuditedGradients,
+    labels: Tensor,
+    image_shape: tuple[int, ...],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[list[AttackResult], Optional[list[AttackResult]]]:
+    """The attack's results on the shared gradients and on the controls (one run where possible)."""
+    attack = spec.build(mean, std)
+    known = list(labels.split(len(labels) // len(gradients.shared)))
+    shape = (len(known[0]), *image_shape)
+    count = len(known)
+
+    def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> list[AttackResult]:
+        return attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape)
+
+    if gradients.control is None:
+        return run(network, gradients.shared), None
+    if gradients.control_model is network:
+        both = run(network, gradients.shared + gradients.control)
+        return both[:count], both[count:]
+    return run(network, gradients.shared), run(gradients.control_model, gradients.control)
+
+
+def _images(results: Sequence[AttackResult]) -> Tensor:
+    return torch.cat([result.images for result in results]).cpu()
+
+
+def _file_name(label: str) -> str:
+    return label.replace("/", "_")
+
+
+def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> None:
+    """Save the reconstructions (for the combined sheet of a resumed audit)."""
+    (folder / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
+    kept = {"attack": assessed.reconstructions, "control": assessed.control_reconstructions}
+    path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
+    partial = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
+    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, partial)
+    partial.replace(path)
+
+
+def sheet_rows(
+    folder: Path,
+    records: Sequence[AttackRecord],
+    mean: Sequence[float],
+    std: Sequence[float],
+    controls: bool = True,
+    prefix: str = "",
+) -> list[SheetRow]:
+    """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their findings.
+
+    Every victim is shown; each reconstruction row is followed by its contrast-stretched copy.
+    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
+
+    Args:
+        folder: the audit's folder.
+        records: its records (:func:`audit`'s return).
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+        controls: include the controls' rows.
+        prefix: put before every row's name.
+    """
+    rows = []
+    for record in records:
+        label = record.context["label"]
+        path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
+        if not path.exists():  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
+            continue
+        kept = torch.load(path)
+        shown = to_unit_interval(kept["attack"], mean, std)
+        rows += with_stretched(SheetRow(f"{prefix}{label}", shown, captions(record.attack)))
+        if controls and kept["control"] is not None and record.control is not None:
+            shown = to_unit_interval(kept["control"], mean, std)
+            rows += with_stretched(SheetRow(f"{prefix}{label} control", shown, captions(record.control)))
+    return rows
+
+
+LEAK_COLUMNS = (
+    "attack",
+    "identified (95% CI; chance, p)",
+    "reconstructed (95% CI)",
+    "control (without the audited defense)",
+    "outcome",
+)
+
+
+def leak_rows(records: Sequence[AttackRecord]) -> list[list[str]]:
+    """One row of :data:`LEAK_COLUMNS` per audited attack."""
+    return [_leak_row(r.context["label"], r) for r in records]
+
+
+def _leak_row(label: str, record: AttackRecord) -> list[str]:
+    verdict = record.verdict
+    found = verdict.defended
+    control = "-" if verdict.control is None else str(verdict.control)
+    outcome = verdict.outcome + (f" ({verdict.reason})" if verdict.reason else "")
+    identified = "not scored" if found.identified is None else str(found.identified)
+    return [label, identified, str(found.reconstructed), control, outcome]
+
+
+def union_text(records: Sequence[AttackRecord]) -> str:
+    """The findings of any attack per victim (each attack one more guess at identification)."""
+    return str(union_findings([r.attack for r in records]))
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table."""
+    lines = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
+    return "\n".join(lines + [f"| {' | '.join(row)} |" for row in rows])
+
+
+def _report(records: Sequence[AttackRecord]) -> str:
+    lines = ["# Audit", ""]
+    if not records:
+        return "\n".join(lines + ["No attack ran."]) + "\n"
+    first = records[0].context
+    lines += [
+        _audited_text(first),
+        f"Model {first['model']}; {first['victims']} class-stratified victims, {_batches(first)}; "
+        f"seed {first['seed']}; each identified among {first.get('pool_size', POOL_SIZE)} candidates.",
+        "",
+        markdown_table(LEAK_COLUMNS, leak_rows(records)),
+    ]
+    lines += ["", f"Any attack (per victim): {union_text(records)}.", "", "Settings:", ""]
+    lines += [f"- {r.context['label']}: {r.context['spec']}" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _audited_text(record: dict[str, Any]) -> str:
+    if not record["controlled"]:
+        return f"Audited defense: {record['audited']}, without controls: a leak needs none; protection is not claimed."
+    return f"Audited defense: {record['audited']} (the control removes it). Noise settings: {record['defense']}."
+
+
+def _batches(record: dict[str, Any]) -> str:
+    size = record.get("batch_size", 1)
+    return "each alone in its batch" if size == 1 else f"in batches of {size} (one shared gradient each)"

@@ -1,0 +1,356 @@
+"""The smallest protective noise: a geometric bisection over sigma against a leak oracle, and the
+noise calibrator that runs it against an attack suite (``ppp-lightning calibrate``).
+
+The oracle runs an attack suite at one sigma and says whether it leaked: whether any attack
+reconstructed a victim or identified victims above chance. Leaking is taken
+to fall with sigma; the search brackets the threshold between a sigma that leaks and one that does
+not, then halves the bracket in log space until its ends are within ``factor`` of each other. The
+answer is the bracket's upper end: the smallest sigma *measured* not to leak.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ppp_lightning.assessment.record import AttackRecord, union
+from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.verdicts import clopper_pearson
+from ppp_lightning.attacks import AttackSpec
+from ppp_lightning.auditing.audit import audit, audited_gradients
+from ppp_lightning.defenses.spec import DefenseSpec
+from ppp_lightning.validation import check_number
+from ppp_lightning.victims import draw_victims
+
+__all__ = [
+    "HELD_OUT",
+    "HELD_OUT_SEED_OFFSET",
+    "HELD_OUT_VICTIMS",
+    "Calibration",
+    "SigmaSearch",
+    "calibrate",
+    "noise_statistics",
+    "sigma_folder",
+    "smallest_protective_sigma",
+]
+
+HELD_OUT = "held_out"
+# The held-out victims' seed is the victims' plus this: a draw no nearby seed of a user's repeats.
+HELD_OUT_SEED_OFFSET = 1_000_003
+# Held-out victims that confirm a protective sigma by default.
+HELD_OUT_VICTIMS = 16
+
+
+@dataclass
+class SigmaSearch:
+    """The outcome of :func:`smallest_protective_sigma`.
+
+    Args:
+        sigma: the smallest sigma measured not to leak (``None`` if even ``max_sigma`` leaked).
+        leaking: the largest sigma measured to leak (``None`` if even ``min_sigma`` did not).
+        evaluations: every ``(sigma, leaked)`` the oracle was asked, in order.
+    """
+
+    sigma: Optional[float]
+    leaking: Optional[float]
+    evaluations: list[tuple[float, bool]] = field(default_factory=list)
+
+
+def smallest_protective_sigma(
+    leaks: Callable[[float], bool],
+    start: float = 1.0,
+    factor: float = 1.5,
+    min_sigma: float = 1e-3,
+    max_sigma: float = 1e3,
+) -> SigmaSearch:
+    """Find the smallest sigma at which ``leaks`` says no, to within ``factor``.
+
+    Args:
+        leaks: whether the attack suite leaks any victim at a sigma (monotone: less with more noise).
+        start: the first sigma tried.
+        factor: stop when the leaking and the protective sigma are within this ratio (> 1).
+        min_sigma: the smallest sigma tried while bracketing.
+        max_sigma: the largest sigma tried while bracketing.
+
+    Raises:
+        ValueError: if ``factor <= 1`` or the sigmas are not positive and ordered.
+    """
+    check_number("factor", factor, minimum=1, exclusive_minimum=True)
+    for name, value in (("min_sigma", min_sigma), ("start", start), ("max_sigma", max_sigma)):
+        check_number(name, value, minimum=0, exclusive_minimum=True)
+    if not min_sigma <= start <= max_sigma:
+        raise ValueError(f"min_sigma={min_sigma}, start={start}, max_sigma={max_sigma}; allowed: min <= start <= max")
+    search = SigmaSearch(None, None)
+
+    def ask(sigma: float) -> bool:
+        leaked = bool(leaks(sigma))
+        search.evaluations.append((sigma, leaked))
+        if leaked:
+            search.leaking = max(sigma, search.leaking or 0.0)
+        else:
+            search.sigma = min(sigma, search.sigma or math.inf)
+        return leaked
+
+    sigma, step = start, 4.0  # bracket: move by 4x towards the threshold
+    leaked = ask(sigma)
+    while leaked and sigma < max_sigma:
+        sigma = min(sigma * step, max_sigma)
+        leaked = ask(sigma)
+    while not leaked and sigma > min_sigma and search.leaking is None:
+        sigma = max(sigma / step, min_sigma)
+        leaked = ask(sigma)
+    while search.sigma is not None and search.leaking is not None and search.sigma / search.leaking > factor:
+        ask(math.sqrt(search.sigma * search.leaking))
+    return search
+
+
+@dataclass
+class Calibration:
+    """The smallest protective sigma of a defense family at one model state, by both findings.
+
+    Args:
+        state: the model state (``initialisation`` or a checkpoint's path).
+        defense: the family's settings, with ``sigma`` set to the answer when there is one.
+        outcome: ``calibrated``; ``inconclusive`` (no attack leaked even without noise, so no sigma
+            can be shown to protect); or ``not found`` (even ``max_sigma`` leaked).
+        search: the bisection on both findings: the smallest sigma at which no attack reconstructs
+            any victim **and** none identifies victims above chance (the answer).
+        leaking_attacks: the attacks that leaked without noise (the ones searched against).
+        victims: the number of victims.
+        upper_bound: the 95% upper bound of the union's reconstruction rate at ``search.sigma``, over
+            the victims and the held-out victims.
+        noise: the noise at ``search.sigma`` (:func:`noise_statistics`), medians over victims.
+        unions: per sigma tried (as text; ``"0"``: without noise), which victims any attack reconstructed.
+        reconstruction: the bisection on reconstruction alone (the sigma that stops every legible
+            reconstruction; identification may still be above chance there).
+        reconstruction_noise: the noise at ``reconstruction.sigma``.
+        identified: per sigma tried, per attack, which victims it identified.
+        pool_size: ``K``, each victim's candidates.
+        budget_shares: per sigma tried, the share of the attacks' problems stopped by their budget.
+        held_out: per sigma at which the victims leaked nothing, what the held-out victims' audit
+            found there (``reconstructed``, ``identified`` per attack, ``leaking`` attacks): a sigma
+            protects only when it protects both.
+        held_out_seed: the held-out victims' seed (``None``: none were audited).
+        held_out_victims: how many held-out victims each of those audits attacked.
+    """
+
+    state: str
+    defense: dict[str, Any]
+    outcome: str
+    search: SigmaSearch
+    leaking_attacks: list[str]
+    victims: int
+    upper_bound: Optional[float] = None
+    noise: dict[str, float] = field(default_factory=dict)
+    unions: dict[str, list[bool]] = field(default_factory=dict)
+    reconstruction: SigmaSearch = field(default_factory=lambda: SigmaSearch(None, None))
+    reconstruction_noise: dict[str, float] = field(default_factory=dict)
+    identified: dict[str, dict[str, list[bool]]] = field(default_factory=dict)
+    pool_size: int = POOL_SIZE
+    budget_shares: dict[str, Optional[float]] = field(default_factory=dict)
+    held_out: dict[str, dict[str, Any]] = field(default_factory=dict)
+    held_out_seed: Optional[int] = None
+    held_out_victims: int = 0
+
+    def yaml_block(self) -> str:
+        """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
+        settings = {key: value for key, value in self.defense.items() if value is not None}
+        lines = ["- class_path: callbacks.PartialPerturbation", "  init_args:"]
+        return "\n".join(lines + [f"    {key}: {json.dumps(value)}" for key, value in settings.items()]) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (for JSON)."""
+        return {**asdict(self), "search": asdict(self.search), "reconstruction": asdict(self.reconstruction)}
+
+
+def noise_statistics(
+    shared: Sequence[Mapping[str, Tensor]], clean: Sequence[Mapping[str, Tensor]], names: Sequence[str]
+) -> dict[str, float]:
+    """How large the defense's noise is, in three units, as medians over victims.
+
+    Args:
+        shared: every victim's shared (noisy) gradient.
+        clean: the same gradients without the noise.
+        names: the perturbed parameters.
+
+    Returns:
+        ``absolute``: the noise's RMS per entry; ``relative``: its RMS over each tensor's gradient
+        RMS, averaged over tensors; ``noise_to_signal``: the noise's L2 norm over the clean
+        gradient's, over all perturbed entries.
+    """
+    absolute, relative, ratio = [], [], []
+    for noisy, plain in zip(shared, clean):
+        noise = [(noisy[name] - plain[name]).flatten() for name in names]
+        signal = [plain[name].flatten() for name in names]
+        absolute.append(torch.cat(noise).pow(2).mean().sqrt().item())
+        relative.append(statistics.fmean(_rms(n) / max(_rms(s), 1e-30) for n, s in zip(noise, signal)))
+        ratio.append(torch.cat(noise).norm().item() / max(torch.cat(signal).norm().item(), 1e-30))
+    units = {"absolute": absolute, "relative": relative, "noise_to_signal": ratio}
+    return {unit: statistics.median(values) for unit, values in units.items()}
+
+
+def _rms(values: Tensor) -> float:
+    return values.pow(2).mean().sqrt().item()
+
+
+def sigma_folder(folder: Path, sigma: float) -> Path:
+    """Where :func:`calibrate` keeps its audit at ``sigma`` (``folder/sigma=<value>``)."""
+    return Path(folder) / f"sigma={sigma:.6g}"
+
+
+def calibrate(
+    model: nn.Module,
+    dataset: Any,
+    attacks: Mapping[str, AttackSpec],
+    family: DefenseSpec,
+    folder: Path,
+    mean: Sequence[float] = (0.0,),
+    std: Sequence[float] = (1.0,),
+    one_channel: bool = False,
+    victims: int = 16,
+    seed: int = 0,
+    factor: float = 1.5,
+    start: Optional[float] = None,
+    state: str = "initialisation",
+    progress: bool = True,
+    pool_size: int = POOL_SIZE,
+    held_out: int = HELD_OUT_VICTIMS,
+) -> Calibration:
+    """The smallest sigma of ``family`` at which no attack of the suite leaks: reconstructs or identifies.
+
+    First the suite attacks the victims without noise (the positive control of the whole search):
+    the attacks that leak nothing there (neither finding) are dropped, and if none leaks the
+    outcome is ``inconclusive``. Then :func:`smallest_protective_sigma` asks, at each sigma,
+    whether any remaining attack reconstructs a victim or identifies victims above chance (the
+    answer), and a second bisection, reusing every audit, finds the smallest sigma that stops
+    reconstruction alone. A sigma at which the victims leak nothing is audited again on ``held_out``
+    other victims (drawn with ``seed +`` :data:`HELD_OUT_SEED_OFFSET`), and protects only if they
+    leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
+    so the answer must also hold on victims the search did not stop on. Every audit goes
+    to a subfolder of ``folder`` (``no_noise``, ``sigma=<value>``, ``sigma=<value>/held_out``), so
+    an interrupted calibration resumes where it stopped.
+
+    Args:
+        model: the client's network at the state to calibrate.
+        dataset: the training set, items ``(normalised image, label)``.
+        attacks: label -> attack (:func:`~ppp_lightning.attacks.suite.attack_suite`).
+        family: the defense family (layers, mechanism, ``relative``...); its ``sigma`` is searched.
+        folder: where the audits go.
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+        one_channel: the data has one true channel.
+        victims: victims per audit (class-stratified, the same at every sigma).
+        seed: seed of the victims, PRECODE samples and noise.
+        factor: the precision of the answer (the leaking and protective sigma are within it).
+        start: the first sigma tried (``None``: the family's sigma, or 1 when it is 0).
+        state: the name of the model state, for the record.
+        progress: show the audits' progress bars.
+        pool_size: ``K``, each victim's candidates for identification (chance ``1/K``).
+        held_out: how many held-out victims confirm a protective sigma (0: none).
+
+    Raises:
+        ValueError: if ``held_out`` is negative.
+    """
+    if held_out < 0:
+        raise ValueError(f"held_out={held_out}; allowed: an integer >= 0 (0: no held-out victims)")
+    folder = Path(folder)
+    common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
+    common.update(control=False, progress=progress, pool_size=pool_size)
+    baseline = _Found(audit(model, dataset, attacks, folder / "no_noise", None, **common))
+    if not baseline.leaking:
+        return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims,
+                           unions={"0": baseline.reconstructed}, pool_size=pool_size)  # fmt: skip
+    suite = {label: attacks[label] for label in baseline.leaking}
+
+    def run(sigma: float, where: Path, held: bool) -> _Found:
+        drawn = {"seed": seed + HELD_OUT_SEED_OFFSET, "victims": held_out} if held else {}
+        return _Found(audit(model, dataset, suite, where, replace(family, sigma=sigma), **{**common, **drawn}))
+
+    audits = _Audits(run, folder, seed + HELD_OUT_SEED_OFFSET if held_out else None)
+    first = start or family.sigma or 1.0
+    search = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: bool(f.leaking)), first, factor)
+    legible = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: any(f.reconstructed)),
+                                        search.sigma or first, factor)  # fmt: skip
+    details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible}
+    details["held_out_victims"] = held_out
+    if legible.sigma is not None:
+        details["reconstruction_noise"] = _noise_at(model, dataset, replace(family, sigma=legible.sigma), victims, seed)
+    if search.sigma is None:
+        return Calibration(state, family.to_dict(), "not found", search, baseline.leaking, victims, **details)
+    answer = replace(family, sigma=search.sigma)
+    reconstructed = audits.reconstructed_at(search.sigma)
+    upper = clopper_pearson(sum(reconstructed), len(reconstructed))[1]
+    noise = _noise_at(model, dataset, answer, victims, seed)
+    return Calibration(state, answer.to_dict(), "calibrated", search, baseline.leaking, victims, upper, noise,
+                       **details)  # fmt: skip
+
+
+class _Found:
+    """What an audit at one sigma found: per victim, reconstructed by any attack; per attack, who was
+    identified; the share of problems stopped by the budget; the attacks that leaked."""
+
+    def __init__(self, records: Sequence[AttackRecord]) -> None:
+        united = union([r.attack for r in records])
+        self.reconstructed = united.reconstructed
+        self.budget_share = united.findings().budget_share
+        self.identified = {r.context["label"]: r.attack.identified for r in records}
+        self.leaking = [r.context["label"] for r in records if r.attack.findings().leaked]
+
+
+class _Audits:
+    """A search's audits: its victims' at every sigma asked, the held-out victims' only where its victims' did not leak.
+
+    Args:
+        run: audits the suite at a sigma into a folder, on the held-out victims or not.
+        folder: the calibration's folder (``sigma=<value>/``, and ``sigma=<value>/held_out/``).
+        held_out_seed: the held-out victims' seed (``None``: no held-out victims).
+    """
+
+    def __init__(self, run: Callable[[float, Path, bool], _Found], folder: Path, held_out_seed: Optional[int]) -> None:
+        self.run, self.folder, self.held_out_seed = run, folder, held_out_seed
+        self.found: dict[float, _Found] = {}
+        self.held_out: dict[float, _Found] = {}
+
+    def leaks(self, sigma: float, finding: Callable[[_Found], bool]) -> bool:
+        """Whether ``finding`` holds at ``sigma`` for the victims or, where it does not, for the held-out victims."""
+        if sigma not in self.found:
+            self.found[sigma] = self.run(sigma, sigma_folder(self.folder, sigma), False)
+        if finding(self.found[sigma]) or self.held_out_seed is None:
+            return finding(self.found[sigma])
+        if sigma not in self.held_out:
+            self.held_out[sigma] = self.run(sigma, sigma_folder(self.folder, sigma) / HELD_OUT, True)
+        return finding(self.held_out[sigma])
+
+    def reconstructed_at(self, sigma: float) -> list[bool]:
+        """Per victim (the held-out ones after the others, where they ran), reconstructed by any attack."""
+        return self.found[sigma].reconstructed + (self.held_out[sigma].reconstructed if sigma in self.held_out else [])
+
+    def details(self, baseline: _Found) -> dict[str, Any]:
+        """The :class:`Calibration` fields of every audit, by sigma as text (``"0"``: without noise)."""
+        tried = sorted({0.0: baseline, **self.found}.items())
+        return {
+            "unions": {f"{sigma:.6g}": f.reconstructed for sigma, f in tried},
+            "identified": {f"{sigma:.6g}": f.identified for sigma, f in tried},
+            "budget_shares": {f"{sigma:.6g}": f.budget_share for sigma, f in tried},
+            "held_out": {f"{sigma:.6g}": {"reconstructed": f.reconstructed, "identified": f.identified,
+                                          "leaking": f.leaking} for sigma, f in sorted(self.held_out.items())},
+            "held_out_seed": self.held_out_seed,
+        }  # fmt: skip
+
+
+def _noise_at(model: nn.Module, dataset: Any, defense: DefenseSpec, victims: int, seed: int) -> dict[str, float]:
+    """:func:`noise_statistics` of the audit's victims under ``defense``."""
+    images, labels = draw_victims(dataset, victims, seed, stratified=True)
+    network = copy.deepcopy(model).train()
+    gradients = audited_gradients(network, images, labels, defense, seed)
+    names = defense.resolve(network, images[:1]).parameter_names
+    return noise_statistics(gradients.shared, gradients.control or [], names)

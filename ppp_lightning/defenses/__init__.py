@@ -1,0 +1,1 @@
+"""Defenses: PRECODE, which parameters a defense perturbs, and how (``DefenseSpec``)."""
