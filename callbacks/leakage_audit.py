@@ -14,9 +14,10 @@ from typing_extensions import override
 from callbacks.isolation import for_this_run, isolated
 from callbacks.partial_perturbation import attached_perturbation
 from ppp_lightning.assessment.metrics import to_unit_interval
+from ppp_lightning.assessment.reporting import markdown_table
 from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import LEAK_COLUMNS, SHEET, audit, leak_rows, markdown_table, sheet_rows
+from ppp_lightning.auditing.audit import LEAK_COLUMNS, SHEET, audit, leak_rows, sheet_rows
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.victims import VictimPool, draw_victims, victim_pool

@@ -116,9 +116,15 @@ def test_print_config_shows_the_chosen_classes(capsys):
     assert printed["trainer"]["logger"]["class_path"] == "pytorch_lightning.loggers.WandbLogger"
 
 
-def test_module_entry_point_lists_subcommands():
-    out = subprocess.run([sys.executable, "-m", "ppp_lightning", "--help"], capture_output=True, text=True, check=True)
-    assert all(cmd in out.stdout for cmd in ("fit", "validate", "test"))
+ENTRY_POINTS = {"module": [sys.executable, "-m", "ppp_lightning"], "script": ["ppp-lightning"]}
+
+
+@pytest.mark.parametrize("command", ENTRY_POINTS.values(), ids=ENTRY_POINTS)
+def test_both_entry_points_offer_our_subcommands(command):
+    out = subprocess.run([*command, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "{fit,validate,test,predict,audit,calibrate}" in out  # Lightning's and our two, and nothing else
+    audit_help = subprocess.run([*command, "audit", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--fail_on_leak" in audit_help and "--victims" in audit_help
 
 
 def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):

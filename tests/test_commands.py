@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -138,7 +139,11 @@ def test_audit_logs_its_report_and_sheet_to_wandb(monkeypatch):
     assert logged["audit/report"] == [
         ["analytic", "4/4 above chance (95% CI 0.40-1.00; chance 1/100, p 1e-08)", "4/4 (95% CI 0.40-1.00)", "-", "leaked"]
     ]
-    assert logged["audit/sheet"] == [str(Path("audit/sheet.png"))]
+    (sheet,) = logged["audit/sheet"]  # the sheet written to the folder, through the W&B sink
+    written = Image.open("audit/sheet.png")
+    assert tuple(sheet.shape) == (3, written.height, written.width)
+    pixels = torch.from_numpy(np.asarray(written.convert("RGB"))).permute(2, 0, 1) / 255
+    assert torch.allclose(sheet, pixels, atol=1 / 255)
     assert logged["audit/analytic/victims"][0][1] == 0  # the per-victim table of the attack (victim 0)
 
 
@@ -149,3 +154,17 @@ def test_calibrate_trains_with_and_without_the_noise_when_asked(capsys):
     without = float(printed.split("- without noise: ")[1].split("val/acc ")[1].split(",")[0])
     noisy = float(printed.split("- with that noise: ")[1].split("val/acc ")[1].split(",")[0])
     assert without > 0.7 and noisy < without  # one epoch of an mlp on the digits; the noise costs accuracy
+
+
+def test_the_tensorboard_and_scalar_sinks_take_the_report_as_their_logger_can():
+    from types import SimpleNamespace
+
+    from ppp_lightning.lightning.logger_sinks import ScalarSink, TensorBoardSink
+
+    calls = []
+    experiment = SimpleNamespace(add_text=lambda *args: calls.append(("text", *args)),
+                                 add_image=lambda *args: calls.append(("image", *args)))  # fmt: skip
+    sheet = torch.rand(3, 8, 8)
+    TensorBoardSink(SimpleNamespace(experiment=experiment)).log_report("audit", ["a", "b"], [["x", "y"]], sheet, 7)
+    assert calls == [("text", "audit/report", "| a | b |\n|---|---|\n| x | y |", 7), ("image", "audit/sheet", sheet, 7)]
+    assert ScalarSink(SimpleNamespace()).log_report("audit", ["a"], [["x"]], sheet, 7) is None  # scalars only

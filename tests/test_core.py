@@ -1,7 +1,5 @@
 """The functional core: one place per concept (defense spec, victims, floor, success)."""
 
-import subprocess
-import sys
 
 import pytest
 import torch

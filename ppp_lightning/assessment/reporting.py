@@ -28,6 +28,7 @@ __all__ = [
     "Reporter",
     "append_record",
     "captions",
+    "markdown_table",
     "read_records",
     "read_records_counting_unreadable",
 ]
@@ -52,6 +53,17 @@ class ReportSink(Protocol):
 
     def log_scalars(self, scalars: dict[str, float], step: int) -> None:
         """Log the attack's scalar summary."""
+
+    def log_report(
+        self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
+    ) -> None:
+        """Log an audit's report: its table (one row per attack) and its sheet (``(3, H, W)`` in ``[0, 1]``)."""
+
+
+def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table."""
+    lines = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
+    return "\n".join(lines + [f"| {' | '.join(row)} |" for row in rows])
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

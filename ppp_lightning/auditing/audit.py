@@ -37,7 +37,7 @@ from ppp_lightning.assessment.assess import Assessment, assess
 from ppp_lightning.assessment.metrics import ReconstructionMetrics, to_unit_interval
 from ppp_lightning.assessment.record import AttackRecord, Convergence, union_findings
 from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier
-from ppp_lightning.assessment.reporting import Reporter, ReportSink, captions, read_records
+from ppp_lightning.assessment.reporting import Reporter, ReportSink, captions, markdown_table, read_records
 from ppp_lightning.assessment.sheets import SheetRow, draw_sheet, with_stretched
 from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
@@ -55,7 +55,6 @@ __all__ = [
     "audit_records",
     "audited_gradients",
     "leak_rows",
-    "markdown_table",
     "model_fingerprint",
     "sheet_rows",
     "union_text",
@@ -164,7 +163,7 @@ def audit(
         seed: seed of the victims, PRECODE samples, noise and re-identification rivals.
         control: run the positive controls.
         progress: show a bar over attacks with the remaining time.
-        sinks: logger adapters (W&B, TensorBoard) every attack also goes to.
+        sinks: logger adapters (W&B, TensorBoard) every attack and the report also go to.
         step: the logging step (a training step when audited during training).
         prefix: the logged keys are ``<prefix>/<attack label>/...``.
         batch_size: victims per shared gradient (consecutive victims share one; 1: each alone).
@@ -220,7 +219,10 @@ def audit(
     write_report(folder, records)
     title = f"Audit of {victims} victims; audited defense: {setting['audited']}"
     truth = SheetRow("truth", to_unit_interval(images, mean, std))
-    save_image(draw_sheet(title, [truth, *sheet_rows(folder, records, mean, std)]), folder / SHEET)
+    sheet = draw_sheet(title, [truth, *sheet_rows(folder, records, mean, std)])
+    save_image(sheet, folder / SHEET)
+    for sink in sinks:  # the report itself, next to every attack's sheet and table
+        sink.log_report(prefix, LEAK_COLUMNS, leak_rows(records), sheet, step)
     return records
 
 
@@ -361,12 +363,6 @@ def _leak_row(label: str, record: AttackRecord) -> list[str]:
 def union_text(records: Sequence[AttackRecord]) -> str:
     """The findings of any attack per victim (each attack one more guess at identification)."""
     return str(union_findings([r.attack for r in records]))
-
-
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A markdown table."""
-    lines = [f"| {' | '.join(columns)} |", f"|{'---|' * len(columns)}"]
-    return "\n".join(lines + [f"| {' | '.join(row)} |" for row in rows])
 
 
 def _report(records: Sequence[AttackRecord]) -> str:

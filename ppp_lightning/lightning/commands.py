@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
 from torch import nn
 
 from callbacks.partial_perturbation import PartialPerturbation, attached_perturbation
 from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import LEAK_COLUMNS, REPORT, SHEET, audit, leak_rows, model_fingerprint
+from ppp_lightning.auditing.audit import REPORT, SHEET, audit, model_fingerprint
 from ppp_lightning.auditing.noise_search import HELD_OUT_VICTIMS, Calibration, SigmaSearch, calibrate
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defenses.spec import DefenseSpec
@@ -84,10 +83,6 @@ class PPPTrainer(pl.Trainer):
         where = Path(folder) if folder else _default_folder(self, "audits", model, defense, victims, seed)
         records = audit(model, data.train_set, suite, where, defense, data.mean, data.std, data.one_channel,
                         victims, seed, sinks=sinks_for(self.loggers), step=self.global_step)  # fmt: skip
-        for logger in self.loggers:  # the report itself, next to the per-attack sheets and tables
-            if isinstance(logger, WandbLogger):
-                logger.log_table("audit/report", columns=list(LEAK_COLUMNS), data=leak_rows(records))
-                logger.log_image("audit/sheet", [str(where / SHEET)])
         print((where / REPORT).read_text() + f"\nSheet: {where / SHEET}")
         leaked = [r.context["label"] for r in records if r.attack.findings().leaked]
         if fail_on_leak and leaked:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 from pytorch_lightning.loggers import Logger, TensorBoardLogger, WandbLogger
 from torch import Tensor
 
-from ppp_lightning.assessment.reporting import SCORES, ReportSink
+from ppp_lightning.assessment.reporting import SCORES, ReportSink, markdown_table
 
 __all__ = ["ScalarSink", "TensorBoardSink", "WandbSink", "run_directory", "sinks_for"]
 
@@ -33,6 +33,11 @@ class ScalarSink:
         """Log the scalars at ``step``."""
         self.logger.log_metrics(scalars, step=step)
 
+    def log_report(
+        self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
+    ) -> None:
+        """Nothing: this logger takes no tables or images."""
+
 
 class TensorBoardSink(ScalarSink):
     """TensorBoard: the sheet as an image and the scalars."""
@@ -42,6 +47,13 @@ class TensorBoardSink(ScalarSink):
     ) -> None:
         """Add the sheet as ``<prefix>/reconstruction``."""
         self.logger.experiment.add_image(f"{prefix}/reconstruction", grid, step)
+
+    def log_report(
+        self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
+    ) -> None:
+        """Add the table as text ``<prefix>/report`` and the sheet as ``<prefix>/sheet``."""
+        self.logger.experiment.add_text(f"{prefix}/report", markdown_table(columns, rows), step)
+        self.logger.experiment.add_image(f"{prefix}/sheet", sheet, step)
 
 
 class WandbSink(ScalarSink):
@@ -70,6 +82,13 @@ class WandbSink(ScalarSink):
             for i in range(len(reconstruction))
         ]  # fmt: skip
         self.logger.log_table(f"{prefix}/victims", columns=columns, data=rows, step=step)
+
+    def log_report(
+        self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
+    ) -> None:
+        """Log the table ``<prefix>/report`` and the sheet ``<prefix>/sheet``."""
+        self.logger.log_table(f"{prefix}/report", columns=list(columns), data=[list(row) for row in rows], step=step)
+        self.logger.log_image(f"{prefix}/sheet", [sheet], step=step)
 
 
 def _item(values: Optional[Sequence[Any]], index: int) -> Any:
