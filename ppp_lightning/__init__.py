@@ -1,8 +1,9 @@
 """ppp-lightning: gradient leakage attacks and defenses (PRECODE, PPP) for PyTorch Lightning.
 
-The core modules (``precode``, ``losses``, ``selection``, ``perturbation``, ``defense``,
-``gradients``, ``attacks``, ``metrics``, ``victims``) import no Lightning; ``ImageClassifier`` (the
-Lightning shell) is loaded on first use, so ``import ppp_lightning.attacks`` stays Lightning-free.
+The core (``defenses/``, ``attacks/``, ``assessment/``, ``auditing/``, ``models/`` and the
+top-level modules) imports no Lightning; the shell is ``lightning/`` and ``federated/`` here, with
+``callbacks`` and ``datamodules`` beside the package. ``ImageClassifier`` is loaded on first use,
+so ``import ppp_lightning`` stays Lightning-free (docs/architecture.md has the map).
 """
 
 from typing import Any
