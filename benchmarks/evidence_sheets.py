@@ -63,20 +63,22 @@ def noise_rows(folder: Path, family: str, calibration: dict[str, Any], pool: Vic
     return rows
 
 
-def write_sheets(folder: Path, shown: int = 10, seed: int = 0, data: Optional[dict[str, Any]] = None) -> list[Path]:
+def write_sheets(
+    folder: Path, shown: Optional[int] = None, seed: int = 0, data: Optional[dict[str, Any]] = None
+) -> list[Path]:
     """Draw one sheet per architecture and state found in ``folder``; return their paths.
 
     Args:
         folder: a results folder of :mod:`benchmarks.evidence`.
-        shown: how many of the victims to show (the first ones: one per class).
+        shown: how many of the victims to show (the first ones: one per class; ``None``: every victim).
         seed: the grid's seed, which drew the victims (every preset's is 0).
         data: the grid's datamodule options (``{"data_dir": ...}`` for CIFAR-10; default: the offline digits).
 
     Raises:
         ValueError: if ``shown`` is below 1.
     """
-    if shown < 1:
-        raise ValueError(f"shown={shown}; allowed: an integer >= 1")
+    if shown is not None and shown < 1:
+        raise ValueError(f"shown={shown}; allowed: an integer >= 1, or None for every victim")
     records = [r for r in read_records(folder / RESULTS) if r["kind"] != "accuracy" and r.get("batch_size", 1) == 1]
     source = datamodule(data or {}, seed)
     source.setup("fit")
@@ -89,8 +91,10 @@ def write_sheets(folder: Path, shown: int = 10, seed: int = 0, data: Optional[di
         victims, _ = draw_victims(pool.train_set, len(rows[0].images), seed, stratified=True)
         truth = SheetRow("victims", to_unit_interval(victims, pool.mean, pool.std))
         shown_rows = [SheetRow(r.name, r.images[:shown], list(r.captions)[:shown]) for r in [truth, *rows]]
-        title = (f"{arch}, {state}: the first {min(shown, len(victims))} of {len(victims)} victims and their "
-                 "reconstructions per defense and attack (captions: NCC, PSNR, re-identified, leaked)")  # fmt: skip
+        count = len(victims) if shown is None else min(shown, len(victims))
+        title = (f"{arch}, {state}: {count} of {len(victims)} victims and their reconstructions per defense and "
+                 "attack, each with its control and a contrast-stretched copy (captions: NCC, PSNR, identified, "
+                 "reconstructed)")  # fmt: skip
         path = folder / f"sheet_{arch}_{state}.png"
         save_image(draw_sheet(title, shown_rows), path)
         paths.append(path)
@@ -113,7 +117,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Draw the sheets of the results folder named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a results folder of benchmarks.evidence")
-    parser.add_argument("--shown", type=int, default=10, help="victims shown per row (default 10: one per class)")
+    parser.add_argument("--shown", type=int, default=None, help="victims shown per row (default: every victim)")
     parser.add_argument("--cifar10", type=Path, default=None, help="the CIFAR-10 folder the grid ran on")
     args = parser.parse_args(argv)
     if not (args.folder / RESULTS).is_file():
