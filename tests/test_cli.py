@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import pytorch_lightning as pl
@@ -136,7 +137,18 @@ def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
     use_offline_wandb_unless_logged_in()
     assert os.environ["WANDB_MODE"] == "offline"
     monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    # logged in to the server the installed wandb uses (wandb 0.31: not api.wandb.ai)
+    default_host = urlparse(wandb.sdk.wandb_settings.Settings.model_fields["base_url"].default).hostname
+    netrc.write_text(f"machine {default_host} login user password secret\n")
+    use_offline_wandb_unless_logged_in()
+    assert "WANDB_MODE" not in os.environ
+    netrc.write_text("machine elsewhere.example login user password secret\n")  # another server only
+    use_offline_wandb_unless_logged_in()
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.delenv("WANDB_MODE")
     netrc.write_text("machine api.wandb.ai login user password secret\n")
+    monkeypatch.setenv("WANDB_BASE_URL", "https://api.wandb.ai")  # the classic server, chosen
     use_offline_wandb_unless_logged_in()
     assert "WANDB_MODE" not in os.environ
     monkeypatch.setenv("WANDB_MODE", "disabled")

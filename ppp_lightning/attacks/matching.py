@@ -32,6 +32,7 @@ from ppp_lightning.attacks.per_sample import ProblemGradients, Targets, stackabl
 from ppp_lightning.attacks.result import AttackResult
 from ppp_lightning.attacks.targets import TARGETS, Target, select_gradients
 from ppp_lightning.losses import classification_terms
+from ppp_lightning.progress import progress_bar
 from ppp_lightning.validation import check_number
 
 __all__ = ["GradientMatchingAttack", "Problems", "detached_parameters", "known_labels"]
@@ -311,9 +312,9 @@ class GradientMatchingAttack:
         )
 
     def iterations_bar(self, problems: int) -> tqdm:
-        """A progress bar over iterations, unless ``progress=False``."""
+        """A live bar over iterations in a terminal, unless ``progress=False`` (none in a file or CI)."""
         name = type(self).__name__
-        return tqdm(total=self.iterations, desc=f"{name} ({problems} problems)", disable=not self.progress, leave=False)
+        return progress_bar(total=self.iterations, desc=f"{name} ({problems} problems)", enabled=self.progress, leave=False)
 
     # --- the three ways to compute active problems' gradients and objectives -------------------
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ppp_lightning.assessment.reporting import SCORES, ReportSink, markdown_table
 
-__all__ = ["ScalarSink", "TensorBoardSink", "WandbSink", "run_directory", "sinks_for"]
+__all__ = ["ScalarSink", "TensorBoardSink", "WandbSink", "report_summary", "run_directory", "sinks_for"]
 
 
 class ScalarSink:
@@ -86,9 +86,42 @@ class WandbSink(ScalarSink):
     def log_report(
         self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
     ) -> None:
-        """Log the table ``<prefix>/report`` and the sheet ``<prefix>/sheet``."""
+        """Log the table ``<prefix>/report`` and the sheet ``<prefix>/sheet``; each attack's findings in the summary.
+
+        The run summary gets :func:`report_summary` of the table (``<prefix>/<attack>/outcome``,
+        ``/identified``, ``/reconstructed``), so W&B's runs table can show what leaked and what was protected.
+        """
         self.logger.log_table(f"{prefix}/report", columns=list(columns), data=[list(row) for row in rows], step=step)
         self.logger.log_image(f"{prefix}/sheet", [sheet], step=step)
+        self.logger.experiment.summary.update(report_summary(prefix, columns, rows))
+
+
+def report_summary(prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str, str]:
+    """Per attack of an audit's table: its outcome (without the reason), identified and reconstructed counts.
+
+    Args:
+        prefix: the audit's key prefix.
+        columns: the table's columns; ``attack`` and ``outcome``, and those starting with ``identified``
+            and ``reconstructed``, are read.
+        rows: one row per attack.
+
+    Returns:
+        ``{"<prefix>/<attack>/outcome": "leaked", "<prefix>/<attack>/identified": "8/8 above chance ...", ...}``
+        (``identified`` and ``reconstructed`` as the table writes them, their k/n first).
+    """
+    index = {
+        key: next((i for i, column in enumerate(columns) if column.split(" ")[0] == key), None)
+        for key in ("attack", "outcome", "identified", "reconstructed")
+    }
+    if index["attack"] is None:
+        return {}
+    summary: dict[str, str] = {}
+    for row in rows:
+        for key in ("outcome", "identified", "reconstructed"):
+            if index[key] is not None:
+                value = row[index[key]]
+                summary[f"{prefix}/{row[index['attack']]}/{key}"] = value.split(" (")[0] if key == "outcome" else value
+    return summary
 
 
 def _item(values: Optional[Sequence[Any]], index: int) -> Any:
