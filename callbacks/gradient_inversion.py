@@ -153,7 +153,9 @@ class GradientInversionAttack(pl.Callback):
             settings the attack refuses, or ``num_images``/``victims`` changed with ``captured``; at
             setup, ``clean_layer`` with neither a ``defense`` nor an attached ``PartialPerturbation``;
             when training starts, a captured set-up that cannot be captured
-            (:func:`~callbacks.gradient_capture.check_capturable`).
+            (:func:`~callbacks.gradient_capture.check_capturable`); ``num_images`` above the batch
+            size with ``victims='batch'``: at setup from the datamodule's ``batch_size``, else at the
+            first batch (a plain ``DataLoader``).
     """
 
     def __init__(
@@ -221,6 +223,7 @@ class GradientInversionAttack(pl.Callback):
         self.last_step: Optional[int] = None
         self._victims: Optional[tuple[Tensor, Tensor]] = None
         self._floor: Optional[Tensor] = None
+        self._batch_unchecked = False  # num_images is checked at the first batch when the datamodule gives no size
         self._capture = GradientCapture()
         self._captured: Optional[CapturedStep] = None
         self._event: Optional[str] = None  # the scheduled attack on the step being captured
@@ -270,6 +273,7 @@ class GradientInversionAttack(pl.Callback):
 
     def _check_batch_size(self, data: Any, accumulate: int) -> None:
         batch_size = getattr(data, "batch_size", None)
+        self._batch_unchecked = batch_size is None
         if batch_size is None:
             return
         images = batch_size * accumulate
@@ -279,6 +283,10 @@ class GradientInversionAttack(pl.Callback):
                 f"(batch_size={batch_size} x accumulate_grad_batches={accumulate}); allowed: batch_size=1 and "
                 "accumulate_grad_batches=1, or source='recomputed'"
             )
+        self._check_num_images(batch_size)
+
+    def _check_num_images(self, batch_size: int) -> None:
+        """Refuse more recomputed victims from the batch than a training batch holds (never attack fewer)."""
         if self.source == "recomputed" and self.victims == "batch" and self.num_images > batch_size:
             raise ValueError(
                 f"num_images={self.num_images} but the training batches hold {batch_size} images; "
@@ -299,6 +307,9 @@ class GradientInversionAttack(pl.Callback):
         if self.source == "captured":
             self._capture_batch(trainer, pl_module, batch, batch_idx)
             return
+        if self._batch_unchecked:  # a plain DataLoader: its first batch gives the size
+            self._batch_unchecked = False
+            self._check_num_images(len(batch[0]))
         if self.victims == "batch":
             self._victims = batch[0][: self.num_images].detach().clone(), batch[1][: self.num_images].detach().clone()
         event = self._scheduled(trainer)

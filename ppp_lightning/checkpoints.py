@@ -16,18 +16,21 @@ ZIP_MAGIC = b"PK\x03\x04"
 
 
 class CheckpointFileError(RuntimeError):
-    """A ``--ckpt_path`` that is missing, truncated, corrupt or not a Lightning checkpoint.
+    """A checkpoint file (``--ckpt_path``, a ``--checkpoints`` entry) that is missing, a directory,
+    truncated, corrupt or not a Lightning checkpoint.
 
     Args:
         path: the checkpoint file.
         cause: what is wrong with it.
-        fix: what to do about it.
+        fix: what to do about it (``None``: delete it or pass another).
+        option: the option that named the file; an option ending in ``s`` holds a list, whose entry is named.
     """
 
-    def __init__(self, path: Path, cause: str, fix: str = "Delete it or pass another --ckpt_path") -> None:
+    def __init__(self, path: Path, cause: str, fix: Optional[str] = None, option: str = "--ckpt_path") -> None:
         self.path = path
         self.cause = cause
-        super().__init__(f"bad checkpoint --ckpt_path={path}: {cause}. {fix}.")
+        given = f"{option} entry {path}" if option.endswith("s") else f"{option}={path}"
+        super().__init__(f"bad checkpoint {given}: {cause}. {fix or f'Delete it or pass another {option}'}.")
 
 
 def local_checkpoint(ckpt_path: Optional[str]) -> Optional[Path]:
@@ -57,29 +60,32 @@ def _format_problem(path: Path) -> Optional[str]:
     return None
 
 
-def read_checkpoint(path: Path, weights_only: Optional[bool] = None) -> dict[str, Any]:
+def read_checkpoint(path: Path, weights_only: Optional[bool] = None, option: str = "--ckpt_path") -> dict[str, Any]:
     """Load a Lightning checkpoint on the CPU, or say why it cannot be used.
 
     Args:
         path: the checkpoint file.
         weights_only: passed to ``torch.load`` (``None``: torch's default).
+        option: the option that named the file, for the message (``--checkpoints``: a list's entry).
 
     Returns:
         The checkpoint dictionary.
 
     Raises:
-        CheckpointFileError: if the file is missing, truncated, corrupt or holds no ``state_dict``.
+        CheckpointFileError: if the file is missing, a directory, truncated, corrupt or holds no ``state_dict``.
     """
+    if path.is_dir():
+        raise CheckpointFileError(path, "it is a directory", "Pass the path of a checkpoint file (a .ckpt)", option)
     if not path.is_file():
-        raise CheckpointFileError(path, "no such file", fix="Pass the path of an existing checkpoint")
+        raise CheckpointFileError(path, "no such file", "Pass the path of an existing checkpoint", option)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
     except Exception as err:  # noqa: BLE001 - every load failure is explained by the file
         problem = _format_problem(path)
         if problem is None and "Weights only load failed" in str(err):
             fix = "If you trust the file, add --weights_only=false"
-            raise CheckpointFileError(path, "it holds objects that a weights-only load refuses", fix) from err
-        raise CheckpointFileError(path, f"{problem or 'corrupt'} ({_first_sentence(err)})") from err
+            raise CheckpointFileError(path, "it holds objects that a weights-only load refuses", fix, option) from err
+        raise CheckpointFileError(path, f"{problem or 'corrupt'} ({_first_sentence(err)})", option=option) from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointFileError(path, "not a Lightning checkpoint: it holds no 'state_dict' entry")
+        raise CheckpointFileError(path, "not a Lightning checkpoint: it holds no 'state_dict' entry", option=option)
     return checkpoint

@@ -63,7 +63,7 @@ def run_failing(capsys, args: list[str]) -> tuple[int, list[str]]:
 
 
 BAD_VALUES = {
-    "lr": (["--model.init_args.lr=-1"], "-1", "lr", 1),
+    "lr": (["--model.init_args.lr=-1"], "-1", "lr", 2),
     "arch": (["--model.init_args.arch=foo"], "foo", "'mlp', 'cnn', 'resnet18', 'vit'", 2),
     "lr type": (["--model.init_args.lr=abc"], "abc", "float", 2),
     "unknown option": (["--model.init_args.depth=3"], "depth", "not accepted", 2),
@@ -71,12 +71,12 @@ BAD_VALUES = {
         ["--trainer.callbacks+=callbacks.GradientInversionAttack", "--trainer.callbacks.num_images=0"],
         "num_images=0",
         ">= 1",
-        1,
+        2,
     ),
-    "lightning callback": (["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.mode=maximum"], "maximum", "min", 1),
+    "lightning callback": (["--trainer.callbacks+=ModelCheckpoint", "--trainer.callbacks.mode=maximum"], "maximum", "min", 2),
     "trainer type": (["--trainer.max_epochs=ten"], "ten", "int", 2),
     "class path": (["--data=datamodules.NoSuchData"], "NoSuchData", "data", 2),
-    "accumulate": (["--trainer.accumulate_grad_batches=0"], "accumulate_grad_batches=0", "allowed: >= 1", 1),
+    "accumulate": (["--trainer.accumulate_grad_batches=0"], "accumulate_grad_batches=0", "allowed: >= 1", 2),
 }
 
 
@@ -93,7 +93,7 @@ def test_bad_value_prints_one_line_with_the_toolkit_message(capsys, extra, value
 def test_accumulate_grad_batches_below_one_is_refused_before_any_callback_is_built(capsys):
     BUILT.clear()
     code, lines = run_failing(capsys, ["fit", "--config", tiny_config(callbacks=("tests.test_cli_errors.Recorder",)), "--trainer.accumulate_grad_batches=-2"])
-    assert code == 1 and "trainer.accumulate_grad_batches=-2 is not allowed; allowed: >= 1" in lines[-2]
+    assert code == 2 and "trainer.accumulate_grad_batches=-2 is not allowed; allowed: >= 1" in lines[-2]
     assert BUILT == [] and not Path("lightning_logs").exists() and not Path("checkpoints").exists()
 
 
@@ -185,3 +185,96 @@ def test_the_last_line_on_screen_is_ours_not_wandb(tmp_path):
     assert result.returncode == 1
     assert lines[-2].startswith("ppp-lightning: error: FileNotFoundError: MNIST files not found") and "nowhere" in lines[-2]
     assert "wandb sync" not in "\n".join(lines[-2:]) and not Path("runs").exists()
+
+
+# Bad inputs refused before any work, and exit statuses as the README states them (issue 28).
+
+NOISY = {"class_path": "callbacks.PartialPerturbation", "init_args": {"layers": "all", "sigma": 0.1}}
+SEED_ALLOWED = "allowed: an integer from 0 to 4294967295 (2**32 - 1, as seed_everything)"
+
+
+def _error(lines: list[str]) -> str:
+    """The one error line, without the prefix."""
+    (error,) = [line for line in lines if line.startswith("ppp-lightning: error: ")]
+    return error.removeprefix("ppp-lightning: error: ")
+
+
+def _command(command: str, *flags: str, callbacks: tuple = ()) -> list[str]:
+    """A cheap audit or calibrate of the tiny mlp (one analytic attack, two victims) with ``flags``."""
+    config = tiny_config()
+    data = yaml.safe_load(Path(config).read_text())
+    data["trainer"]["callbacks"] = list(callbacks)
+    Path(config).write_text(yaml.safe_dump(data))
+    return [command, "--config", config, "--attacks=[analytic]", "--victims=2", "--folder=out", *flags]
+
+
+@pytest.mark.parametrize("args", [
+    ["fit", "--trainer.max_epoch=7"],
+    ["audit", "--victim=3"],
+    ["calibrate", "--fact=2"],
+], ids=["fit", "audit", "calibrate"])  # fmt: skip
+def test_abbreviated_options_are_refused_as_unknown(capsys, args):
+    code, lines = run_failing(capsys, [args[0], "--config", tiny_config(), args[1], "--print_config"])
+    assert code == 2 and _error(lines) == f"unrecognized arguments: {args[1]}"
+
+
+COMMAND_VALUES = {
+    "audit seed=-1": (["--seed=-1"], "audit", (), f"seed=-1; {SEED_ALLOWED}"),
+    "audit seed=1e23": ([f"--seed={10**23}"], "audit", (), f"seed={10**23}; {SEED_ALLOWED}"),
+    "audit victims=0": (["--victims=0"], "audit", (), "victims=0; allowed: an integer >= 1"),
+    "calibrate seed=-1": (["--seed=-1"], "calibrate", (NOISY,), f"seed=-1; {SEED_ALLOWED}"),
+    "calibrate factor=1": (["--factor=1"], "calibrate", (NOISY,), "factor=1.0; allowed: a finite number > 1"),
+    "calibrate factor=0.5": (["--factor=0.5"], "calibrate", (NOISY,), "factor=0.5; allowed: a finite number > 1"),
+    "calibrate start=0": (["--start=0"], "calibrate", (NOISY,), "start=0.0; allowed: a finite number > 0"),
+    "calibrate held_out=-1": (["--held_out=-1"], "calibrate", (NOISY,),
+                              "held_out=-1; allowed: an integer >= 0 (0: no held-out victims)"),
+    "calibrate victims=0": (["--victims=0"], "calibrate", (NOISY,), "victims=0; allowed: an integer >= 1"),
+    "unknown attack": (["--attacks=[nope]"], "audit", (),
+                       "attacks ['nope'] do not apply to this model and defense; allowed: inverting, analytic, dlg"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("flags", "command", "callbacks", "message"), COMMAND_VALUES.values(), ids=COMMAND_VALUES.keys())
+def test_a_commands_bad_argument_is_refused_before_any_work_with_status_2(capsys, flags, command, callbacks, message):
+    code, lines = run_failing(capsys, _command(command, *flags, callbacks=callbacks))
+    assert (code, _error(lines)) == (2, message)
+    assert not list(Path(".").rglob("results.jsonl"))  # no attack ran
+
+
+@pytest.mark.parametrize("command", ["audit", "calibrate"])
+def test_a_folder_that_is_a_file_is_refused_naming_folder(capsys, command):
+    Path("out").write_text("a file")
+    code, lines = run_failing(capsys, _command(command, callbacks=(NOISY,)))
+    allowed = "allowed: a folder that can be created and written; pass another one"
+    assert (code, _error(lines)) == (2, f"--folder=out is a file, not a folder; {allowed}")
+
+
+def test_a_ckpt_path_that_is_a_directory_is_named_as_one(capsys):
+    Path("ckpts").mkdir()
+    code, lines = run_failing(capsys, _command("audit", "--ckpt_path=ckpts"))
+    fix = "Pass the path of a checkpoint file (a .ckpt)"
+    assert (code, _error(lines)) == (1, f"bad checkpoint --ckpt_path={Path('ckpts').resolve()}: it is a directory. {fix}.")
+
+
+def test_a_bad_checkpoints_entry_is_named_as_one(capsys):
+    Path("ckpts").mkdir()
+    code, lines = run_failing(capsys, _command("calibrate", "--checkpoints=[ckpts]", callbacks=(NOISY,)))
+    fix = "Pass the path of a checkpoint file (a .ckpt)"
+    assert (code, _error(lines)) == (1, f"bad checkpoint --checkpoints entry ckpts: it is a directory. {fix}.")
+    assert not list(Path(".").rglob("results.jsonl"))  # refused before the first audit
+
+
+EXIT_STATUSES = {
+    "bad lr in the config": (["fit", "--config", "CONFIG", "--model.init_args.lr=-1"], 2),
+    "unknown attack in --attacks": (["audit", "--config", "CONFIG", "--attacks=[nope]"], 2),
+    "--victims 0": (["audit", "--config", "CONFIG", "--victims=0"], 2),
+    "a Lightning callback's refusal": (["fit", "--config", "CONFIG", "--trainer.callbacks+=ModelCheckpoint",
+                                        "--trainer.callbacks.mode=maximum"], 2),
+    "run-time failure": (["fit", "--config", "CONFIG", "--trainer.callbacks+=tests.test_cli_errors.FailInSetup"], 1),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "status"), EXIT_STATUSES.values(), ids=EXIT_STATUSES.keys())
+def test_exit_status_is_2_for_configured_values_refused_and_1_for_failures_during_the_run(capsys, args, status):
+    code, _ = run_failing(capsys, [tiny_config() if arg == "CONFIG" else arg for arg in args])
+    assert code == status

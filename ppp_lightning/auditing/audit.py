@@ -21,9 +21,13 @@ holding another model's, defense's or victims' audit is refused). ``report.md`` 
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
+import os
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -51,17 +55,26 @@ __all__ = [
     "RESULTS",
     "SHEET",
     "AuditedGradients",
+    "MAX_SEED",
     "audit",
     "audit_records",
     "audited_gradients",
+    "check_integer",
+    "check_seed",
+    "folder_lock",
     "leak_rows",
     "model_fingerprint",
+    "writable_folder",
     "sheet_rows",
     "union_text",
     "write_report",
 ]
 
 RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
+# The lock file an audit holds in its folder while it runs (it names the holder's pid).
+LOCK = ".lock"
+# The largest seed (Lightning's seed_everything and NumPy accept 0 to 2**32 - 1).
+MAX_SEED = 2**32 - 1
 RECONSTRUCTIONS = "reconstructions"
 # Settings that records written before they existed lack, with the value those audits used.
 RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE}
@@ -129,6 +142,96 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_integer(name: str, value: int, minimum: int, note: str = "") -> int:
+    """Return ``value`` if it is an integer (not a bool) of at least ``minimum``, else raise naming it.
+
+    Args:
+        name: the setting's name, as the user typed it.
+        value: its value.
+        minimum: the smallest allowed value.
+        note: said after the allowed values (e.g. ``"(0: none)"``).
+
+    Raises:
+        ValueError: ``"<name>=<value>; allowed: an integer >= <minimum>"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}; allowed: an integer >= {minimum}{f' {note}' if note else ''}")
+    return value
+
+
+def check_seed(seed: int) -> int:
+    """Return ``seed`` if it is an integer in ``[0, 2**32 - 1]`` (what Lightning's ``seed_everything`` allows).
+
+    Raises:
+        ValueError: ``"seed=<value>; allowed: an integer from 0 to 4294967295 ..."``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed!r}; allowed: an integer from 0 to {MAX_SEED} (2**32 - 1, as seed_everything)")
+    return seed
+
+
+def writable_folder(folder: Path, option: str = "folder") -> Path:
+    """Create ``folder`` (and its parents) if needed and check that a file can be written in it.
+
+    Args:
+        folder: the folder.
+        option: its option's name, for the message (``--folder`` on the command line).
+
+    Returns:
+        ``folder`` as a path.
+
+    Raises:
+        ValueError: ``"<option>=<folder> ...; allowed: a folder that can be created and written"``
+            when it is a file, cannot be created or cannot be written.
+    """
+    folder = Path(folder)
+    allowed = "allowed: a folder that can be created and written; pass another one"
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{option}={folder} is a file, not a folder; {allowed}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option}={folder} cannot be written ({err.strerror or err}); {allowed}") from None
+    return folder
+
+
+@contextmanager
+def folder_lock(folder: Path, option: str = "folder", work: str = "audited") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (``<folder>/.lock``, with this process's pid) for the block.
+
+    Two runs writing one folder at once would each redo every attack and write every record twice;
+    the second is refused instead. The lock goes with the process, however it ends.
+
+    Args:
+        folder: the folder (created, and checked writable, by :func:`writable_folder`).
+        option: its option's name, for the messages.
+        work: what the holder does there, for the message (``audited``, ``calibrated``).
+
+    Yields:
+        ``folder`` as a path.
+
+    Raises:
+        ValueError: if the folder cannot be written, or another process holds its lock.
+    """
+    folder = writable_folder(folder, option)
+    with (folder / LOCK).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ValueError(
+                f"{option} {folder} is being {work} by another process (pid {holder}); wait or pass another {option}"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield folder
+
+
 def audit(
     model: nn.Module,
     dataset: Any,
@@ -174,12 +277,40 @@ def audit(
         Every attack's record (those of earlier runs included), in the order of ``attacks``.
 
     Raises:
-        ValueError: if ``folder`` holds an audit of another model, defense, victims, seed, batch
-            size or pool size, or ``victims`` is not a multiple of ``batch_size``.
+        ValueError: before any work, if ``victims`` is not an integer >= 1 or not a multiple of
+            ``batch_size``, ``seed`` is not in ``[0, 2**32 - 1]``, ``folder`` is a file or cannot be
+            created or written, another process is auditing it (:func:`folder_lock`), or it holds an
+            audit of another model, defense, victims, seed, batch size or pool size.
     """
+    check_integer("victims", victims, 1)
+    check_seed(seed)
     if batch_size < 1 or victims % batch_size:
         raise ValueError(f"victims={victims}, batch_size={batch_size}; allowed: victims a multiple of batch_size >= 1")
-    folder = Path(folder)
+    with folder_lock(folder) as folder:
+        return _audit(model, dataset, attacks, folder, defense, mean, std, one_channel, victims, seed, control,
+                      progress, sinks, step, prefix, batch_size, pool_size)  # fmt: skip
+
+
+def _audit(
+    model: nn.Module,
+    dataset: Any,
+    attacks: Mapping[str, AttackSpec],
+    folder: Path,
+    defense: Optional[DefenseSpec],
+    mean: Sequence[float],
+    std: Sequence[float],
+    one_channel: bool,
+    victims: int,
+    seed: int,
+    control: bool,
+    progress: bool,
+    sinks: Sequence[ReportSink],
+    step: int,
+    prefix: str,
+    batch_size: int,
+    pool_size: int,
+) -> list[AttackRecord]:
+    """:func:`audit`'s work, its arguments checked and its folder locked."""
     images, labels = draw_victims(dataset, victims, seed, stratified=True)
     network = copy.deepcopy(model).train()
     device = next(network.parameters()).device  # attacks run there; scores on the CPU

@@ -26,7 +26,7 @@ from ppp_lightning.assessment.record import AttackRecord, union
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.assessment.verdicts import clopper_pearson
 from ppp_lightning.attacks import AttackSpec
-from ppp_lightning.auditing.audit import audit, audited_gradients
+from ppp_lightning.auditing.audit import audit, audited_gradients, check_integer, check_seed, folder_lock
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.validation import check_number
 from ppp_lightning.victims import draw_victims
@@ -38,6 +38,7 @@ __all__ = [
     "Calibration",
     "SigmaSearch",
     "calibrate",
+    "check_calibration",
     "noise_statistics",
     "sigma_folder",
     "smallest_protective_sigma",
@@ -258,11 +259,55 @@ def calibrate(
         held_out: how many held-out victims confirm a protective sigma (0: none).
 
     Raises:
-        ValueError: if ``held_out`` is negative.
+        ValueError: before any audit, on a bad setting (:func:`check_calibration`), a folder that is
+            a file or cannot be written, or one another process is calibrating.
     """
-    if held_out < 0:
-        raise ValueError(f"held_out={held_out}; allowed: an integer >= 0 (0: no held-out victims)")
-    folder = Path(folder)
+    check_calibration(victims, seed, factor, start, held_out)
+    with folder_lock(folder, work="calibrated") as folder:
+        return _calibrate(model, dataset, attacks, family, folder, mean, std, one_channel, victims, seed, factor,
+                          start, state, progress, pool_size, held_out)  # fmt: skip
+
+
+def check_calibration(victims: int, seed: int, factor: float, start: Optional[float], held_out: int) -> None:
+    """Refuse :func:`calibrate`'s settings before any audit (each named with its allowed values).
+
+    Args:
+        victims: victims per audit (an integer >= 1).
+        seed: the seed (an integer in ``[0, 2**32 - 1]``).
+        factor: the precision of the answer (> 1).
+        start: the first sigma tried (``None``, or > 0).
+        held_out: held-out victims (an integer >= 0).
+
+    Raises:
+        ValueError: naming the first bad setting and its allowed values.
+    """
+    check_integer("victims", victims, 1)
+    check_seed(seed)
+    check_number("factor", factor, minimum=1, exclusive_minimum=True)
+    if start is not None:
+        check_number("start", start, minimum=0, exclusive_minimum=True)
+    check_integer("held_out", held_out, 0, note="(0: no held-out victims)")
+
+
+def _calibrate(
+    model: nn.Module,
+    dataset: Any,
+    attacks: Mapping[str, AttackSpec],
+    family: DefenseSpec,
+    folder: Path,
+    mean: Sequence[float],
+    std: Sequence[float],
+    one_channel: bool,
+    victims: int,
+    seed: int,
+    factor: float,
+    start: Optional[float],
+    state: str,
+    progress: bool,
+    pool_size: int,
+    held_out: int,
+) -> Calibration:
+    """:func:`calibrate`'s work, its settings checked and its folder locked."""
     common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
     common.update(control=False, progress=progress, pool_size=pool_size)
     baseline = _Found(audit(model, dataset, attacks, folder / "no_noise", None, **common))

@@ -20,7 +20,7 @@ from typing_extensions import override
 from ppp_lightning.checkpoints import CheckpointFileError, local_checkpoint, read_checkpoint
 from ppp_lightning.lightning.checkpoint_hparams import checkpoint_hparams_differences, configured_model
 from ppp_lightning.lightning.commands import LeakFound, PPPTrainer
-from ppp_lightning.lightning.errors import describe_error, exit_status
+from ppp_lightning.lightning.errors import describe_error, exit_status, mark_usage_error
 from ppp_lightning.lightning.run_footprint import undone_if_no_batch_completes
 from ppp_lightning.lightning.wandb_policy import finish_wandb, use_offline_wandb_unless_logged_in
 
@@ -73,6 +73,10 @@ class PPPLightningCLI(LightningCLI):
       < 1``) are refused before any object is built.
     - Under ``fast_dev_run`` no checkpoint is written (not even ``save_last``'s ``last.ckpt``).
     - A run that fails before completing a batch leaves no W&B run or run folder behind.
+    - Options are never abbreviated (``--trainer.max_epoch`` is refused as unknown, not taken as
+      ``max_epochs``), in every subcommand.
+    - A value a class refuses while the configuration is instantiated is a configuration error
+      (exit status 2), like the parser's own.
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``).
@@ -90,9 +94,20 @@ class PPPLightningCLI(LightningCLI):
             "save_config_kwargs": {"overwrite": True},
             "seed_everything_default": 0,
             "trainer_defaults": {"logger": WANDB_LOGGER},
-            "parser_kwargs": {"exit_on_error": False, "prog": PROG},
+            "parser_kwargs": {
+                "exit_on_error": False,
+                "prog": PROG,
+                "allow_abbrev": False,
+                **{subcommand: {"allow_abbrev": False} for subcommand in self.subcommands()},
+            },
         }
-        super().__init__(args=args, **{**defaults, **kwargs})
+        self._instantiating = False  # from before_instantiate_classes to after_instantiate_classes
+        try:
+            super().__init__(args=args, **{**defaults, **kwargs})
+        except Exception as err:
+            if self._instantiating:  # a configured value refused by a class: a configuration error
+                mark_usage_error(err)
+            raise
 
     @staticmethod
     @override
@@ -143,6 +158,7 @@ class PPPLightningCLI(LightningCLI):
 
     @override
     def before_instantiate_classes(self) -> None:
+        self._instantiating = True
         trainer = self._get(self.config, "trainer") or {}
         for option, minimum in TRAINER_MINIMA.items():
             value = trainer.get(option)
@@ -151,6 +167,7 @@ class PPPLightningCLI(LightningCLI):
 
     @override
     def after_instantiate_classes(self) -> None:
+        self._instantiating = False
         if not self.trainer.fast_dev_run:
             return
         # Lightning skips every checkpoint under fast_dev_run except save_last's at the end of training.
@@ -183,7 +200,10 @@ def main(args: Optional[list[str]] = None) -> None:
 
     A failure (a bad value in the configuration, a bad data or checkpoint file, an error during
     the run) prints one line, ``ppp-lightning: error: <message>``, with the toolkit's message
-    naming the bad value, and exits with status 2 (command-line/configuration errors) or 1. The
+    naming the bad value, and exits with status 2 for a command-line or configuration error (the
+    parser's, a value a class refuses while the configuration is built, a subcommand's argument
+    refused before any work) or 1 for a failure during the run (bad data or checkpoint files
+    included). The
     full traceback is shown instead when the environment variable ``PPP_LIGHTNING_TRACEBACK=1`` is
     set or ``--traceback`` is given (anywhere on the command line). A run that fails before
     completing a batch leaves no W&B run and no run folder behind.

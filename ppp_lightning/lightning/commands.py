@@ -22,10 +22,25 @@ from torch import nn
 from callbacks.partial_perturbation import PartialPerturbation, attached_perturbation
 from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import REPORT, SHEET, audit, model_fingerprint
-from ppp_lightning.auditing.noise_search import HELD_OUT_VICTIMS, Calibration, SigmaSearch, calibrate
+from ppp_lightning.auditing.audit import (
+    REPORT,
+    SHEET,
+    audit,
+    check_integer,
+    check_seed,
+    model_fingerprint,
+    writable_folder,
+)
+from ppp_lightning.auditing.noise_search import (
+    HELD_OUT_VICTIMS,
+    Calibration,
+    SigmaSearch,
+    calibrate,
+    check_calibration,
+)
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defenses.spec import DefenseSpec
+from ppp_lightning.lightning.errors import usage_errors
 from ppp_lightning.lightning.logger_sinks import sinks_for
 from ppp_lightning.victims import VictimPool, victim_pool
 
@@ -72,15 +87,23 @@ class PPPTrainer(pl.Trainer):
 
         Raises:
             LeakFound: with ``fail_on_leak``, on a leak.
-            ValueError: on an attack that does not apply, a datamodule without ``train_set``, or a
-                folder that holds another audit.
+            ValueError: before any attack (a usage error, exit status 2), on ``victims`` < 1, a
+                ``seed`` outside ``[0, 2**32 - 1]``, a ``folder`` that is a file or cannot be
+                written, an attack that does not apply or a datamodule without ``train_set``;
+                then on a folder that another process is auditing or that holds another audit.
         """
-        data = _prepared(datamodule, "audit")
+        with usage_errors():
+            check_integer("victims", victims, 1)
+            check_seed(seed)
         if ckpt_path:
             _load_weights(model, ckpt_path)
         defense = getattr(attached_perturbation(self), "spec", None)
-        suite = attack_suite(model, data.train_set[0][0][None], defense, attacks, data.one_channel, progress=True)
         where = Path(folder) if folder else _default_folder(self, "audits", model, defense, victims, seed)
+        with usage_errors():
+            writable_folder(where, "--folder")
+        data = _prepared(datamodule, "audit")
+        with usage_errors():
+            suite = attack_suite(model, data.train_set[0][0][None], defense, attacks, data.one_channel, progress=True)
         records = audit(model, data.train_set, suite, where, defense, data.mean, data.std, data.one_channel,
                         victims, seed, sinks=sinks_for(self.loggers), step=self.global_step)  # fmt: skip
         print((where / REPORT).read_text() + f"\nSheet: {where / SHEET}")
@@ -133,27 +156,35 @@ class PPPTrainer(pl.Trainer):
                 victims it was searched on (0: none).
 
         Raises:
-            ValueError: without an attached ``PartialPerturbation`` (the family), with no state to
-                calibrate, or on an attack that does not apply.
+            ValueError: before any audit (a usage error, exit status 2), on a bad ``victims``,
+                ``seed``, ``factor``, ``start`` or ``held_out``, without an attached
+                ``PartialPerturbation`` (the family), with no state to calibrate, on a ``folder``
+                that is a file or cannot be written, or on an attack that does not apply.
+            CheckpointFileError: on a ``checkpoints`` entry that cannot be read.
         """
-        family = getattr(attached_perturbation(self), "spec", None)
-        if family is None:
-            raise ValueError(
-                "calibrate needs a defense family: add a callbacks.PartialPerturbation to trainer.callbacks "
-                "(its layers, mechanism and relative are kept; sigma is searched)"
-            )
+        with usage_errors():
+            check_calibration(victims, seed, factor, start, held_out)
+            family = getattr(attached_perturbation(self), "spec", None)
+            if family is None:
+                raise ValueError(
+                    "calibrate needs a defense family: add a callbacks.PartialPerturbation to trainer.callbacks "
+                    "(its layers, mechanism and relative are kept; sigma is searched)"
+                )
+            if not initialisation and not checkpoints:
+                raise ValueError("initialisation=false and no checkpoints: nothing to calibrate; allowed: either or both")
+            where = Path(folder) if folder else _default_folder(self, "calibrations", model, family, victims, seed)
+            writable_folder(where, "--folder")
         states = ([("initialisation", model)] if initialisation else []) + [
-            (path, _load_weights(copy.deepcopy(model), path)) for path in checkpoints or []
+            (path, _load_weights(copy.deepcopy(model), path, "--checkpoints")) for path in checkpoints or []
         ]
-        if not states:
-            raise ValueError("initialisation=false and no checkpoints: nothing to calibrate; allowed: either or both")
         data = _prepared(datamodule, "calibrate")
-        where = Path(folder) if folder else _default_folder(self, "calibrations", model, family, victims, seed)
+        with usage_errors():
+            suites = [attack_suite(state, data.train_set[0][0][None], family, attacks, data.one_channel, progress=True)
+                      for _, state in states]  # fmt: skip
         results = [
-            calibrate(state, data.train_set, attack_suite(state, data.train_set[0][0][None], family, attacks,
-                      data.one_channel, progress=True), family, where / _state_folder(name), data.mean, data.std,
+            calibrate(state, data.train_set, suite, family, where / _state_folder(name), data.mean, data.std,
                       data.one_channel, victims, seed, factor, start, name, held_out=held_out)  # fmt: skip
-            for name, state in states
+            for (name, state), suite in zip(states, suites)
         ]
         (where / CALIBRATION_FILE).write_text(json.dumps([r.to_dict() for r in results], indent=2))
         print(_calibration_table(results) + f"\nDetails: {where / CALIBRATION_FILE}")
@@ -190,9 +221,10 @@ def _prepared(datamodule: Optional[pl.LightningDataModule], command: str) -> Vic
     return victim_pool(datamodule, command)
 
 
-def _load_weights(model: nn.Module, path: str) -> nn.Module:
-    """``model`` with a checkpoint's weights (:func:`~ppp_lightning.checkpoints.read_checkpoint` names a bad file)."""
-    model.load_state_dict(read_checkpoint(Path(path))["state_dict"])
+def _load_weights(model: nn.Module, path: str, option: str = "--ckpt_path") -> nn.Module:
+    """``model`` with a checkpoint's weights (:func:`~ppp_lightning.checkpoints.read_checkpoint` names a bad file
+    and the ``option`` that gave it)."""
+    model.load_state_dict(read_checkpoint(Path(path), option=option)["state_dict"])
     return model
 
 

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import re
 from argparse import ArgumentError
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-__all__ = ["describe_error", "exit_status"]
+__all__ = ["USAGE_EXIT_STATUS", "RUN_EXIT_STATUS", "describe_error", "exit_status", "mark_usage_error", "usage_errors"]
+
+# A command-line or configuration error: the parser's, or a value a class or a command refused before any work.
+USAGE_EXIT_STATUS = 2
+# A failure during the run (a bad data or checkpoint file, an error in a step or an attack).
+RUN_EXIT_STATUS = 1
+# The attribute :func:`usage_errors` sets on the errors it lets through.
+_USAGE_MARK = "ppp_lightning_usage_error"
+# The errors a class or a check raises when it refuses a value.
+_REFUSALS = (ValueError, MisconfigurationException)
 
 # Modules that only wrap or re-raise errors while parsing and instantiating the configuration.
 WRAPPER_MODULES = ("jsonargparse", "argparse", "pytorch_lightning.cli")
@@ -106,10 +117,41 @@ def describe_error(err: BaseException) -> str:
     return f"{where}: {message}" if where else message
 
 
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """Mark a refusal raised in the block as a usage error: a configured value was refused (exit status 2).
+
+    A refusal is a ``ValueError`` (the toolkit's classes and checks) or a ``MisconfigurationException``
+    (Lightning's classes), itself or in the cause chain of what the parser wraps it in. Wrap what
+    instantiates the configuration's classes and what validates a command's arguments, never the
+    run itself: a refusal raised during the run keeps exit status 1, and so does any other error
+    (a missing data file) raised in the block.
+
+    Raises:
+        Exception: the block's, unchanged (marked when it is a refusal).
+    """
+    try:
+        yield
+    except Exception as err:
+        mark_usage_error(err)
+        raise
+
+
+def mark_usage_error(err: BaseException) -> None:
+    """Mark ``err`` as a usage error (exit status 2) if it is a refusal (see :func:`usage_errors`)."""
+    if any(isinstance(e, _REFUSALS) for e in _cause_chain(err)):
+        setattr(err, _USAGE_MARK, True)
+
+
 def exit_status(err: BaseException) -> int:
-    """2 for a command-line or configuration error (an ``ArgumentError`` in the cause chain), else 1.
+    """2 for a command-line or configuration error, else 1.
+
+    A configuration error is an ``ArgumentError`` (the parser's) or a refusal raised inside
+    :func:`usage_errors` (a class refusing a configured value while the configuration is
+    instantiated, a command refusing its arguments), anywhere in the cause chain.
 
     Args:
         err: the exception that ended the command.
     """
-    return 2 if any(isinstance(e, ArgumentError) for e in _cause_chain(err)) else 1
+    usage = any(isinstance(e, ArgumentError) or getattr(e, _USAGE_MARK, False) for e in _cause_chain(err))
+    return USAGE_EXIT_STATUS if usage else RUN_EXIT_STATUS
