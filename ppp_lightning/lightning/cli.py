@@ -17,12 +17,17 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
+from ppp_lightning.auditing.audit import writable_folder
 from ppp_lightning.checkpoints import CheckpointFileError, local_checkpoint, read_checkpoint
 from ppp_lightning.lightning.checkpoint_hparams import checkpoint_hparams_differences, configured_model
 from ppp_lightning.lightning.commands import LeakFound, PPPTrainer
 from ppp_lightning.lightning.errors import describe_error, exit_status, mark_usage_error
 from ppp_lightning.lightning.run_footprint import undone_if_no_batch_completes
-from ppp_lightning.lightning.wandb_policy import finish_wandb, use_offline_wandb_unless_logged_in
+from ppp_lightning.lightning.wandb_policy import (
+    finish_wandb,
+    use_offline_wandb_unless_logged_in,
+    use_short_wandb_init_timeout,
+)
 
 __all__ = [
     "CheckpointFileError",
@@ -51,6 +56,8 @@ WANDB_LOGGER = {
     "class_path": "pytorch_lightning.loggers.WandbLogger",
     "init_args": {"project": "ppp-lightning", "save_dir": "runs"},
 }
+# The default logger's folder; with ``--trainer.default_root_dir`` and no other save_dir, that folder instead.
+DEFAULT_SAVE_DIR = WANDB_LOGGER["init_args"]["save_dir"]
 # Trainer options Lightning accepts but cannot run with: option -> smallest allowed value.
 TRAINER_MINIMA = {"accumulate_grad_batches": 1}
 
@@ -77,6 +84,9 @@ class PPPLightningCLI(LightningCLI):
       ``max_epochs``), in every subcommand.
     - A value a class refuses while the configuration is instantiated is a configuration error
       (exit status 2), like the parser's own.
+    - ``--trainer.default_root_dir`` must be a folder that can be created and written (else exit
+      status 2 before any work); the default W&B logger then saves there instead of ``runs/``
+      (unless its ``save_dir`` or ``dir`` was set).
 
     Args:
         args: command-line arguments (``None``: ``sys.argv``).
@@ -164,6 +174,23 @@ class PPPLightningCLI(LightningCLI):
             value = trainer.get(option)
             if value is not None and value < minimum:
                 raise ValueError(f"trainer.{option}={value} is not allowed; allowed: >= {minimum}")
+        root_dir = trainer.get("default_root_dir")
+        if root_dir is not None:
+            writable_folder(root_dir, "--trainer.default_root_dir")
+            self._default_logger_in(trainer, str(root_dir))
+
+    @staticmethod
+    def _default_logger_in(trainer: Any, root_dir: str) -> None:
+        """Point a W&B logger still saving to the default ``runs`` folder at ``root_dir``."""
+        logger = trainer.get("logger")
+        loggers = logger if isinstance(logger, list) else [logger]
+        for entry in loggers:
+            class_path = str(entry.get("class_path", "")) if hasattr(entry, "get") else ""
+            init_args = entry.get("init_args") if class_path else None
+            if not class_path.endswith("WandbLogger") or init_args is None or init_args.get("dir") is not None:
+                continue
+            if init_args.get("save_dir") == DEFAULT_SAVE_DIR:
+                init_args["save_dir"] = root_dir
 
     @override
     def after_instantiate_classes(self) -> None:
@@ -206,7 +233,9 @@ def main(args: Optional[list[str]] = None) -> None:
     included). The
     full traceback is shown instead when the environment variable ``PPP_LIGHTNING_TRACEBACK=1`` is
     set or ``--traceback`` is given (anywhere on the command line). A run that fails before
-    completing a batch leaves no W&B run and no run folder behind.
+    completing a batch leaves no W&B run and no run folder behind. W&B's server gets
+    ``WANDB_INIT_TIMEOUT`` seconds to answer (20 unless set); an unreachable one ends the run with a
+    line naming the host and ``WANDB_MODE=offline``.
 
     ``--ckpt_path`` refuses a checkpoint whose saved model hyperparameters differ from the
     configured model's and names the keys; ``--use_checkpoint_hparams=true`` uses the checkpoint's.
@@ -222,6 +251,7 @@ def main(args: Optional[list[str]] = None) -> None:
     show_traceback = _traceback_requested(argv)
     argv = [arg for arg in argv if arg != TRACEBACK_FLAG]
     use_offline_wandb_unless_logged_in()
+    use_short_wandb_init_timeout()  # an unreachable W&B server fails in seconds, not minutes
     try:
         PPPLightningCLI(args=argv)
     except LeakFound as leak:

@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from ppp_lightning.lightning.wandb_policy import describe_wandb_network_error
+
 __all__ = ["USAGE_EXIT_STATUS", "RUN_EXIT_STATUS", "describe_error", "exit_status", "mark_usage_error", "usage_errors"]
 
 # A command-line or configuration error: the parser's, or a value a class or a command refused before any work.
@@ -101,7 +103,9 @@ def describe_error(err: BaseException) -> str:
     jsonargparse wraps a bad value in several layers ("Does not validate against any of the Union
     subtypes", ...). The message shown is the first exception in the cause chain that the parser
     did not raise (a class's own ``ValueError``), else the innermost parser message, prefixed by
-    the configuration key or the class being built.
+    the configuration key or the class being built. A W&B server that could not be reached (a
+    ``CommError`` or time-out from wandb anywhere in the chain) is told as such, with the way out
+    (``WANDB_MODE=offline``).
 
     Args:
         err: the exception that ended the command.
@@ -110,6 +114,9 @@ def describe_error(err: BaseException) -> str:
         The message, at most a few lines.
     """
     chain = _cause_chain(err)
+    for link in chain:
+        if network := describe_wandb_network_error(link):
+            return network
     wrappers = [e for e in chain if _is_wrapper(e)]
     real = next((e for e in chain if not _is_wrapper(e)), chain[-1])
     where = _config_location(wrappers) or _building_class(real)

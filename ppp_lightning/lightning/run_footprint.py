@@ -22,6 +22,8 @@ __all__ = ["RunFootprint", "undone_if_no_batch_completes"]
 
 # Loggers whose run folders a failed setup removes.
 FOLDER_LOGGERS = (WandbLogger, TensorBoardLogger, CSVLogger)
+# The folders wandb keeps a run in, inside its ``wandb/`` folder (also when ``wandb.init`` failed).
+WANDB_RUN_DIRS = ("run-*", "offline-run-*")
 
 
 def _version_dir(logger: Logger) -> Optional[Path]:
@@ -68,6 +70,7 @@ class RunFootprint:
     def __init__(self, trainer: pl.Trainer) -> None:
         self.trainer = trainer
         self.existed = {path: path.exists() for path in self._own_dirs() + self._shared_dirs()}
+        self.wandb_runs = set(self._wandb_run_dirs())
         self.links = {link: os.readlink(link) for link in self._links()}
         self.config_file = self._config_file()
         self.config_bytes = self.config_file.read_bytes() if self.config_file and self.config_file.is_file() else None
@@ -88,10 +91,22 @@ class RunFootprint:
         dirs = [Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
         for logger in self._loggers():
             dirs += [Path(logger.save_dir, "wandb"), Path(logger.save_dir, str(logger.name)), Path(logger.save_dir)]
-        return dirs
+        return dirs + self._wandb_dirs()
+
+    def _wandb_dirs(self) -> list[Path]:
+        """The ``wandb/`` folders of the W&B loggers: ``<save_dir>/wandb``, else ``$WANDB_DIR`` or ``./wandb``."""
+        roots = [logger.save_dir or os.environ.get("WANDB_DIR") or "." for logger in self.trainer.loggers
+                 if isinstance(logger, WandbLogger)]  # fmt: skip
+        return list(dict.fromkeys(Path(root, "wandb") for root in roots))
+
+    def _wandb_run_dirs(self) -> list[Path]:
+        """The run folders in the W&B loggers' ``wandb/`` folders, also those of a ``wandb.init`` that failed."""
+        return [path for root in self._wandb_dirs() for pattern in WANDB_RUN_DIRS for path in root.glob(pattern)
+                if path.is_dir() and not path.is_symlink()]  # fmt: skip
 
     def _links(self) -> list[Path]:
-        return [path for root in self._save_dirs() for path in (root / "wandb").glob("*") if path.is_symlink()]
+        roots = dict.fromkeys([root / "wandb" for root in self._save_dirs()] + self._wandb_dirs())
+        return [path for root in roots for path in root.glob("*") if path.is_symlink()]
 
     def _config_file(self) -> Optional[Path]:
         savers = [cb for cb in self.trainer.callbacks if isinstance(cb, SaveConfigCallback)]
@@ -103,6 +118,8 @@ class RunFootprint:
         own_dirs = [path for path in self._own_dirs() if path.is_dir() and not self.existed.get(path, False)]
         if _wandb_run_dir(self._save_dirs()) in own_dirs:
             finish_wandb(quiet=True)  # before deleting its folder: W&B writes on finishing
+        # A wandb.init that failed (an unreachable server) left its run folder but no run to name it.
+        own_dirs += [path for path in self._wandb_run_dirs() if path not in self.wandb_runs and path not in own_dirs]
         for path in own_dirs:
             shutil.rmtree(path, ignore_errors=True)
         self._restore_links()
