@@ -1,6 +1,7 @@
 """Attacks on real digits (offline MNIST). Measured values are in the comments (seed 0, 2 CPU cores)."""
 
 import copy
+import io
 import warnings
 
 import pytest
@@ -170,13 +171,19 @@ def test_spec_builds_by_name_and_refuses_unknown_names_and_ignored_options():
         InvertingGradients(tv_weight=-1)
 
 
-def test_progress_bar_shows_iterations_and_loss(digits, capsys):
+def test_progress_bar_shows_iterations_and_loss_in_a_terminal(digits, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
     model = _victim("mlp", width=16)
     x, y = digits[0][:1], digits[1][:1]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         InvertingGradients(iterations=12, progress=True)(model, client_gradient(model, x, y), y, x.shape)
-    err = capsys.readouterr().err
+    err = terminal.getvalue()
     assert "InvertingGradients (1 problems)" in err and "/12" in err and "best=" in err and "active=1" in err
 
 

@@ -168,3 +168,24 @@ def test_the_tensorboard_and_scalar_sinks_take_the_report_as_their_logger_can():
     TensorBoardSink(SimpleNamespace(experiment=experiment)).log_report("audit", ["a", "b"], [["x", "y"]], sheet, 7)
     assert calls == [("text", "audit/report", "| a | b |\n|---|---|\n| x | y |", 7), ("image", "audit/sheet", sheet, 7)]
     assert ScalarSink(SimpleNamespace()).log_report("audit", ["a"], [["x"]], sheet, 7) is None  # scalars only
+
+
+def test_calibrate_puts_both_sigmas_in_the_run_summary_and_plots_leaking_over_sigma(monkeypatch):
+    from ppp_lightning.lightning.logger_sinks import WandbSink
+
+    summaries, curves = [], []
+    monkeypatch.setattr(WandbSink, "log_summary", lambda self, values: summaries.append(dict(values)))
+    monkeypatch.setattr(WandbSink, "log_curve", lambda self, key, x_name, x, series: curves.append((key, x, series)))
+    wandb_logger = {"class_path": "pytorch_lightning.loggers.WandbLogger", "init_args": {"save_dir": "runs"}}
+    main(["calibrate", "--config", _config([NOISY]), "--attacks=[analytic]", "--victims=8", "--folder=cal",
+          f"--trainer.logger={json.dumps(wandb_logger)}"])  # fmt: skip
+    (result,) = json.loads(Path("cal/calibration.json").read_text())
+    assert summaries == [{"calibrate/initialisation/outcome": "calibrated",
+                          "calibrate/initialisation/sigma": result["search"]["sigma"],
+                          "calibrate/initialisation/reconstruction_sigma": result["reconstruction"]["sigma"]}]  # fmt: skip
+    ((key, sigmas, series),) = curves
+    tried = {float(f"{s:.6g}") for run in ("search", "reconstruction") for s, _ in result[run]["evaluations"]}
+    assert key == "calibrate/initialisation/leak_vs_sigma" and sigmas == sorted(tried)
+    at = {f"{s:.6g}": rate for s, rate in zip(sigmas, series["reconstructed"])}
+    answer, below = (f"{result['search'][k]:.6g}" for k in ("sigma", "leaking"))
+    assert at[answer] == 0 and at[below] == sum(result["unions"][below]) / 8

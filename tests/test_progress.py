@@ -79,3 +79,34 @@ def test_an_attacks_iteration_bar_is_live_in_a_terminal_and_silent_in_a_file(att
         attack(iterations=20, patience=0, progress=True).run(model, [shared], [labels], shape)
         assert bool(ESCAPES.search(stream.getvalue())) is shown
         assert (stream.getvalue() == "") is not shown
+
+
+def test_an_audit_in_a_log_file_prints_one_line_per_attack_and_no_escape_codes(monkeypatch, tmp_path):
+    from datamodules import OfflineMNISTDataModule
+    from ppp_lightning.attacks import AttackSpec
+    from ppp_lightning.auditing.audit import audit
+
+    log = io.StringIO()  # not a terminal, as a log file or CI
+    monkeypatch.setattr("sys.stderr", log)
+    data = OfflineMNISTDataModule()
+    data.setup("fit")
+    torch.manual_seed(0)
+    model = build_network("mlp", 10, (3, 32, 32), None, width=32)
+    attacks = {"analytic": AttackSpec("analytic"), "inverting": AttackSpec("inverting", {"iterations": 3, "progress": True})}
+    audit(model, data.train_set, attacks, tmp_path, victims=2, mean=data.mean, std=data.std)
+    lines = log.getvalue().splitlines()
+    assert not ESCAPES.search(log.getvalue())
+    assert [line.split(", ")[0] for line in lines] == ["audit: 1/2 attacks (analytic)", "audit: 2/2 attacks (inverting)"]
+
+
+@pytest.mark.parametrize("stream, shown", [(io.StringIO(), False), (Terminal(), True)], ids=["log file", "terminal"])
+def test_the_cli_shows_lightnings_progress_bar_only_in_a_terminal(stream, shown, monkeypatch):
+    from ppp_lightning.lightning.cli import PPPLightningCLI
+
+    monkeypatch.setattr("sys.stderr", stream)
+    model = {"class_path": "ppp_lightning.ImageClassifier", "init_args": {"arch": "mlp", "arch_kwargs": {"width": 8}}}
+    args = [f"--model={model}", "--data=datamodules.OfflineMNISTDataModule", "--trainer.logger=false"]
+    cli = PPPLightningCLI(args=args, run=False)
+    assert (cli.trainer.progress_bar_callback is not None) == shown
+    forced = PPPLightningCLI(args=[*args, "--trainer.enable_progress_bar=true"], run=False)
+    assert forced.trainer.progress_bar_callback is not None  # the user's choice wins

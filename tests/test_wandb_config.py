@@ -11,7 +11,7 @@ from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
 from ppp_lightning.lightning.cli import PPPLightningCLI
 from ppp_lightning.lightning.logger_sinks import report_summary
-from ppp_lightning.lightning.run_config import RunConfigCallback, flat_config
+from ppp_lightning.lightning.run_config import flat_config
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 SIGMA = "trainer.callbacks.PartialPerturbation.sigma"
@@ -63,7 +63,7 @@ def test_an_offline_wandb_fit_holds_the_whole_cli_configuration(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     args = ["fit", "--config", _quickstart_without_audit(), "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
             "--trainer.limit_val_batches=1", "--trainer.callbacks.init_args.sigma=3.5"]  # fmt: skip
-    cli = PPPLightningCLI(args=args, save_config_callback=RunConfigCallback, save_config_kwargs={"overwrite": True})
+    cli = PPPLightningCLI(args=args)  # the default config callback logs the whole configuration
     config = dict(cli.trainer.logger.experiment.config)  # the run's config, as `wandb sync` uploads it
     assert config[SIGMA] == 3.5 and config["trainer.max_epochs"] == 1
     assert config["trainer.callbacks.PartialPerturbation.layers"] == "before_bottleneck"
@@ -76,7 +76,7 @@ def test_an_offline_wandb_fit_holds_the_whole_cli_configuration(monkeypatch):
 def test_tensorboard_hparams_hold_the_whole_cli_configuration():
     args = ["fit", "--config", _quickstart_without_audit(), "--trainer.max_epochs=1", "--trainer.limit_train_batches=1",
             "--trainer.limit_val_batches=1", "--trainer.logger=TensorBoardLogger", "--trainer.logger.save_dir=tb"]  # fmt: skip
-    cli = PPPLightningCLI(args=args, save_config_callback=RunConfigCallback, save_config_kwargs={"overwrite": True})
+    cli = PPPLightningCLI(args=args)  # the default config callback logs the whole configuration
     assert isinstance(cli.trainer.logger, TensorBoardLogger)
     hparams = yaml.safe_load((Path(cli.trainer.logger.log_dir) / "hparams.yaml").read_text())
     assert hparams[SIGMA] == 226.274 and hparams["trainer.max_epochs"] == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Protocol
 
@@ -58,6 +58,12 @@ class ReportSink(Protocol):
         self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
     ) -> None:
         """Log an audit's report: its table (one row per attack) and its sheet (``(3, H, W)`` in ``[0, 1]``)."""
+
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        """Put values in the run's summary (e.g. a calibration's sigmas)."""
+
+    def log_curve(self, key: str, x_name: str, x: Sequence[float], series: Mapping[str, Sequence[float]]) -> None:
+        """Log curves over a shared x (e.g. leak rates over sigma)."""
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

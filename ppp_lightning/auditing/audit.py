@@ -35,7 +35,6 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
 
 from ppp_lightning.assessment.assess import Assessment, assess
 from ppp_lightning.assessment.metrics import ReconstructionMetrics, to_unit_interval
@@ -47,6 +46,7 @@ from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
+from ppp_lightning.progress import progress_bar
 from ppp_lightning.victims import draw_victims, floor_image
 
 __all__ = [
@@ -330,7 +330,9 @@ def _audit(
     metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
     reidentifier = Reidentifier(dataset, mean, std, one_channel, pool_size, seed)
     floor = floor_image(dataset)
-    for label, spec in tqdm(attacks.items(), desc="audit", unit="attack", disable=not progress):
+    bar = progress_bar(attacks.items(), desc="audit", unit="attack", enabled=progress, lines=True,
+                       name=lambda item: item[0])  # fmt: skip
+    for label, spec in bar:
         if label in done and done[label].context["spec"] == spec.to_dict():
             continue
         shape, started = tuple(images.shape[1:]), time.perf_counter()

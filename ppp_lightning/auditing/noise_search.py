@@ -172,6 +172,16 @@ class Calibration:
         """Plain values (for JSON)."""
         return {**asdict(self), "search": asdict(self.search), "reconstruction": asdict(self.reconstruction)}
 
+    def leak_curves(self) -> tuple[list[float], dict[str, list[float]]]:
+        """The sigmas tried (with noise) and, at each, the share of victims any attack reconstructed and
+        the largest share one attack identified (the victims the search ran on)."""
+        sigmas = sorted(float(key) for key in self.unions if float(key) > 0)
+        keys = [f"{sigma:.6g}" for sigma in sigmas]
+        reconstructed = [statistics.fmean(self.unions[key]) for key in keys]
+        identified = [max((statistics.fmean(found) for found in self.identified.get(key, {}).values() if found),
+                          default=math.nan) for key in keys]  # fmt: skip
+        return sigmas, {"reconstructed": reconstructed, "identified (most by one attack)": identified}
+
 
 def noise_statistics(
     shared: Sequence[Mapping[str, Tensor]], clean: Sequence[Mapping[str, Tensor]], names: Sequence[str]

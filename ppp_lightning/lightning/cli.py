@@ -18,16 +18,25 @@ from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
 from ppp_lightning.auditing.audit import writable_folder
-from ppp_lightning.checkpoints import CheckpointFileError, local_checkpoint, read_checkpoint
-from ppp_lightning.lightning.checkpoint_hparams import checkpoint_hparams_differences, configured_model
+from ppp_lightning.checkpoints import (
+    CheckpointFileError,
+    local_checkpoint,
+    read_checkpoint,
+)
+from ppp_lightning.lightning.checkpoint_hparams import (
+    checkpoint_hparams_differences,
+    configured_model,
+)
 from ppp_lightning.lightning.commands import LeakFound, PPPTrainer
 from ppp_lightning.lightning.errors import describe_error, exit_status, mark_usage_error
+from ppp_lightning.lightning.run_config import RunConfigCallback
 from ppp_lightning.lightning.run_footprint import undone_if_no_batch_completes
 from ppp_lightning.lightning.wandb_policy import (
     finish_wandb,
     use_offline_wandb_unless_logged_in,
     use_short_wandb_init_timeout,
 )
+from ppp_lightning.progress import interactive
 
 __all__ = [
     "CheckpointFileError",
@@ -101,9 +110,11 @@ class PPPLightningCLI(LightningCLI):
             "datamodule_class": pl.LightningDataModule,
             "subclass_mode_model": True,
             "subclass_mode_data": True,
+            "save_config_callback": RunConfigCallback,  # config.yaml, and the whole config to every logger
             "save_config_kwargs": {"overwrite": True},
             "seed_everything_default": 0,
-            "trainer_defaults": {"logger": WANDB_LOGGER},
+            # Lightning's bar writes a line per refresh into a log file: live in a terminal only
+            "trainer_defaults": {"logger": WANDB_LOGGER, "enable_progress_bar": interactive()},
             "parser_kwargs": {
                 "exit_on_error": False,
                 "prog": PROG,

@@ -21,6 +21,7 @@ from torch import nn
 
 from callbacks.partial_perturbation import PartialPerturbation, attached_perturbation
 from ppp_lightning.assessment.record import AttackRecord, union_findings
+from ppp_lightning.assessment.reporting import ReportSink
 from ppp_lightning.attacks.suite import attack_suite
 from ppp_lightning.auditing.audit import (
     REPORT,
@@ -188,6 +189,7 @@ class PPPTrainer(pl.Trainer):
         ]
         (where / CALIBRATION_FILE).write_text(json.dumps([r.to_dict() for r in results], indent=2))
         print(_calibration_table(results) + f"\nDetails: {where / CALIBRATION_FILE}")
+        _log_calibrations(results, sinks_for(self.loggers))
         found = [r for r in results if r.outcome == "calibrated"]
         if found:
             largest = max(found, key=lambda r: r.defense["sigma"])
@@ -238,6 +240,19 @@ def _default_folder(
 
 def _state_folder(state: str) -> str:
     return "initialisation" if state == "initialisation" else Path(state).stem
+
+
+def _log_calibrations(results: list[Calibration], sinks: list[ReportSink]) -> None:
+    """Each state's outcome and both sigmas in the run's summary, and its leak rates over sigma as a plot."""
+    for result in results:
+        prefix = f"calibrate/{_state_folder(result.state)}"
+        summary = {f"{prefix}/outcome": result.outcome, f"{prefix}/sigma": result.search.sigma,
+                   f"{prefix}/reconstruction_sigma": result.reconstruction.sigma}  # fmt: skip
+        sigmas, series = result.leak_curves()
+        for sink in sinks:
+            sink.log_summary(summary)
+            if sigmas:
+                sink.log_curve(f"{prefix}/leak_vs_sigma", "sigma", sigmas, series)
 
 
 def _calibration_table(results: list[Calibration]) -> str:

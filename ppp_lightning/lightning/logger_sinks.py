@@ -6,7 +6,7 @@ The shell side of reporting.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -37,6 +37,12 @@ class ScalarSink:
         self, prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]], sheet: Tensor, step: int
     ) -> None:
         """Nothing: this logger takes no tables or images."""
+
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        """Nothing: this logger has no run summary."""
+
+    def log_curve(self, key: str, x_name: str, x: Sequence[float], series: Mapping[str, Sequence[float]]) -> None:
+        """Nothing: this logger takes no plots."""
 
 
 class TensorBoardSink(ScalarSink):
@@ -94,6 +100,18 @@ class WandbSink(ScalarSink):
         self.logger.log_table(f"{prefix}/report", columns=list(columns), data=[list(row) for row in rows], step=step)
         self.logger.log_image(f"{prefix}/sheet", [sheet], step=step)
         self.logger.experiment.summary.update(report_summary(prefix, columns, rows))
+
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        """Update the run's summary (columns of W&B's runs table)."""
+        self.logger.experiment.summary.update(dict(values))
+
+    def log_curve(self, key: str, x_name: str, x: Sequence[float], series: Mapping[str, Sequence[float]]) -> None:
+        """Log the curves as one W&B line plot ``key``."""
+        import wandb
+
+        plot = wandb.plot.line_series(xs=list(x), ys=[list(y) for y in series.values()], keys=list(series),
+                                      title=key, xname=x_name)  # fmt: skip
+        self.logger.experiment.log({key: plot})
 
 
 def report_summary(prefix: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> dict[str, str]:
