@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-__all__ = ["check_number"]
+__all__ = ["MAX_SEED", "check_integer", "check_number", "check_seed"]
+
+# The largest seed (Lightning's seed_everything and NumPy accept 0 to 2**32 - 1).
+MAX_SEED = 2**32 - 1
 
 
 def check_number(
@@ -45,3 +48,31 @@ def check_number(
     if not math.isfinite(number) or too_low or (maximum is not None and number > maximum):
         raise ValueError(f"{name}={value}; allowed: {allowed}")
     return number
+
+
+def check_integer(name: str, value: int, minimum: int, note: str = "") -> int:
+    """Return ``value`` if it is an integer (not a bool) of at least ``minimum``, else raise naming it.
+
+    Args:
+        name: the setting's name, as the user typed it.
+        value: its value.
+        minimum: the smallest allowed value.
+        note: said after the allowed values (e.g. ``"(0: none)"``).
+
+    Raises:
+        ValueError: ``"<name>=<value>; allowed: an integer >= <minimum>"``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}; allowed: an integer >= {minimum}{f' {note}' if note else ''}")
+    return value
+
+
+def check_seed(seed: int) -> int:
+    """Return ``seed`` if it is an integer in ``[0, 2**32 - 1]`` (what Lightning's ``seed_everything`` allows).
+
+    Raises:
+        ValueError: ``"seed=<value>; allowed: an integer from 0 to 4294967295 ..."``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed={seed!r}; allowed: an integer from 0 to {MAX_SEED} (2**32 - 1, as seed_everything)")
+    return seed

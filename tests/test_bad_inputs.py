@@ -17,7 +17,8 @@ from callbacks import GradientInversionAttack, PartialPerturbation
 from ppp_lightning import PRECODE, ImageClassifier
 from ppp_lightning.assessment.metrics import ReconstructionMetrics
 from ppp_lightning.attacks import AttackSpec, InvertingGradients
-from ppp_lightning.auditing.audit import audit, folder_lock
+from ppp_lightning.auditing.audit import audit
+from ppp_lightning.auditing.folders import folder_lock
 from ppp_lightning.auditing.noise_search import calibrate
 from ppp_lightning.defenses.perturbation import GradientPerturbation
 from ppp_lightning.defenses.spec import DefenseSpec

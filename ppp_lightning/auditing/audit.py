@@ -21,13 +21,9 @@ holding another model's, defense's or victims' audit is refused). ``report.md`` 
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
-import os
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -43,10 +39,12 @@ from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier
 from ppp_lightning.assessment.reporting import Reporter, ReportSink, captions, markdown_table, read_records
 from ppp_lightning.assessment.sheets import SheetRow, draw_sheet, with_stretched
 from ppp_lightning.attacks import AttackResult, AttackSpec
+from ppp_lightning.auditing.folders import folder_lock
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
 from ppp_lightning.progress import progress_bar
+from ppp_lightning.validation import check_integer, check_seed
 from ppp_lightning.victims import draw_victims, floor_image
 
 __all__ = [
@@ -55,26 +53,17 @@ __all__ = [
     "RESULTS",
     "SHEET",
     "AuditedGradients",
-    "MAX_SEED",
     "audit",
     "audit_records",
     "audited_gradients",
-    "check_integer",
-    "check_seed",
-    "folder_lock",
     "leak_rows",
     "model_fingerprint",
-    "writable_folder",
     "sheet_rows",
     "union_text",
     "write_report",
 ]
 
 RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
-# The lock file an audit holds in its folder while it runs (it names the holder's pid).
-LOCK = ".lock"
-# The largest seed (Lightning's seed_everything and NumPy accept 0 to 2**32 - 1).
-MAX_SEED = 2**32 - 1
 RECONSTRUCTIONS = "reconstructions"
 # Settings that records written before they existed lack, with the value those audits used.
 RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE}
@@ -140,96 +129,6 @@ def model_fingerprint(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def check_integer(name: str, value: int, minimum: int, note: str = "") -> int:
-    """Return ``value`` if it is an integer (not a bool) of at least ``minimum``, else raise naming it.
-
-    Args:
-        name: the setting's name, as the user typed it.
-        value: its value.
-        minimum: the smallest allowed value.
-        note: said after the allowed values (e.g. ``"(0: none)"``).
-
-    Raises:
-        ValueError: ``"<name>=<value>; allowed: an integer >= <minimum>"``.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r}; allowed: an integer >= {minimum}{f' {note}' if note else ''}")
-    return value
-
-
-def check_seed(seed: int) -> int:
-    """Return ``seed`` if it is an integer in ``[0, 2**32 - 1]`` (what Lightning's ``seed_everything`` allows).
-
-    Raises:
-        ValueError: ``"seed=<value>; allowed: an integer from 0 to 4294967295 ..."``.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed={seed!r}; allowed: an integer from 0 to {MAX_SEED} (2**32 - 1, as seed_everything)")
-    return seed
-
-
-def writable_folder(folder: Path, option: str = "folder") -> Path:
-    """Create ``folder`` (and its parents) if needed and check that a file can be written in it.
-
-    Args:
-        folder: the folder.
-        option: its option's name, for the message (``--folder`` on the command line).
-
-    Returns:
-        ``folder`` as a path.
-
-    Raises:
-        ValueError: ``"<option>=<folder> ...; allowed: a folder that can be created and written"``
-            when it is a file, cannot be created or cannot be written.
-    """
-    folder = Path(folder)
-    allowed = "allowed: a folder that can be created and written; pass another one"
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{option}={folder} is a file, not a folder; {allowed}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ValueError(f"{option}={folder} cannot be written ({err.strerror or err}); {allowed}") from None
-    return folder
-
-
-@contextmanager
-def folder_lock(folder: Path, option: str = "folder", work: str = "audited") -> Iterator[Path]:
-    """Hold an exclusive lock on ``folder`` (``<folder>/.lock``, with this process's pid) for the block.
-
-    Two runs writing one folder at once would each redo every attack and write every record twice;
-    the second is refused instead. The lock goes with the process, however it ends.
-
-    Args:
-        folder: the folder (created, and checked writable, by :func:`writable_folder`).
-        option: its option's name, for the messages.
-        work: what the holder does there, for the message (``audited``, ``calibrated``).
-
-    Yields:
-        ``folder`` as a path.
-
-    Raises:
-        ValueError: if the folder cannot be written, or another process holds its lock.
-    """
-    folder = writable_folder(folder, option)
-    with (folder / LOCK).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise ValueError(
-                f"{option} {folder} is being {work} by another process (pid {holder}); wait or pass another {option}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield folder
 
 
 def audit(

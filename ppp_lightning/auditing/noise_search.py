@@ -26,9 +26,10 @@ from ppp_lightning.assessment.record import AttackRecord, union
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.assessment.verdicts import clopper_pearson
 from ppp_lightning.attacks import AttackSpec
-from ppp_lightning.auditing.audit import audit, audited_gradients, check_integer, check_seed, folder_lock
+from ppp_lightning.auditing.audit import audit, audited_gradients
+from ppp_lightning.auditing.folders import folder_lock
 from ppp_lightning.defenses.spec import DefenseSpec
-from ppp_lightning.validation import check_number
+from ppp_lightning.validation import check_integer, check_number, check_seed
 from ppp_lightning.victims import draw_victims
 
 __all__ = [

@@ -17,7 +17,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.utilities import rank_zero_info
 from typing_extensions import override
 
-from ppp_lightning.auditing.audit import writable_folder
+from ppp_lightning.auditing.folders import writable_folder
 from ppp_lightning.checkpoints import (
     CheckpointFileError,
     local_checkpoint,

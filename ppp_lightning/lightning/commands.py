@@ -23,15 +23,8 @@ from callbacks.partial_perturbation import PartialPerturbation, attached_perturb
 from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.assessment.reporting import ReportSink
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import (
-    REPORT,
-    SHEET,
-    audit,
-    check_integer,
-    check_seed,
-    model_fingerprint,
-    writable_folder,
-)
+from ppp_lightning.auditing.audit import REPORT, SHEET, audit, model_fingerprint
+from ppp_lightning.auditing.folders import writable_folder
 from ppp_lightning.auditing.noise_search import (
     HELD_OUT_VICTIMS,
     Calibration,
@@ -43,6 +36,7 @@ from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.lightning.errors import usage_errors
 from ppp_lightning.lightning.logger_sinks import sinks_for
+from ppp_lightning.validation import check_integer, check_seed
 from ppp_lightning.victims import VictimPool, victim_pool
 
 __all__ = ["LeakFound", "PPPTrainer"]
