@@ -26,8 +26,8 @@ from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS, datamodule
 from ppp_lightning.assessment.metrics import to_unit_interval
 from ppp_lightning.assessment.reporting import read_records
 from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
-from ppp_lightning.auditing.audit import audit_records, sheet_rows
 from ppp_lightning.auditing.noise_search import sigma_folder
+from ppp_lightning.auditing.report import audit_records, sheet_rows
 from ppp_lightning.victims import VictimPool, draw_victims, victim_pool
 
 __all__ = ["defense_rows", "main", "noise_rows", "write_sheets"]

@@ -17,7 +17,8 @@ from ppp_lightning.assessment.metrics import to_unit_interval
 from ppp_lightning.assessment.reporting import markdown_table
 from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import LEAK_COLUMNS, SHEET, audit, leak_rows, sheet_rows
+from ppp_lightning.auditing.audit import audit
+from ppp_lightning.auditing.report import LEAK_COLUMNS, SHEET, leak_rows, sheet_rows
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.victims import VictimPool, draw_victims, victim_pool

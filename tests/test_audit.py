@@ -11,7 +11,8 @@ from PIL import Image
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import audit, audited_gradients, write_report
+from ppp_lightning.auditing.audit import audit, audited_gradients
+from ppp_lightning.auditing.report import write_report
 from ppp_lightning.defenses.precode import PRECODE
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient

@@ -10,6 +10,7 @@ from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.models import build_network
 from ppp_lightning.victims import draw_victims, floor_image
 
+
 def test_defense_spec_resolves_the_perturbed_set_once_for_every_consumer():
     model = build_network("mlp", 10, (3, 8, 8), {"latent_dim": 4}, width=16)
     example = torch.zeros(1, 3, 8, 8)

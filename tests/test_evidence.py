@@ -11,7 +11,7 @@ from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
 from benchmarks.evidence_sheets import noise_rows, write_sheets
 from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reporting import append_record, read_records
-from ppp_lightning.auditing.audit import audit_records
+from ppp_lightning.auditing.report import audit_records
 from ppp_lightning.victims import draw_victims, victim_pool
 
 

@@ -11,10 +11,10 @@ control removes exactly that, at the same victims, seed and budget:
 
 Every attack is assessed (:func:`~ppp_lightning.assessment.assess`: both findings per victim,
 reconstructed and identified among ``pool_size`` candidates, how its problems stopped) and its
-typed record (:class:`~ppp_lightning.assessment.record.AttackRecord`) appended to ``results.jsonl`` at once,
-so a rerun skips finished attacks (a folder
-holding another model's, defense's or victims' audit is refused). ``report.md`` holds the table
-(attack, identified and reconstructed k/n with 95% intervals, control, verdict) and the union over attacks;
+typed record (:class:`~ppp_lightning.assessment.record.AttackRecord`) appended to ``results.jsonl``
+at once, so a rerun skips finished attacks (a folder holding another model's, defense's or
+victims' audit is refused). :mod:`~ppp_lightning.auditing.report` writes ``report.md`` (attack,
+identified and reconstructed k/n with 95% intervals, control, verdict, the union over attacks);
 ``sheet.png`` shows every attack's and control's reconstructions under the victims.
 """
 
@@ -34,12 +34,22 @@ from torchvision.utils import save_image
 
 from ppp_lightning.assessment.assess import Assessment, assess
 from ppp_lightning.assessment.metrics import ReconstructionMetrics, to_unit_interval
-from ppp_lightning.assessment.record import AttackRecord, Convergence, union_findings
+from ppp_lightning.assessment.record import AttackRecord, Convergence
 from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier
-from ppp_lightning.assessment.reporting import Reporter, ReportSink, captions, markdown_table, read_records
-from ppp_lightning.assessment.sheets import SheetRow, draw_sheet, with_stretched
+from ppp_lightning.assessment.reporting import Reporter, ReportSink
+from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
 from ppp_lightning.attacks import AttackResult, AttackSpec
 from ppp_lightning.auditing.folders import folder_lock
+from ppp_lightning.auditing.report import (
+    LEAK_COLUMNS,
+    RESULTS,
+    SHEET,
+    file_name,
+    leak_rows,
+    reconstructions_path,
+    sheet_rows,
+    write_report,
+)
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
@@ -47,24 +57,8 @@ from ppp_lightning.progress import progress_bar
 from ppp_lightning.validation import check_integer, check_seed
 from ppp_lightning.victims import draw_victims, floor_image
 
-__all__ = [
-    "LEAK_COLUMNS",
-    "REPORT",
-    "RESULTS",
-    "SHEET",
-    "AuditedGradients",
-    "audit",
-    "audit_records",
-    "audited_gradients",
-    "leak_rows",
-    "model_fingerprint",
-    "sheet_rows",
-    "union_text",
-    "write_report",
-]
+__all__ = ["AuditedGradients", "audit", "audited_gradients", "model_fingerprint"]
 
-RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
-RECONSTRUCTIONS = "reconstructions"
 # Settings that records written before they existed lack, with the value those audits used.
 RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE}
 
@@ -243,7 +237,7 @@ def _audit(
         context = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
                    "seconds": seconds, "labels": labels.tolist()}  # fmt: skip
         _keep_reconstructions(folder, label, assessed)
-        written = reporter.report(f"{_file_name(label)}.png", images, assessed.reconstructions,
+        written = reporter.report(f"{file_name(label)}.png", images, assessed.reconstructions,
                                   assessed.record(context).to_dict(), step, prefix=f"{prefix}/{label}",
                                   control=assessed.control_reconstructions)  # fmt: skip
         done[label] = AttackRecord.from_dict(written)
@@ -256,22 +250,6 @@ def _audit(
     for sink in sinks:  # the report itself, next to every attack's sheet and table
         sink.log_report(prefix, LEAK_COLUMNS, leak_rows(records), sheet, step)
     return records
-
-
-def audit_records(folder: Path) -> list[AttackRecord]:
-    """The records of the audit in ``folder`` (empty when there is none), in the order they were written."""
-    return [AttackRecord.from_dict(record) for record in read_records(Path(folder) / RESULTS)]
-
-
-def write_report(folder: Path, records: Optional[Sequence[AttackRecord]] = None) -> Path:
-    """Write ``report.md`` of the audit in ``folder`` from its records (``None``: read from ``results.jsonl``).
-
-    Returns:
-        The report's path.
-    """
-    path = Path(folder) / REPORT
-    path.write_text(_report(list(audit_records(folder) if records is None else records)))
-    return path
 
 
 def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, AttackRecord]:
@@ -319,107 +297,11 @@ def _images(results: Sequence[AttackResult]) -> Tensor:
     return torch.cat([result.images for result in results]).cpu()
 
 
-def _file_name(label: str) -> str:
-    return label.replace("/", "_")
-
-
 def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> None:
     """Save the reconstructions (for the combined sheet of a resumed audit)."""
-    (folder / RECONSTRUCTIONS).mkdir(parents=True, exist_ok=True)
     kept = {"attack": assessed.reconstructions, "control": assessed.control_reconstructions}
-    path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
+    path = reconstructions_path(folder, label)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
     torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, partial)
     partial.replace(path)
-
-
-def sheet_rows(
-    folder: Path,
-    records: Sequence[AttackRecord],
-    mean: Sequence[float],
-    std: Sequence[float],
-    controls: bool = True,
-    prefix: str = "",
-) -> list[SheetRow]:
-    """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their findings.
-
-    Every victim is shown; each reconstruction row is followed by its contrast-stretched copy.
-    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
-
-    Args:
-        folder: the audit's folder.
-        records: its records (:func:`audit`'s return).
-        mean: the data's normalisation mean.
-        std: the data's normalisation standard deviation.
-        controls: include the controls' rows.
-        prefix: put before every row's name.
-    """
-    rows = []
-    for record in records:
-        label = record.context["label"]
-        path = folder / RECONSTRUCTIONS / f"{_file_name(label)}.pt"
-        if not path.exists():  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
-            continue
-        kept = torch.load(path)
-        shown = to_unit_interval(kept["attack"], mean, std)
-        rows += with_stretched(SheetRow(f"{prefix}{label}", shown, captions(record.attack)))
-        if controls and kept["control"] is not None and record.control is not None:
-            shown = to_unit_interval(kept["control"], mean, std)
-            rows += with_stretched(SheetRow(f"{prefix}{label} control", shown, captions(record.control)))
-    return rows
-
-
-LEAK_COLUMNS = (
-    "attack",
-    "identified (95% CI; chance, p)",
-    "reconstructed (95% CI)",
-    "control (without the audited defense)",
-    "outcome",
-)
-
-
-def leak_rows(records: Sequence[AttackRecord]) -> list[list[str]]:
-    """One row of :data:`LEAK_COLUMNS` per audited attack."""
-    return [_leak_row(r.context["label"], r) for r in records]
-
-
-def _leak_row(label: str, record: AttackRecord) -> list[str]:
-    verdict = record.verdict
-    found = verdict.defended
-    control = "-" if verdict.control is None else str(verdict.control)
-    outcome = verdict.outcome + (f" ({verdict.reason})" if verdict.reason else "")
-    identified = "not scored" if found.identified is None else str(found.identified)
-    return [label, identified, str(found.reconstructed), control, outcome]
-
-
-def union_text(records: Sequence[AttackRecord]) -> str:
-    """The findings of any attack per victim (each attack one more guess at identification)."""
-    return str(union_findings([r.attack for r in records]))
-
-
-def _report(records: Sequence[AttackRecord]) -> str:
-    lines = ["# Audit", ""]
-    if not records:
-        return "\n".join(lines + ["No attack ran."]) + "\n"
-    first = records[0].context
-    lines += [
-        _audited_text(first),
-        f"Model {first['model']}; {first['victims']} class-stratified victims, {_batches(first)}; "
-        f"seed {first['seed']}; each identified among {first.get('pool_size', POOL_SIZE)} candidates.",
-        "",
-        markdown_table(LEAK_COLUMNS, leak_rows(records)),
-    ]
-    lines += ["", f"Any attack (per victim): {union_text(records)}.", "", "Settings:", ""]
-    lines += [f"- {r.context['label']}: {r.context['spec']}" for r in records]
-    return "\n".join(lines) + "\n"
-
-
-def _audited_text(record: dict[str, Any]) -> str:
-    if not record["controlled"]:
-        return f"Audited defense: {record['audited']}, without controls: a leak needs none; protection is not claimed."
-    return f"Audited defense: {record['audited']} (the control removes it). Noise settings: {record['defense']}."
-
-
-def _batches(record: dict[str, Any]) -> str:
-    size = record.get("batch_size", 1)
-    return "each alone in its batch" if size == 1 else f"in batches of {size} (one shared gradient each)"

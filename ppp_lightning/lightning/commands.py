@@ -23,7 +23,7 @@ from callbacks.partial_perturbation import PartialPerturbation, attached_perturb
 from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.assessment.reporting import ReportSink
 from ppp_lightning.attacks.suite import attack_suite
-from ppp_lightning.auditing.audit import REPORT, SHEET, audit, model_fingerprint
+from ppp_lightning.auditing.audit import audit, model_fingerprint
 from ppp_lightning.auditing.folders import writable_folder
 from ppp_lightning.auditing.noise_search import (
     HELD_OUT_VICTIMS,
@@ -32,6 +32,7 @@ from ppp_lightning.auditing.noise_search import (
     calibrate,
     check_calibration,
 )
+from ppp_lightning.auditing.report import REPORT, SHEET
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.lightning.errors import usage_errors

@@ -1,0 +1,154 @@
+"""An audit's report: ``report.md`` (the table and the union over attacks), its sheets' rows, its records.
+
+Every piece reads the audit's typed records (:class:`~ppp_lightning.assessment.record.AttackRecord`),
+so ``report.md`` can be rewritten from ``results.jsonl`` alone (:func:`write_report`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ppp_lightning.assessment.metrics import to_unit_interval
+from ppp_lightning.assessment.record import AttackRecord, union_findings
+from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.reporting import captions, markdown_table, read_records
+from ppp_lightning.assessment.sheets import SheetRow, with_stretched
+
+__all__ = [
+    "LEAK_COLUMNS",
+    "REPORT",
+    "RESULTS",
+    "SHEET",
+    "audit_records",
+    "file_name",
+    "leak_rows",
+    "reconstructions_path",
+    "sheet_rows",
+    "union_text",
+    "write_report",
+]
+
+RESULTS, REPORT, SHEET = "results.jsonl", "report.md", "sheet.png"
+RECONSTRUCTIONS = "reconstructions"
+
+
+def file_name(label: str) -> str:
+    """An attack label as a file name (``inverting/before_decoder`` -> ``inverting_before_decoder``)."""
+    return label.replace("/", "_")
+
+
+def reconstructions_path(folder: Path, label: str) -> Path:
+    """Where an audit keeps an attack's reconstructions (for the combined sheet of a resumed audit)."""
+    return Path(folder) / RECONSTRUCTIONS / f"{file_name(label)}.pt"
+
+
+def audit_records(folder: Path) -> list[AttackRecord]:
+    """The records of the audit in ``folder`` (empty when there is none), in the order they were written."""
+    return [AttackRecord.from_dict(record) for record in read_records(Path(folder) / RESULTS)]
+
+
+def write_report(folder: Path, records: Optional[Sequence[AttackRecord]] = None) -> Path:
+    """Write ``report.md`` of the audit in ``folder`` from its records (``None``: read from ``results.jsonl``).
+
+    Returns:
+        The report's path.
+    """
+    path = Path(folder) / REPORT
+    path.write_text(_report(list(audit_records(folder) if records is None else records)))
+    return path
+
+
+def sheet_rows(
+    folder: Path,
+    records: Sequence[AttackRecord],
+    mean: Sequence[float],
+    std: Sequence[float],
+    controls: bool = True,
+    prefix: str = "",
+) -> list[SheetRow]:
+    """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their findings.
+
+    Every victim is shown; each reconstruction row is followed by its contrast-stretched copy.
+    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
+
+    Args:
+        folder: the audit's folder.
+        records: its records (:func:`audit`'s return).
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+        controls: include the controls' rows.
+        prefix: put before every row's name.
+    """
+    rows = []
+    for record in records:
+        label = record.context["label"]
+        path = reconstructions_path(folder, label)
+        if not path.exists():  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
+            continue
+        kept = torch.load(path)
+        shown = to_unit_interval(kept["attack"], mean, std)
+        rows += with_stretched(SheetRow(f"{prefix}{label}", shown, captions(record.attack)))
+        if controls and kept["control"] is not None and record.control is not None:
+            shown = to_unit_interval(kept["control"], mean, std)
+            rows += with_stretched(SheetRow(f"{prefix}{label} control", shown, captions(record.control)))
+    return rows
+
+
+LEAK_COLUMNS = (
+    "attack",
+    "identified (95% CI; chance, p)",
+    "reconstructed (95% CI)",
+    "control (without the audited defense)",
+    "outcome",
+)
+
+
+def leak_rows(records: Sequence[AttackRecord]) -> list[list[str]]:
+    """One row of :data:`LEAK_COLUMNS` per audited attack."""
+    return [_leak_row(r.context["label"], r) for r in records]
+
+
+def _leak_row(label: str, record: AttackRecord) -> list[str]:
+    verdict = record.verdict
+    found = verdict.defended
+    control = "-" if verdict.control is None else str(verdict.control)
+    outcome = verdict.outcome + (f" ({verdict.reason})" if verdict.reason else "")
+    identified = "not scored" if found.identified is None else str(found.identified)
+    return [label, identified, str(found.reconstructed), control, outcome]
+
+
+def union_text(records: Sequence[AttackRecord]) -> str:
+    """The findings of any attack per victim (each attack one more guess at identification)."""
+    return str(union_findings([r.attack for r in records]))
+
+
+def _report(records: Sequence[AttackRecord]) -> str:
+    lines = ["# Audit", ""]
+    if not records:
+        return "\n".join(lines + ["No attack ran."]) + "\n"
+    first = records[0].context
+    lines += [
+        _audited_text(first),
+        f"Model {first['model']}; {first['victims']} class-stratified victims, {_batches(first)}; "
+        f"seed {first['seed']}; each identified among {first.get('pool_size', POOL_SIZE)} candidates.",
+        "",
+        markdown_table(LEAK_COLUMNS, leak_rows(records)),
+    ]
+    lines += ["", f"Any attack (per victim): {union_text(records)}.", "", "Settings:", ""]
+    lines += [f"- {r.context['label']}: {r.context['spec']}" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def _audited_text(record: dict[str, Any]) -> str:
+    if not record["controlled"]:
+        return f"Audited defense: {record['audited']}, without controls: a leak needs none; protection is not claimed."
+    return f"Audited defense: {record['audited']} (the control removes it). Noise settings: {record['defense']}."
+
+
+def _batches(record: dict[str, Any]) -> str:
+    size = record.get("batch_size", 1)
+    return "each alone in its batch" if size == 1 else f"in batches of {size} (one shared gradient each)"
