@@ -88,10 +88,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": _CPU,
     # one attack iteration on 4 victims costs 1.2 s (vit) and 3.4 s (resnet18) on one CPU core, so about
     # 12 and 35 minutes per attack: initialisation only, 4 victims, the plain and one targeted attack
-    # (the adaptive attack only adds to PRECODE's leaks), one training seed
+    # (the adaptive attack only adds to PRECODE's leaks), on the vit also APRIL and APRIL-started
+    # inverting (seconds: no inverting attack reached the undefended vit), one training seed
     "reduced": {**_CPU, "archs": {"vit": {}, "resnet18": {"norm": "group"}}, "states": ["init"], "victims": 4,
                 "families": ["none", "precode", "noise_all", "ppp"], "batch_rows": {"batch_size": 4, "families": []},
-                "attacks": ["inverting", "inverting/before_decoder"], "accuracy_seeds": [0],
+                "attacks": ["inverting", "inverting/before_decoder", "april", "april_inverting"], "accuracy_seeds": [0],
                 "plateau": {"patience": 2, "max_epochs": 10}},
     "gpu": {**_CPU, "archs": {"cnn": {}, "mlp": {"width": 1024}, "resnet18": {"norm": "group"}, "vit": {}},
             "trainer": {"accelerator": "gpu", "devices": 1}, "device": "cuda"},

@@ -150,7 +150,8 @@ class GradientInversionAttack(pl.Callback):
         ValueError: on an unknown attack, target, victim source, gradient source or metric, a
             non-positive count, an option the chosen attack does not take (e.g. ``iterations`` with
             ``analytic``), ``analytic`` or ``feature_inversion`` with more than one image, attack
-            settings the attack refuses, or ``num_images``/``victims`` changed with ``captured``; at
+            settings the attack refuses, an attack that picks among candidates (``linkage``: the
+            audit's), or ``num_images``/``victims`` changed with ``captured``; at
             setup, ``clean_layer`` with neither a ``defense`` nor an attached ``PartialPerturbation``;
             when training starts, a captured set-up that cannot be captured
             (:func:`~callbacks.gradient_capture.check_capturable`); ``num_images`` above the batch
@@ -203,6 +204,7 @@ class GradientInversionAttack(pl.Callback):
         given.update(include=include, ignore=ignore, target=target, progress=progress or None)
         settings = {key: value for key, value in given.items() if value is not None}
         self.spec = AttackSpec(attack, {**settings, **(attack_kwargs or {})})
+        self.spec.refuse_candidates("GradientInversionAttack")
         if num_images < 1 or (self.spec.capabilities.one_image and num_images != 1):
             raise ValueError(f"num_images={num_images}; allowed: >= 1 (exactly 1 for attack={attack!r})")
         self.every_n_steps = every_n_steps

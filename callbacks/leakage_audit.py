@@ -19,6 +19,7 @@ from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
 from ppp_lightning.attacks.suite import attack_suite
 from ppp_lightning.auditing.audit import audit
 from ppp_lightning.auditing.report import LEAK_COLUMNS, SHEET, leak_rows, sheet_rows
+from ppp_lightning.auditing.tuning import check_tune
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.lightning.logger_sinks import run_directory, sinks_for
 from ppp_lightning.victims import VictimPool, draw_victims, victim_pool
@@ -56,10 +57,13 @@ class LeakageAudit(pl.Callback):
         without_noise: with a ``PartialPerturbation`` attached, also audit without its noise.
         progress: show the attacks' progress bars.
         name: the folder in the run directory and the prefix of logged keys.
+        tune: before each audit, search each optimisation attack's settings with this many Optuna
+            trials on the control of 4 other training images, and audit with the best
+            (:mod:`~ppp_lightning.auditing.tuning`; 0: the attacks' own settings).
 
     Raises:
-        ValueError: if ``victims < 1``; at setup, without a datamodule ``train_set`` or on an attack
-            that does not apply to the model.
+        ValueError: if ``victims < 1``, ``tune < 0`` or ``tune > 0`` without Optuna; at setup,
+            without a datamodule ``train_set`` or on an attack that does not apply to the model.
     """
 
     def __init__(
@@ -72,9 +76,11 @@ class LeakageAudit(pl.Callback):
         without_noise: bool = True,
         progress: bool = True,
         name: str = "audit",
+        tune: int = 0,
     ) -> None:
         if victims < 1:
             raise ValueError(f"victims={victims}; allowed: >= 1")
+        check_tune(tune)
         self.attacks = attacks
         self.victims = victims
         self.seed = seed
@@ -83,6 +89,7 @@ class LeakageAudit(pl.Callback):
         self.without_noise = without_noise
         self.progress = progress
         self.name = name
+        self.tune = tune
         self.done: list[str] = []
         self.rows: list[list[str]] = []
         self.sheet: Optional[Path] = None
@@ -144,7 +151,7 @@ class LeakageAudit(pl.Callback):
                 suite = {label: for_this_run(spec, trainer) for label, spec in suite.items()}
                 records = audit(model, pool.train_set, suite, folder, defense, pool.mean, pool.std, pool.one_channel,
                                 self.victims, self.seed, progress=self.progress, sinks=sinks_for(trainer.loggers),
-                                step=trainer.global_step, prefix=f"{self.name}/{audited}")  # fmt: skip
+                                step=trainer.global_step, prefix=f"{self.name}/{audited}", tune=self.tune)  # fmt: skip
                 defended = _defended(records[0].context)
                 self.rows += [[EVENTS[event], defended, *row] for row in leak_rows(records)]
                 prefix = f"{EVENTS[event].split()[0]}, {defended.split(' (')[0]}: "

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["FLOOR_IMAGES", "VictimPool", "draw_victims", "floor_image", "victim_pool"]
+__all__ = ["FLOOR_IMAGES", "VictimPool", "draw_victims", "floor_image", "images_at", "victim_indices", "victim_pool"]
 
 # Images averaged into the trivial reconstruction: enough for a stable mean, cheap on any dataset.
 FLOOR_IMAGES = 2000
@@ -29,12 +30,41 @@ def draw_victims(dataset: Any, count: int, seed: int, stratified: bool = False) 
     Raises:
         ValueError: if ``count`` is not in ``[1, len(dataset)]``.
     """
-    if not 1 <= count <= len(dataset):
-        raise ValueError(f"count={count} victims; allowed: 1 to {len(dataset)} (the dataset's size)")
+    return images_at(dataset, victim_indices(dataset, count, seed, stratified))
+
+
+def victim_indices(
+    dataset: Any, count: int, seed: int, stratified: bool = False, exclude: Sequence[int] = ()
+) -> list[int]:
+    """The dataset indices :func:`draw_victims` draws, never one of ``exclude``.
+
+    Without ``exclude`` these are exactly :func:`draw_victims`' images; with it, the same seeded
+    order with those indices left out (e.g. tuning victims apart from the audited ones).
+
+    Args:
+        dataset: indexable, ``dataset[i] -> (image, label, ...)``.
+        count: how many indices.
+        seed: seed of the draw.
+        stratified: take the classes in turn (see :func:`draw_victims`).
+        exclude: indices never drawn.
+
+    Raises:
+        ValueError: if ``count`` is not in ``[1, len(dataset)]`` less the excluded indices.
+    """
+    excluded = set(exclude)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    order = [index for index in order if index not in excluded]
+    if not 1 <= count <= len(order):
+        less = f" less {len(dataset) - len(order)} excluded" if excluded else ""
+        raise ValueError(f"count={count} victims; allowed: 1 to {len(order)} (the dataset's size{less})")
     if stratified:
         order = _round_robin(order, [int(dataset[i][1]) for i in order])
-    images, labels = zip(*(dataset[i][:2] for i in order[:count]))
+    return order[:count]
+
+
+def images_at(dataset: Any, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """``(images (N, C, H, W), labels (N,))`` of the dataset's items at ``indices``."""
+    images, labels = zip(*(dataset[i][:2] for i in indices))
     return torch.stack(images), torch.as_tensor(labels)
 
 

@@ -145,13 +145,14 @@ def test_attacks_leave_the_model_untouched(digits):
 
 
 def test_spec_builds_by_name_and_refuses_unknown_names_and_ignored_options():
-    assert set(ATTACKS) == {"inverting", "dlg", "adaptive", "analytic", "clean_layer", "feature_inversion"}
+    assert set(ATTACKS) == {"inverting", "dlg", "adaptive", "analytic", "clean_layer", "feature_inversion", "april",
+                            "april_inverting", "linkage"}
     spec = AttackSpec("inverting", {"iterations": 3, "tv_weight": 0.5, "target": "before_decoder"})
     attack = spec.build(mean=(0.5,), std=(0.25,))
     assert isinstance(attack, InvertingGradients) and attack.tv_weight == 0.5 and attack.iterations == 3
     assert attack.mean == (0.5,) and attack.std == (0.25,) and spec.label == "inverting/before_decoder"
     normalised = {name for name in ATTACKS if AttackSpec(name).needs_normalisation}
-    assert normalised == {"inverting", "adaptive", "clean_layer", "feature_inversion"}
+    assert normalised == {"inverting", "adaptive", "clean_layer", "feature_inversion", "april_inverting"}
     assert not hasattr(AttackSpec("dlg").build(mean=(0.5,)), "mean")
     assert AttackSpec("adaptive").get("restarts") == 1 and AttackSpec("dlg").get("lr") == 1.0
     allowed = "inverting, adaptive, analytic, clean_layer, dlg, feature_inversion"

@@ -13,9 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 # Top-level names that are this repository's own code, not distributions.
 LOCAL = {path.stem for path in ROOT.iterdir() if path.is_dir() or path.suffix == ".py"}
-# Which requirement lists may provide the imports of the files under each folder.
+# Which requirement lists may provide the imports of the files under each folder (or of one file).
 SCOPES = {
     "ppp_lightning/federated": ("install_requires", "federated"),
+    "ppp_lightning/auditing/tuning.py": ("install_requires", "tune"),
     "ppp_lightning": ("install_requires",),
     "callbacks": ("install_requires",),
     "datamodules": ("install_requires",),
@@ -61,8 +62,8 @@ def distributions(module: str) -> set[str]:
 
 
 def scope_of(relative: str) -> tuple[str, ...]:
-    """The requirement lists that may provide the imports of a file (the most specific folder wins)."""
-    folder = max((f for f in SCOPES if relative.startswith(f + "/")), key=len)
+    """The requirement lists that may provide the imports of a file (the most specific folder or the file wins)."""
+    folder = max((f for f in SCOPES if relative == f or relative.startswith(f + "/")), key=len)
     return SCOPES[folder]
 
 

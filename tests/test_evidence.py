@@ -94,7 +94,7 @@ def test_every_preset_names_known_families_states_and_attacks():
     from benchmarks.evidence import AUDITED, CALIBRATED, STATES
 
     labels = {"inverting", "inverting/before_bottleneck", "inverting/before_decoder", "adaptive", "feature_inversion",
-              "analytic", "dlg", "clean_layer"}  # fmt: skip
+              "analytic", "dlg", "clean_layer", "april", "april_inverting"}  # fmt: skip
     for name, preset in PRESETS.items():
         families = set(preset["families"]) | set(preset["batch_rows"]["families"])
         assert families <= set(AUDITED) | set(CALIBRATED), name

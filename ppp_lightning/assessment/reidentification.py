@@ -129,14 +129,31 @@ class Reidentifier:
 
     def __call__(self, reconstructions: Tensor, victims: Tensor, labels: Tensor) -> list[Reidentification]:
         """Re-identify every victim (normalised ``(N, C, H, W)``, reconstructions in the victims' order)."""
-        if self._labels is None:  # one pass over the labels, on first use
-            self._labels = [int(self.dataset[i][1]) for i in range(len(self.dataset))]
         images = to_unit_interval(reconstructions, self.mean, self.std).cpu()
         truth = to_unit_interval(victims, self.mean, self.std).cpu()
-        results = []
-        for image, victim, label in zip(images, truth, labels.tolist()):
-            indices = same_class_pool(self._labels, label, self.size, self.seed)
-            rivals = torch.stack([self.dataset[i][0] for i in indices])
-            rivals = to_unit_interval(rivals, self.mean, self.std)
-            results.append(reidentify(image, victim, rivals, self.one_channel))
-        return results
+        return [
+            reidentify(image, victim, to_unit_interval(self._rivals(label), self.mean, self.std), self.one_channel)
+            for image, victim, label in zip(images, truth, labels.tolist())
+        ]
+
+    def candidates(self, victims: Tensor, labels: Tensor) -> list[Tensor]:
+        """Every victim's ``K`` candidates, normalised: its rivals with the victim at a seeded position.
+
+        What an attacker who holds the candidates (:mod:`~ppp_lightning.attacks.linkage`) picks from;
+        the position is drawn so that no attack can win by taking the first candidate.
+        """
+        generator = torch.Generator().manual_seed(self.seed)
+        pools = []
+        for victim, label in zip(victims.cpu(), labels.tolist()):
+            rivals = self._rivals(label)
+            rivals = rivals[(rivals - victim).flatten(1).abs().amax(1) > 0]  # the victim once, wherever drawn
+            position = int(torch.randint(len(rivals) + 1, (), generator=generator))
+            pools.append(torch.cat([rivals[:position], victim[None], rivals[position:]]))
+        return pools
+
+    def _rivals(self, label: int) -> Tensor:
+        """The normalised rivals of class ``label`` (the same for every victim of the class)."""
+        if self._labels is None:  # one pass over the labels, on first use
+            self._labels = [int(self.dataset[i][1]) for i in range(len(self.dataset))]
+        indices = same_class_pool(self._labels, label, self.size, self.seed)
+        return torch.stack([self.dataset[i][0] for i in indices])

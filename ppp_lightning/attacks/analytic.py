@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ppp_lightning.attacks.closed_form import ClosedFormAttack
 from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
 from ppp_lightning.attacks.layer_inputs import check_estimator, layer_gradients, linear_input
 from ppp_lightning.attacks.registry import check_images, register
@@ -20,7 +21,7 @@ __all__ = ["AnalyticRecovery"]
 
 @register("analytic", "reads the image out of the first Linear layer's gradients (no optimisation)",
           one_image=True, needs_first_linear=True)  # fmt: skip
-class AnalyticRecovery:
+class AnalyticRecovery(ClosedFormAttack):
     """Recover one image from the gradients of the model's first ``Linear`` layer.
 
     No optimisation: on a model whose first layer is ``Linear`` (``mlp``) the image comes back
@@ -87,21 +88,3 @@ class AnalyticRecovery:
         if labels is None:
             labels = recover_labels(head_bias_gradient(model, gradients, example), 1)
         return AttackResult(images=images, labels=labels)
-
-    def run(
-        self,
-        model: nn.Module,
-        gradients: Sequence[Mapping[str, Tensor]],
-        labels: Sequence[Tensor | None] | None = None,
-        shape: Sequence[int] = (1, 3, 32, 32),
-    ) -> list[AttackResult]:
-        """Recover every victim's image (no optimisation, so one after another).
-
-        Args:
-            model: the attacked model.
-            gradients: every victim's shared gradient.
-            labels: every victim's ``(1,)`` label (``None``: recovered).
-            shape: ``(1, C, H, W)`` of every victim's batch.
-        """
-        labels = labels if labels is not None else [None] * len(gradients)
-        return [self(model, shared, label, shape) for shared, label in zip(gradients, labels)]

@@ -40,7 +40,7 @@ class InvertingGradients(GradientMatchingAttack):
         mean: the data's per-channel normalisation mean (one value for all channels allowed).
         std: the data's per-channel normalisation standard deviation.
         **kwargs: ``restarts``, ``include``, ``ignore``, ``target``, ``batched``, ``tol``,
-            ``patience``, ``tie_channels``, ``threads``, ``progress``, ``seed`` of
+            ``patience``, ``tie_channels``, ``threads``, ``progress``, ``seed``, ``initialisation`` of
             :class:`~ppp_lightning.attacks.matching.GradientMatchingAttack`.
 
     Raises:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,18 @@ from ppp_lightning.losses import classification_terms
 from ppp_lightning.progress import progress_bar
 from ppp_lightning.validation import check_number
 
-__all__ = ["GradientMatchingAttack", "Problems", "detached_parameters", "known_labels"]
+__all__ = [
+    "INITIALISATIONS",
+    "GradientMatchingAttack",
+    "Initialisation",
+    "Problems",
+    "detached_parameters",
+    "known_labels",
+]
+
+# How random initial images are drawn: standard normal (``randn``) or uniform on [-1, 1].
+Initialisation = Literal["normal", "uniform"]
+INITIALISATIONS: tuple[str, ...] = get_args(Initialisation)
 
 
 @dataclass
@@ -108,10 +119,12 @@ class GradientMatchingAttack:
             can be several times slower (``benchmarks/results/attack_speed.md``).
         progress: show a progress bar over iterations with the active problems and best objective.
         seed: seed of the random initialisation.
+        initialisation: how random initial images are drawn (without ``init``): ``"normal"``
+            (standard normal, in normalised units) or ``"uniform"`` (uniform on ``[-1, 1]``).
 
     Raises:
-        ValueError: if a count, ``lr``, ``tol`` or ``patience`` is out of range or ``target`` is
-            unknown.
+        ValueError: if a count, ``lr``, ``tol`` or ``patience`` is out of range, or ``target`` or
+            ``initialisation`` is unknown.
     """
 
     def __init__(
@@ -129,6 +142,7 @@ class GradientMatchingAttack:
         threads: Optional[int] = 1,
         progress: bool = True,
         seed: int = 0,
+        initialisation: Initialisation = "normal",
     ) -> None:
         if iterations < 1 or restarts < 1:
             raise ValueError(f"iterations={iterations} and restarts={restarts}; allowed: >= 1")
@@ -137,6 +151,8 @@ class GradientMatchingAttack:
         check_number("lr", lr, minimum=0, exclusive_minimum=True)
         if target is not None and target not in TARGETS:
             raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
+        if initialisation not in INITIALISATIONS:
+            raise ValueError(f"initialisation={initialisation!r}; allowed: {', '.join(INITIALISATIONS)}")
         self.iterations = iterations
         self.lr = lr
         self.restarts = restarts
@@ -149,6 +165,7 @@ class GradientMatchingAttack:
         self.threads = threads
         self.progress = progress
         self.seed = seed
+        self.initialisation = initialisation
         self.execution = ExecutionChoice(batched)
 
     def __call__(
@@ -193,7 +210,8 @@ class GradientMatchingAttack:
             gradients: every victim's shared gradient by parameter name (the same names).
             labels: every victim's ``(N,)`` labels (``None`` for one, or for all: recovered).
             shape: ``(N, C, H, W)`` of every victim's batch.
-            init: ``(N, C, H, W)`` initial images for every problem instead of random ones.
+            init: ``(N, C, H, W)`` initial images for every problem instead of random ones, or
+                ``(V, N, C, H, W)``: one start per victim.
 
         Returns:
             One result per victim, in order. Problem ``(victim, restart)`` starts from the same
@@ -237,10 +255,14 @@ class GradientMatchingAttack:
         device = problems.labels.device
         channels = 1 if self.tie_channels else shape[1]
         if init is not None:
-            start = init.detach().to(device).mean(1, keepdim=True) if self.tie_channels else init.detach().to(device)
+            start = init.detach().to(device)
+            start = start.mean(-3, keepdim=True) if self.tie_channels else start
+            if start.dim() > len(shape):  # one start per victim, for all its restarts (problem p: victim p // R)
+                return {"images": start.repeat_interleave(self.restarts, 0).contiguous()}
             images = start.expand(self.restarts, *start.shape)
         else:
-            images = torch.randn((self.restarts, shape[0], channels, *shape[2:]), generator=generator, device=device)
+            size = (self.restarts, shape[0], channels, *shape[2:])
+            images = _random_images(self.initialisation, size, generator, device)
         return {"images": self.per_problem(problems, images)}
 
     def per_problem(self, problems: Problems, per_restart: Tensor) -> Tensor:
@@ -379,6 +401,15 @@ def known_labels(
 def detached_parameters(model: nn.Module) -> dict[str, Tensor]:
     """The model's parameters by name, detached (the attack's constants)."""
     return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def _random_images(
+    initialisation: Initialisation, size: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> Tensor:
+    """Initial images of ``size``: standard normal, or uniform on ``[-1, 1]``."""
+    if initialisation == "uniform":
+        return torch.rand(size, generator=generator, device=device) * 2 - 1
+    return torch.randn(size, generator=generator, device=device)
 
 
 def _batch(tensors: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import TypeVar
+from typing import Optional, TypeVar
 
 __all__ = ["REGISTRY", "Capabilities", "capability_table", "check_images", "register"]
 
@@ -28,10 +28,17 @@ class Capabilities:
         one_image: it recovers one image per shared gradient (a batch of one).
         needs_precode: it attacks a PRECODE's sampling (the suite adds it only to models with one).
         needs_first_linear: it reads the image out of a first ``Linear`` layer that takes it.
+        needs_positional_embedding: it reads the image out of a ViT's patch and positional
+            embeddings (a torchvision ``VisionTransformer``; :func:`~ppp_lightning.attacks.april.patch_embedding`).
         needs_clean_gradient: it matches the gradients a defense leaves clean (the suite gives it
             the defense's settings, and adds it only where the defense leaves some clean).
         convolution_free: it applies only to models without convolutions (too slow or weak on them).
+        needs_candidates: it needs a pool of candidate images holding the victim (the audit passes
+            each victim's identification candidates as ``candidates``).
         targets: targeted variants the suite adds against a PRECODE (``<name>/<target>``).
+        threat_model: the attack assumes more than a server that sees gradients; named here, it is
+            never in the default suite (only where asked for by name), its verdicts carry this text
+            and it stays out of the union over attacks.
     """
 
     name: str
@@ -39,9 +46,12 @@ class Capabilities:
     one_image: bool = False
     needs_precode: bool = False
     needs_first_linear: bool = False
+    needs_positional_embedding: bool = False
     needs_clean_gradient: bool = False
     convolution_free: bool = False
+    needs_candidates: bool = False
     targets: tuple[str, ...] = ()
+    threat_model: Optional[str] = None
 
 
 # Name -> attack class, in registration order (the suite's order); each class carries its ``capabilities``.
@@ -91,7 +101,15 @@ def capability_table() -> str:
     lines = [f"| attack | what it does | {' | '.join(columns)} |", f"|{'---|' * (len(columns) + 2)}"]
     for name, cls in REGISTRY.items():
         entry = cls.capabilities
-        cells = [", ".join(value) or "-" if isinstance(value, tuple) else ("yes" if value else "-")
-                 for value in (getattr(entry, column) for column in columns)]  # fmt: skip
+        cells = [_cell(getattr(entry, column)) for column in columns]
         lines.append(f"| `{name}` | {entry.summary} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    """A capability as table text: names listed, flags as yes or -, text as is."""
+    if isinstance(value, tuple):
+        return ", ".join(value) or "-"
+    if isinstance(value, str):
+        return value
+    return "yes" if value else "-"

@@ -16,7 +16,7 @@ from typing import Any, Literal, Optional, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from ppp_lightning.attacks import adaptive, analytic, clean, dlg, features, inverting  # noqa: F401 (they register)
+from ppp_lightning.attacks import adaptive, analytic, april, clean, dlg, features, inverting, linkage  # noqa: F401 (they register)
 from ppp_lightning.attacks.registry import REGISTRY, Capabilities
 from ppp_lightning.attacks.result import AttackResult
 
@@ -109,6 +109,18 @@ class AttackSpec:
         """A short readable name: the attack and its target, e.g. ``inverting/before_decoder``."""
         target = self.settings.get("target")
         return f"{self.name}/{target}" if target else self.name
+
+    def refuse_candidates(self, consumer: str) -> None:
+        """Refuse an attack that picks among candidates where ``consumer`` has none to give it.
+
+        Raises:
+            ValueError: if the attack needs candidates (only the audit holds them).
+        """
+        if self.capabilities.needs_candidates:
+            raise ValueError(
+                f"attack={self.name!r} picks among candidates the attacker holds, which {consumer} does not have; "
+                "run it with `ppp-lightning audit --attacks linkage` (or audit(..., attacks=...))"
+            )
 
     def options(self) -> dict[str, inspect.Parameter]:
         """Every keyword option of the attack with its default."""

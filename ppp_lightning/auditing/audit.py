@@ -15,7 +15,9 @@ typed record (:class:`~ppp_lightning.assessment.record.AttackRecord`) appended t
 at once, so a rerun skips finished attacks (a folder holding another model's, defense's or
 victims' audit is refused). :mod:`~ppp_lightning.auditing.report` writes ``report.md`` (attack,
 identified and reconstructed k/n with 95% intervals, control, verdict, the union over attacks);
-``sheet.png`` shows every attack's and control's reconstructions under the victims.
+``sheet.png`` shows every attack's and control's reconstructions under the victims. With ``tune``,
+each optimisation attack's settings are first searched on the control of other victims
+(:mod:`~ppp_lightning.auditing.tuning`), and its record holds the trials and the choice.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,6 +53,7 @@ from ppp_lightning.auditing.report import (
     sheet_rows,
     write_report,
 )
+from ppp_lightning.auditing.tuning import TUNING_VICTIMS, Tuner, check_tune, draw_tuning_victims, untuned_spec
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
@@ -60,7 +64,7 @@ from ppp_lightning.victims import draw_victims, floor_image
 __all__ = ["AuditedGradients", "audit", "audited_gradients", "model_fingerprint"]
 
 # Settings that records written before they existed lack, with the value those audits used.
-RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE}
+RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE, "tune": 0}
 
 
 @dataclass
@@ -143,6 +147,9 @@ def audit(
     prefix: str = "audit",
     batch_size: int = 1,
     pool_size: int = POOL_SIZE,
+    tune: int = 0,
+    tuning_victims: int = TUNING_VICTIMS,
+    reserved: Sequence[int] = (),
 ) -> list[AttackRecord]:
     """Attack ``victims`` training images of ``dataset`` with every attack, with controls; write the report.
 
@@ -165,6 +172,12 @@ def audit(
         batch_size: victims per shared gradient (consecutive victims share one; 1: each alone).
         pool_size: ``K``, each victim's candidates for identification (itself and ``K - 1``
             training images of its class; chance ``1/K``).
+        tune: first search each optimisation attack's settings with this many Optuna trials on
+            the control of ``tuning_victims`` other training images, then audit with the best
+            (:mod:`~ppp_lightning.auditing.tuning`; 0: the attacks' own settings). A rerun reuses
+            the recorded choice.
+        tuning_victims: how many tuning victims (class-stratified, never an audited victim).
+        reserved: dataset indices the tuning victims also avoid (e.g. calibrate's held-out victims).
 
     Returns:
         Every attack's record (those of earlier runs included), in the order of ``attacks``.
@@ -172,16 +185,18 @@ def audit(
     Raises:
         ValueError: before any work, if ``victims`` is not an integer >= 1 or not a multiple of
             ``batch_size``, ``seed`` is not in ``[0, 2**32 - 1]``, ``folder`` is a file or cannot be
-            created or written, another process is auditing it (:func:`folder_lock`), or it holds an
-            audit of another model, defense, victims, seed, batch size or pool size.
+            created or written, another process is auditing it (:func:`folder_lock`), it holds an
+            audit of another model, defense, victims, seed, batch size, pool size or ``tune``, or
+            ``tune`` is not an integer >= 0 (or > 0 without Optuna installed).
     """
     check_integer("victims", victims, 1)
     check_seed(seed)
     if batch_size < 1 or victims % batch_size:
         raise ValueError(f"victims={victims}, batch_size={batch_size}; allowed: victims a multiple of batch_size >= 1")
+    check_tune(tune, tuning_victims, batch_size)
     with folder_lock(folder) as folder:
         return _audit(model, dataset, attacks, folder, defense, mean, std, one_channel, victims, seed, control,
-                      progress, sinks, step, prefix, batch_size, pool_size)  # fmt: skip
+                      progress, sinks, step, prefix, batch_size, pool_size, tune, tuning_victims, reserved)  # fmt: skip
 
 
 def _audit(
@@ -202,6 +217,9 @@ def _audit(
     prefix: str,
     batch_size: int,
     pool_size: int,
+    tune: int,
+    tuning_victims: int,
+    reserved: Sequence[int],
 ) -> list[AttackRecord]:
     """:func:`audit`'s work, its arguments checked and its folder locked."""
     images, labels = draw_victims(dataset, victims, seed, stratified=True)
@@ -217,25 +235,37 @@ def _audit(
         "seed": seed,
         "batch_size": batch_size,
         "pool_size": pool_size,
+        "tune": tune,
     }
     reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
     done = _finished(reporter, setting)
     metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
     reidentifier = Reidentifier(dataset, mean, std, one_channel, pool_size, seed)
     floor = floor_image(dataset)
+    tuner = None
+    if tune:  # on the control of other victims, scored as the audit scores
+        tuner = Tuner(tune, draw_tuning_victims(dataset, tuning_victims, seed, victims, reserved), network,
+                      partial(audited_gradients, network, defense=defense, control=control, batch_size=batch_size),
+                      partial(assess, metrics, floor=floor, reidentifier=reidentifier, batch_size=batch_size),
+                      mean, std, seed, progress)  # fmt: skip
     bar = progress_bar(attacks.items(), desc="audit", unit="attack", enabled=progress, lines=True,
                        name=lambda item: item[0])  # fmt: skip
     for label, spec in bar:
-        if label in done and done[label].context["spec"] == spec.to_dict():
-            continue
+        if label in done and untuned_spec(done[label].context) == spec.to_dict():
+            continue  # finished (a tuned attack with the choice it recorded)
+        spec, tuning = tuner(label, spec) if tuner else (spec, None)
         shape, started = tuple(images.shape[1:]), time.perf_counter()
-        results, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std)
+        candidates = reidentifier.candidates(images, labels) if spec.capabilities.needs_candidates else None
+        results, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std, candidates)
         seconds = round(time.perf_counter() - started, 1)  # attack and control together: what a budget must fit
         assessed = assess(metrics, _images(results), images, labels, floor, reidentifier,
                           None if controls is None else _images(controls), batch_size, Convergence.of(results),
                           None if controls is None else Convergence.of(controls))  # fmt: skip
         context = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
+                   "threat_model": spec.capabilities.threat_model,
                    "seconds": seconds, "labels": labels.tolist()}  # fmt: skip
+        if tuning is not None:
+            context["tuning"] = tuning.to_dict()
         _keep_reconstructions(folder, label, assessed)
         written = reporter.report(f"{file_name(label)}.png", images, assessed.reconstructions,
                                   assessed.record(context).to_dict(), step, prefix=f"{prefix}/{label}",
@@ -275,15 +305,20 @@ def _attack(
     image_shape: tuple[int, ...],
     mean: Sequence[float],
     std: Sequence[float],
+    candidates: Optional[list[Tensor]] = None,
 ) -> tuple[list[AttackResult], Optional[list[AttackResult]]]:
-    """The attack's results on the shared gradients and on the controls (one run where possible)."""
+    """The attack's results on the shared gradients and on the controls (one run where possible).
+
+    ``candidates``: every victim's identification candidates, for an attack that picks among them.
+    """
     attack = spec.build(mean, std)
     known = list(labels.split(len(labels) // len(gradients.shared)))
     shape = (len(known[0]), *image_shape)
     count = len(known)
 
     def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> list[AttackResult]:
-        return attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape)
+        pools = {} if candidates is None else {"candidates": candidates * (len(batch) // count)}
+        return attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape, **pools)
 
     if gradients.control is None:
         return run(network, gradients.shared), None
@@ -302,6 +337,6 @@ def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> Non
     kept = {"attack": assessed.reconstructions, "control": assessed.control_reconstructions}
     path = reconstructions_path(folder, label)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
-    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, partial)
-    partial.replace(path)
+    unfinished = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
+    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, unfinished)
+    unfinished.replace(path)

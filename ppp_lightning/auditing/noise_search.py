@@ -28,9 +28,10 @@ from ppp_lightning.assessment.verdicts import clopper_pearson
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.auditing.audit import audit, audited_gradients
 from ppp_lightning.auditing.folders import folder_lock
+from ppp_lightning.auditing.tuning import TUNING_VICTIMS, check_tune
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.validation import check_integer, check_number, check_seed
-from ppp_lightning.victims import draw_victims
+from ppp_lightning.victims import draw_victims, victim_indices
 
 __all__ = [
     "HELD_OUT",
@@ -143,6 +144,9 @@ class Calibration:
             protects only when it protects both.
         held_out_seed: the held-out victims' seed (``None``: none were audited).
         held_out_victims: how many held-out victims each of those audits attacked.
+        tuning: per attack tuned before the search (``tune``), its ``tuning`` record: the trials,
+            the settings chosen, the tuning victims (:mod:`~ppp_lightning.auditing.tuning`); every
+            audit of the search ran with those settings.
     """
 
     state: str
@@ -162,6 +166,7 @@ class Calibration:
     held_out: dict[str, dict[str, Any]] = field(default_factory=dict)
     held_out_seed: Optional[int] = None
     held_out_victims: int = 0
+    tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def yaml_block(self) -> str:
         """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
@@ -236,6 +241,8 @@ def calibrate(
     progress: bool = True,
     pool_size: int = POOL_SIZE,
     held_out: int = HELD_OUT_VICTIMS,
+    tune: int = 0,
+    tuning_victims: int = TUNING_VICTIMS,
 ) -> Calibration:
     """The smallest sigma of ``family`` at which no attack of the suite leaks: reconstructs or identifies.
 
@@ -249,7 +256,10 @@ def calibrate(
     leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
     so the answer must also hold on victims the search did not stop on. Every audit goes
     to a subfolder of ``folder`` (``no_noise``, ``sigma=<value>``, ``sigma=<value>/held_out``), so
-    an interrupted calibration resumes where it stopped.
+    an interrupted calibration resumes where it stopped. With ``tune``, the audit without noise
+    first tunes each optimisation attack on the gradient without noise of ``tuning_victims``
+    other victims (neither the victims nor the held-out ones), and every later audit uses the
+    settings chosen there (no tuning per sigma).
 
     Args:
         model: the client's network at the state to calibrate.
@@ -268,18 +278,29 @@ def calibrate(
         progress: show the audits' progress bars.
         pool_size: ``K``, each victim's candidates for identification (chance ``1/K``).
         held_out: how many held-out victims confirm a protective sigma (0: none).
+        tune: Optuna trials per optimisation attack before the search
+            (:mod:`~ppp_lightning.auditing.tuning`; 0: the attacks' own settings).
+        tuning_victims: how many victims the attacks are tuned on.
 
     Raises:
         ValueError: before any audit, on a bad setting (:func:`check_calibration`), a folder that is
             a file or cannot be written, or one another process is calibrating.
     """
-    check_calibration(victims, seed, factor, start, held_out)
+    check_calibration(victims, seed, factor, start, held_out, tune, tuning_victims)
     with folder_lock(folder, work="calibrated") as folder:
         return _calibrate(model, dataset, attacks, family, folder, mean, std, one_channel, victims, seed, factor,
-                          start, state, progress, pool_size, held_out)  # fmt: skip
+                          start, state, progress, pool_size, held_out, tune, tuning_victims)  # fmt: skip
 
 
-def check_calibration(victims: int, seed: int, factor: float, start: Optional[float], held_out: int) -> None:
+def check_calibration(
+    victims: int,
+    seed: int,
+    factor: float,
+    start: Optional[float],
+    held_out: int,
+    tune: int = 0,
+    tuning_victims: int = TUNING_VICTIMS,
+) -> None:
     """Refuse :func:`calibrate`'s settings before any audit (each named with its allowed values).
 
     Args:
@@ -288,6 +309,8 @@ def check_calibration(victims: int, seed: int, factor: float, start: Optional[fl
         factor: the precision of the answer (> 1).
         start: the first sigma tried (``None``, or > 0).
         held_out: held-out victims (an integer >= 0).
+        tune: Optuna trials per attack (an integer >= 0; > 0 needs Optuna installed).
+        tuning_victims: the victims the attacks are tuned on (an integer >= 1).
 
     Raises:
         ValueError: naming the first bad setting and its allowed values.
@@ -298,6 +321,7 @@ def check_calibration(victims: int, seed: int, factor: float, start: Optional[fl
     if start is not None:
         check_number("start", start, minimum=0, exclusive_minimum=True)
     check_integer("held_out", held_out, 0, note="(0: no held-out victims)")
+    check_tune(tune, tuning_victims)
 
 
 def _calibrate(
@@ -317,15 +341,24 @@ def _calibrate(
     progress: bool,
     pool_size: int,
     held_out: int,
+    tune: int,
+    tuning_victims: int,
 ) -> Calibration:
     """:func:`calibrate`'s work, its settings checked and its folder locked."""
     common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
     common.update(control=False, progress=progress, pool_size=pool_size)
-    baseline = _Found(audit(model, dataset, attacks, folder / "no_noise", None, **common))
+    # tuned once, without noise (every sigma's control), on victims apart from the held-out ones too
+    held = seed + HELD_OUT_SEED_OFFSET
+    reserved = victim_indices(dataset, held_out, held, stratified=True) if tune and held_out else []
+    records = audit(model, dataset, attacks, folder / "no_noise", None, **common, tune=tune,
+                    tuning_victims=tuning_victims, reserved=reserved)  # fmt: skip
+    baseline = _Found(records)
+    tuning = {r.context["label"]: r.context["tuning"] for r in records if "tuning" in r.context}
     if not baseline.leaking:
         return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims,
-                           unions={"0": baseline.reconstructed}, pool_size=pool_size)  # fmt: skip
-    suite = {label: attacks[label] for label in baseline.leaking}
+                           unions={"0": baseline.reconstructed}, pool_size=pool_size, tuning=tuning)  # fmt: skip
+    suite = {label: attacks[label].replace(**tuning[label]["chosen"]) if label in tuning else attacks[label]
+             for label in baseline.leaking}  # fmt: skip
 
     def run(sigma: float, where: Path, held: bool) -> _Found:
         drawn = {"seed": seed + HELD_OUT_SEED_OFFSET, "victims": held_out} if held else {}
@@ -336,7 +369,7 @@ def _calibrate(
     search = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: bool(f.leaking)), first, factor)
     legible = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: any(f.reconstructed)),
                                         search.sigma or first, factor)  # fmt: skip
-    details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible}
+    details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible, "tuning": tuning}
     details["held_out_victims"] = held_out
     if legible.sigma is not None:
         details["reconstruction_noise"] = _noise_at(model, dataset, replace(family, sigma=legible.sigma), victims, seed)

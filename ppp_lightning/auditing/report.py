@@ -109,10 +109,17 @@ LEAK_COLUMNS = (
 
 def leak_rows(records: Sequence[AttackRecord]) -> list[list[str]]:
     """One row of :data:`LEAK_COLUMNS` per audited attack."""
-    return [_leak_row(r.context["label"], r) for r in records]
+    return [_leak_row(_label(r), r) for r in records]
+
+
+def _label(record: AttackRecord) -> str:
+    """The attack's label, with its own threat model where it has one."""
+    threat = record.context.get("threat_model")
+    return f"{record.context['label']}: {threat}" if threat else record.context["label"]
 
 
 def _leak_row(label: str, record: AttackRecord) -> list[str]:
+    label = f"{label} (tuned)" if "tuning" in record.context else label  # the chosen settings: under Settings
     verdict = record.verdict
     found = verdict.defended
     control = "-" if verdict.control is None else str(verdict.control)
@@ -122,8 +129,13 @@ def _leak_row(label: str, record: AttackRecord) -> list[str]:
 
 
 def union_text(records: Sequence[AttackRecord]) -> str:
-    """The findings of any attack per victim (each attack one more guess at identification)."""
-    return str(union_findings([r.attack for r in records]))
+    """The findings of any attack per victim (each attack one more guess at identification).
+
+    Attacks with their own threat model (an attacker who holds the candidates) are left out: they
+    answer another question and are reported on their own rows.
+    """
+    ordinary = [r.attack for r in records if not r.context.get("threat_model")]
+    return str(union_findings(ordinary)) if ordinary else "none ran besides those with their own threat model"
 
 
 def _report(records: Sequence[AttackRecord]) -> str:
@@ -134,13 +146,33 @@ def _report(records: Sequence[AttackRecord]) -> str:
     lines += [
         _audited_text(first),
         f"Model {first['model']}; {first['victims']} class-stratified victims, {_batches(first)}; "
-        f"seed {first['seed']}; each identified among {first.get('pool_size', POOL_SIZE)} candidates.",
+        f"seed {first['seed']}; each identified among {records[0].attack.pool_size or POOL_SIZE} candidates.",
         "",
         markdown_table(LEAK_COLUMNS, leak_rows(records)),
     ]
-    lines += ["", f"Any attack (per victim): {union_text(records)}.", "", "Settings:", ""]
-    lines += [f"- {r.context['label']}: {r.context['spec']}" for r in records]
+    apart = " (attacks with their own threat model apart)" if any(r.context.get("threat_model") for r in records) else ""
+    lines += ["", f"Any attack (per victim){apart}: {union_text(records)}.", "", "Settings:", ""]
+    lines += [f"- {r.context['label']}: {r.context['spec']}{_tuning_text(r.context)}" for r in records]
     return "\n".join(lines) + "\n"
+
+
+def _tuning_text(context: dict[str, Any]) -> str:
+    """How a tuned attack's settings were chosen (nothing where it was not tuned)."""
+    tuning = context.get("tuning")
+    if tuning is None:
+        return ""
+    chosen = ", ".join(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}"
+                       for name, value in tuning["chosen"].items())  # fmt: skip
+    trials = tuning["trials"]
+    return (
+        f"; tuned: {chosen}, the best of {len(trials)} trials on {_tuned_on(context)} of {len(tuning['victims'])} "
+        f"other victims in {tuning['seconds']:g} s (value: reconstructed + identified + mean NCC, "
+        f"{max(t['value'] for t in trials):.3g}; the attack's own settings {trials[0]['value']:.3g})"
+    )
+
+
+def _tuned_on(context: dict[str, Any]) -> str:
+    return "the control" if context["controlled"] else "the shared gradient"
 
 
 def _audited_text(record: dict[str, Any]) -> str:

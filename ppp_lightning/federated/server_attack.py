@@ -64,6 +64,7 @@ class ServerAttack:
 
     def __post_init__(self) -> None:
         self.spec = AttackSpec(self.name, self.kwargs)
+        self.spec.refuse_candidates("the Flower server's attack")
         if self.success_metric not in METRICS:
             raise ValueError(f"attack.success_metric={self.success_metric!r}; allowed: {', '.join(METRICS)}")
         if self.rounds is not None and min(self.rounds, default=1) < 1:

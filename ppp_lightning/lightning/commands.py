@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 from torch import nn
 
 from callbacks.partial_perturbation import PartialPerturbation, attached_perturbation
-from ppp_lightning.assessment.record import AttackRecord, union_findings
+from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reporting import ReportSink
 from ppp_lightning.attacks.suite import attack_suite
 from ppp_lightning.auditing.audit import audit, model_fingerprint
@@ -32,7 +32,8 @@ from ppp_lightning.auditing.noise_search import (
     calibrate,
     check_calibration,
 )
-from ppp_lightning.auditing.report import REPORT, SHEET
+from ppp_lightning.auditing.report import REPORT, SHEET, union_text
+from ppp_lightning.auditing.tuning import check_tune
 from ppp_lightning.checkpoints import read_checkpoint
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.lightning.errors import usage_errors
@@ -62,6 +63,7 @@ class PPPTrainer(pl.Trainer):
         seed: int = 0,
         folder: Optional[str] = None,
         fail_on_leak: bool = False,
+        tune: int = 0,
     ) -> list[AttackRecord]:
         """Does the model, with the attached defense, leak? Attack it with a suite, with positive controls.
 
@@ -80,17 +82,23 @@ class PPPTrainer(pl.Trainer):
             folder: where the audit goes (``None``: ``<default_root_dir>/audits/<model and defense>``).
             fail_on_leak: raise :class:`LeakFound` (exit status 3) if any attack leaked: reconstructed a
                 victim or identified victims above chance.
+            tune: first search each optimisation attack's settings (lr, TV weight, restarts,
+                iterations up to its own, initialisation) with this many Optuna trials on the control
+                of 4 other training images, and audit with the best (0: the attacks' own settings;
+                needs ``pip install -e ".[tune]"``).
 
         Raises:
             LeakFound: with ``fail_on_leak``, on a leak.
             ValueError: before any attack (a usage error, exit status 2), on ``victims`` < 1, a
-                ``seed`` outside ``[0, 2**32 - 1]``, a ``folder`` that is a file or cannot be
-                written, an attack that does not apply or a datamodule without ``train_set``;
-                then on a folder that another process is auditing or that holds another audit.
+                ``seed`` outside ``[0, 2**32 - 1]``, ``tune`` < 0 (or > 0 without Optuna), a
+                ``folder`` that is a file or cannot be written, an attack that does not apply or a
+                datamodule without ``train_set``; then on a folder that another process is auditing
+                or that holds another audit.
         """
         with usage_errors():
             check_integer("victims", victims, 1)
             check_seed(seed)
+            check_tune(tune)
         if ckpt_path:
             _load_weights(model, ckpt_path)
         defense = getattr(attached_perturbation(self), "spec", None)
@@ -101,12 +109,11 @@ class PPPTrainer(pl.Trainer):
         with usage_errors():
             suite = attack_suite(model, data.train_set[0][0][None], defense, attacks, data.one_channel, progress=True)
         records = audit(model, data.train_set, suite, where, defense, data.mean, data.std, data.one_channel,
-                        victims, seed, sinks=sinks_for(self.loggers), step=self.global_step)  # fmt: skip
+                        victims, seed, sinks=sinks_for(self.loggers), step=self.global_step, tune=tune)  # fmt: skip
         print((where / REPORT).read_text() + f"\nSheet: {where / SHEET}")
         leaked = [r.context["label"] for r in records if r.attack.findings().leaked]
         if fail_on_leak and leaked:
-            found = union_findings([r.attack for r in records])
-            raise LeakFound(f"{', '.join(leaked)} leaked (any attack: {found}); see {where / REPORT}")
+            raise LeakFound(f"{', '.join(leaked)} leaked (any attack: {union_text(records)}); see {where / REPORT}")
         return records
 
     def calibrate(
@@ -123,6 +130,7 @@ class PPPTrainer(pl.Trainer):
         folder: Optional[str] = None,
         train_epochs: int = 0,
         held_out: int = HELD_OUT_VICTIMS,
+        tune: int = 0,
     ) -> list[Calibration]:
         """How much noise does the attached defense family need? The smallest sigma at which nothing leaks.
 
@@ -150,16 +158,21 @@ class PPPTrainer(pl.Trainer):
             held_out: a sigma protects only if it also protects this many held-out victims (other
                 images, audited where the victims leaked nothing), so the answer holds beyond the
                 victims it was searched on (0: none).
+            tune: before each state's search, tune each optimisation attack with this many Optuna
+                trials on the gradient without noise of 4 other training images; every sigma's audit
+                uses the settings chosen (0: the attacks' own settings; needs
+                ``pip install -e ".[tune]"``).
 
         Raises:
             ValueError: before any audit (a usage error, exit status 2), on a bad ``victims``,
-                ``seed``, ``factor``, ``start`` or ``held_out``, without an attached
-                ``PartialPerturbation`` (the family), with no state to calibrate, on a ``folder``
-                that is a file or cannot be written, or on an attack that does not apply.
+                ``seed``, ``factor``, ``start``, ``held_out`` or ``tune`` (or ``tune`` > 0 without
+                Optuna), without an attached ``PartialPerturbation`` (the family), with no state to
+                calibrate, on a ``folder`` that is a file or cannot be written, or on an attack that
+                does not apply.
             CheckpointFileError: on a ``checkpoints`` entry that cannot be read.
         """
         with usage_errors():
-            check_calibration(victims, seed, factor, start, held_out)
+            check_calibration(victims, seed, factor, start, held_out, tune)
             family = getattr(attached_perturbation(self), "spec", None)
             if family is None:
                 raise ValueError(
@@ -179,7 +192,8 @@ class PPPTrainer(pl.Trainer):
                       for _, state in states]  # fmt: skip
         results = [
             calibrate(state, data.train_set, suite, family, where / _state_folder(name), data.mean, data.std,
-                      data.one_channel, victims, seed, factor, start, name, held_out=held_out)  # fmt: skip
+                      data.one_channel, victims, seed, factor, start, name, held_out=held_out,
+                      tune=tune)  # fmt: skip
             for (name, state), suite in zip(states, suites)
         ]
         (where / CALIBRATION_FILE).write_text(json.dumps([r.to_dict() for r in results], indent=2))
