@@ -227,8 +227,19 @@ def _measure(
     suite = _suite(model, example, family_spec, config, family, pool.one_channel)
     start = _search_start(results, arch, family, unit["state"])
     found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
-                      start=start, **common)  # fmt: skip
+                      start=start, baseline=_shared_baseline(out, arch, family, unit["state"]), **common)  # fmt: skip
     return found.to_dict()
+
+
+def _shared_baseline(out: Path, arch: str, family: str, state: str) -> Optional[Path]:
+    """Where the calibrations of one model share their audit without noise (``None``: their own folder).
+
+    At initialisation every family with (or every one without) PRECODE has the same weights; trained
+    states differ per family (each trained with its own noise).
+    """
+    if state != "init":
+        return None
+    return out / "calibrations" / arch / ("precode-model" if Defense(family).uses_precode else "plain-model") / state
 
 
 def _suite(

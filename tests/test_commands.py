@@ -82,8 +82,9 @@ def test_calibrate_finds_the_protective_sigma_to_the_factor_and_prints_a_callbac
     assert all(not any(result["unions"][key]) for key in result["held_out"])
     assert result["held_out"][f"{search['sigma']:.6g}"]["leaking"] == [] and not leaked[f"{search['sigma']:.6g}"]
     assert Path(f"cal/initialisation/sigma={search['sigma']:.6g}/held_out/results.jsonl").exists()
-    below = f"{search['leaking']:.6g}"
-    assert below not in result["held_out"] or result["held_out"][below]["leaking"] == ["analytic"]
+    below = f"{search['leaking']:.6g}"  # leaked there: the victims (2 of 8 identified is above chance) or the held out
+    victims_leaked = any(result["unions"][below]) or sum(result["identified"][below]["analytic"]) >= 2
+    assert victims_leaked or result["held_out"][below]["leaking"] == ["analytic"]
     assert result["noise"]["noise_to_signal"] == pytest.approx(search["sigma"], rel=0.05)  # relative noise on all
     block = capsys.readouterr().out.split("(paste under trainer.callbacks):\n")[1]
     (entry,) = yaml.safe_load(block)

@@ -1,8 +1,10 @@
-"""The smallest protective sigma: geometric bisection against a monotone leak oracle."""
+"""The smallest protective sigma: geometric bisection and grid sweeps against a monotone leak oracle."""
+
+import math
 
 import pytest
 
-from ppp_lightning.auditing.noise_search import smallest_protective_sigma
+from ppp_lightning.auditing.noise_search import smallest_protective_sigma, sweep_protective_sigma
 
 
 @pytest.mark.parametrize("threshold", [0.0123, 0.9, 3.7, 250.0])
@@ -26,3 +28,38 @@ def test_settings_are_validated():
         smallest_protective_sigma(lambda sigma: False, factor=1)
     with pytest.raises(ValueError, match=r"min_sigma=1.0, start=0.5, max_sigma=10.0; allowed: min <= start <= max"):
         smallest_protective_sigma(lambda sigma: False, start=0.5, min_sigma=1.0, max_sigma=10.0)
+
+
+class _GridOracle:
+    """A monotone oracle that counts the batched calls (each one engine run in calibrate)."""
+
+    def __init__(self, threshold):
+        self.threshold, self.calls = threshold, []
+
+    def __call__(self, sigmas):
+        self.calls.append(list(sigmas))
+        return {sigma: sigma < self.threshold for sigma in sigmas}
+
+
+@pytest.mark.parametrize("threshold", [0.0123, 0.9, 3.7, 250.0])
+def test_the_sweep_finds_what_the_bisection_finds_within_one_step_in_far_fewer_passes(threshold):
+    oracle = _GridOracle(threshold)
+    sweep = sweep_protective_sigma(oracle, factor=1.5)
+    bisection = smallest_protective_sigma(lambda sigma: sigma < threshold, factor=1.5)
+    assert sweep.leaking < threshold <= sweep.sigma <= 1.5 * sweep.leaking
+    assert max(sweep.sigma, bisection.sigma) / min(sweep.sigma, bisection.sigma) <= 1.5  # one grid step
+    assert all(leaked == (sigma < threshold) for sigma, leaked in sweep.evaluations)
+    # the first grid is start * 4**k, k in [-2, 2]; passes: it, the grids extending it, one finer grid
+    assert oracle.calls[0] == [0.0625, 0.25, 1.0, 4.0, 16.0]
+    assert len(oracle.calls) <= 3 < len(bisection.evaluations)
+
+
+def test_the_sweep_asks_each_sigma_once_and_reports_the_ends_of_its_range():
+    never = _GridOracle(math.inf)
+    assert sweep_protective_sigma(never, max_sigma=100.0).sigma is None
+    asked = [sigma for call in never.calls for sigma in call]
+    assert len(asked) == len(set(asked)) and max(asked) == 100.0
+    always = sweep_protective_sigma(_GridOracle(0.0), min_sigma=0.01)
+    assert always.sigma == 0.01 and always.leaking is None
+    with pytest.raises(ValueError, match=r"span=0; allowed: >= 1"):
+        sweep_protective_sigma(never, span=0)

@@ -31,41 +31,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from torch import Tensor, nn
-from torchvision.utils import save_image
 
-from ppp_lightning.assessment.assess import Assessment, assess
-from ppp_lightning.assessment.metrics import ReconstructionMetrics, to_unit_interval
-from ppp_lightning.assessment.record import AttackRecord, Convergence
-from ppp_lightning.assessment.reidentification import POOL_SIZE, Reidentifier
-from ppp_lightning.assessment.reporting import Reporter, ReportSink
-from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
+from ppp_lightning.assessment.record import AttackRecord
+from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.reporting import ReportSink
 from ppp_lightning.attacks import AttackResult, AttackSpec
+from ppp_lightning.auditing.audit_folder import AuditFolder, run_attack
 from ppp_lightning.auditing.folders import folder_lock
-from ppp_lightning.auditing.report import (
-    LEAK_COLUMNS,
-    RESULTS,
-    SHEET,
-    file_name,
-    leak_rows,
-    reconstructions_path,
-    sheet_rows,
-    write_report,
-)
-from ppp_lightning.auditing.tuning import TUNING_VICTIMS, Tuner, check_tune, draw_tuning_victims, untuned_spec
+from ppp_lightning.auditing.tuning import TUNING_VICTIMS, Tuner, check_tune, draw_tuning_victims
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.gradients import client_gradient, seeded_client_gradients
 from ppp_lightning.progress import progress_bar
 from ppp_lightning.validation import check_integer, check_seed
-from ppp_lightning.victims import draw_victims, floor_image
+from ppp_lightning.victims import draw_victims
 
-__all__ = ["AuditedGradients", "audit", "audited_gradients", "model_fingerprint"]
-
-# Settings that records written before they existed lack, with the value those audits used.
-RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE, "tune": 0}
-
+__all__ = ["AuditedGradients", "audit", "audit_setting", "audited_gradients", "model_fingerprint"]
 
 @dataclass
 class AuditedGradients:
@@ -226,7 +208,38 @@ def _audit(
     network = copy.deepcopy(model).train()
     device = next(network.parameters()).device  # attacks run there; scores on the CPU
     gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, control, batch_size)
-    setting = {
+    setting = audit_setting(network, defense, gradients, victims, seed, batch_size, pool_size) | {"tune": tune}
+    where = AuditFolder(folder, dataset, images, labels, setting, mean, std, one_channel, sinks, step, prefix)
+    tuner = None
+    if tune:  # on the control of other victims, scored as the audit scores
+        tuner = Tuner(tune, draw_tuning_victims(dataset, tuning_victims, seed, victims, reserved), network,
+                      partial(audited_gradients, network, defense=defense, control=control, batch_size=batch_size),
+                      where.assess, mean, std, seed, progress)  # fmt: skip
+    bar = progress_bar(attacks.items(), desc="audit", unit="attack", enabled=progress, lines=True,
+                       name=lambda item: item[0])  # fmt: skip
+    for label, spec in bar:
+        if not where.pending(label, spec):
+            continue  # finished (a tuned attack with the choice it recorded)
+        spec, tuning = tuner(label, spec) if tuner else (spec, None)
+        started = time.perf_counter()
+        results, controls = _attack(spec, network, gradients, labels.to(device), tuple(images.shape[1:]), mean, std,
+                                    where.candidates(spec))  # fmt: skip
+        # attack and control together: what a budget must fit
+        where.record(label, spec, results, controls, time.perf_counter() - started, tuning)
+    return where.finish(list(attacks))
+
+
+def audit_setting(
+    network: nn.Module,
+    defense: Optional[DefenseSpec],
+    gradients: AuditedGradients,
+    victims: int,
+    seed: int,
+    batch_size: int,
+    pool_size: int,
+) -> dict[str, Any]:
+    """What an audit is, as every record of its folder states it (a folder of another setting is refused)."""
+    return {
         "model": model_fingerprint(network),
         "defense": None if defense is None else defense.to_dict(),
         "audited": gradients.audited,
@@ -235,66 +248,7 @@ def _audit(
         "seed": seed,
         "batch_size": batch_size,
         "pool_size": pool_size,
-        "tune": tune,
     }
-    reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
-    done = _finished(reporter, setting)
-    metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
-    reidentifier = Reidentifier(dataset, mean, std, one_channel, pool_size, seed)
-    floor = floor_image(dataset)
-    tuner = None
-    if tune:  # on the control of other victims, scored as the audit scores
-        tuner = Tuner(tune, draw_tuning_victims(dataset, tuning_victims, seed, victims, reserved), network,
-                      partial(audited_gradients, network, defense=defense, control=control, batch_size=batch_size),
-                      partial(assess, metrics, floor=floor, reidentifier=reidentifier, batch_size=batch_size),
-                      mean, std, seed, progress)  # fmt: skip
-    bar = progress_bar(attacks.items(), desc="audit", unit="attack", enabled=progress, lines=True,
-                       name=lambda item: item[0])  # fmt: skip
-    for label, spec in bar:
-        if label in done and untuned_spec(done[label].context) == spec.to_dict():
-            continue  # finished (a tuned attack with the choice it recorded)
-        spec, tuning = tuner(label, spec) if tuner else (spec, None)
-        shape, started = tuple(images.shape[1:]), time.perf_counter()
-        candidates = reidentifier.candidates(images, labels) if spec.capabilities.needs_candidates else None
-        results, controls = _attack(spec, network, gradients, labels.to(device), shape, mean, std, candidates)
-        seconds = round(time.perf_counter() - started, 1)  # attack and control together: what a budget must fit
-        assessed = assess(metrics, _images(results), images, labels, floor, reidentifier,
-                          None if controls is None else _images(controls), batch_size, Convergence.of(results),
-                          None if controls is None else Convergence.of(controls))  # fmt: skip
-        context = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(), **setting,
-                   "threat_model": spec.capabilities.threat_model,
-                   "seconds": seconds, "labels": labels.tolist()}  # fmt: skip
-        if tuning is not None:
-            context["tuning"] = tuning.to_dict()
-        _keep_reconstructions(folder, label, assessed)
-        written = reporter.report(f"{file_name(label)}.png", images, assessed.reconstructions,
-                                  assessed.record(context).to_dict(), step, prefix=f"{prefix}/{label}",
-                                  control=assessed.control_reconstructions)  # fmt: skip
-        done[label] = AttackRecord.from_dict(written)
-    records = [done[label] for label in attacks if label in done]
-    write_report(folder, records)
-    title = f"Audit of {victims} victims; audited defense: {setting['audited']}"
-    truth = SheetRow("truth", to_unit_interval(images, mean, std))
-    sheet = draw_sheet(title, [truth, *sheet_rows(folder, records, mean, std)])
-    save_image(sheet, folder / SHEET)
-    for sink in sinks:  # the report itself, next to every attack's sheet and table
-        sink.log_report(prefix, LEAK_COLUMNS, leak_rows(records), sheet, step)
-    return records
-
-
-def _finished(reporter: Reporter, setting: dict[str, Any]) -> dict[str, AttackRecord]:
-    """The folder's finished attacks by label (the latest of each), refusing another audit's folder."""
-    done = {}
-    for record in reporter.records():
-        other = {key: record.get(key, RECORD_DEFAULTS.get(key)) for key in setting}
-        if other != setting:
-            changed = [key for key in setting if other[key] != setting[key]]
-            raise ValueError(
-                f"{reporter.folder} holds an audit with other {', '.join(changed)} ({other}); "
-                "pass another folder or delete it"
-            )
-        done[record["label"]] = AttackRecord.from_dict(record)
-    return done
 
 
 def _attack(
@@ -311,14 +265,14 @@ def _attack(
 
     ``candidates``: every victim's identification candidates, for an attack that picks among them.
     """
-    attack = spec.build(mean, std)
     known = list(labels.split(len(labels) // len(gradients.shared)))
     shape = (len(known[0]), *image_shape)
     count = len(known)
 
     def run(model: nn.Module, batch: list[dict[str, Tensor]]) -> list[AttackResult]:
-        pools = {} if candidates is None else {"candidates": candidates * (len(batch) // count)}
-        return attack.run(copy.deepcopy(model), batch, known * (len(batch) // count), shape, **pools)
+        times = len(batch) // count
+        pools = None if candidates is None else candidates * times
+        return run_attack(spec, model, batch, known * times, shape, mean, std, pools)
 
     if gradients.control is None:
         return run(network, gradients.shared), None
@@ -326,17 +280,3 @@ def _attack(
         both = run(network, gradients.shared + gradients.control)
         return both[:count], both[count:]
     return run(network, gradients.shared), run(gradients.control_model, gradients.control)
-
-
-def _images(results: Sequence[AttackResult]) -> Tensor:
-    return torch.cat([result.images for result in results]).cpu()
-
-
-def _keep_reconstructions(folder: Path, label: str, assessed: Assessment) -> None:
-    """Save the reconstructions (for the combined sheet of a resumed audit)."""
-    kept = {"attack": assessed.reconstructions, "control": assessed.control_reconstructions}
-    path = reconstructions_path(folder, label)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    unfinished = path.with_suffix(".part")  # renamed when complete: a run killed while saving leaves no half file
-    torch.save({key: None if value is None else value.cpu() for key, value in kept.items()}, unfinished)
-    unfinished.replace(path)

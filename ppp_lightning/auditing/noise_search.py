@@ -1,11 +1,10 @@
-"""The smallest protective noise: a geometric bisection over sigma against a leak oracle, and the
-noise calibrator that runs it against an attack suite (``ppp-lightning calibrate``).
+"""The noise calibrator (``ppp-lightning calibrate``): the smallest protective sigma of a defense family.
 
-The oracle runs an attack suite at one sigma and says whether it leaked: whether any attack
-reconstructed a victim or identified victims above chance. Leaking is taken
-to fall with sigma; the search brackets the threshold between a sigma that leaks and one that does
-not, then halves the bracket in log space until its ends are within ``factor`` of each other. The
-answer is the bracket's upper end: the smallest sigma *measured* not to leak.
+It searches sigma (:mod:`~ppp_lightning.auditing.sigma_search`) against an oracle that audits an
+attack suite at each sigma and says whether it leaked: whether any attack reconstructed a victim
+or identified victims above chance. By default every sigma of a grid is audited from one attack
+run per attack (:mod:`~ppp_lightning.auditing.sweep`); ``search="bisection"`` audits one sigma at
+a time.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import torch
 from torch import Tensor, nn
@@ -28,12 +27,15 @@ from ppp_lightning.assessment.verdicts import clopper_pearson
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.auditing.audit import audit, audited_gradients
 from ppp_lightning.auditing.folders import folder_lock
+from ppp_lightning.auditing.sigma_search import SigmaSearch, smallest_protective_sigma, sweep_protective_sigma
+from ppp_lightning.auditing.sweep import audit_sigmas
 from ppp_lightning.auditing.tuning import TUNING_VICTIMS, check_tune
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.validation import check_integer, check_number, check_seed
 from ppp_lightning.victims import draw_victims, victim_indices
 
 __all__ = [
+    "SEARCHES",
     "HELD_OUT",
     "HELD_OUT_SEED_OFFSET",
     "HELD_OUT_VICTIMS",
@@ -44,6 +46,7 @@ __all__ = [
     "noise_statistics",
     "sigma_folder",
     "smallest_protective_sigma",
+    "sweep_protective_sigma",
 ]
 
 HELD_OUT = "held_out"
@@ -51,69 +54,9 @@ HELD_OUT = "held_out"
 HELD_OUT_SEED_OFFSET = 1_000_003
 # Held-out victims that confirm a protective sigma by default.
 HELD_OUT_VICTIMS = 16
-
-
-@dataclass
-class SigmaSearch:
-    """The outcome of :func:`smallest_protective_sigma`.
-
-    Args:
-        sigma: the smallest sigma measured not to leak (``None`` if even ``max_sigma`` leaked).
-        leaking: the largest sigma measured to leak (``None`` if even ``min_sigma`` did not).
-        evaluations: every ``(sigma, leaked)`` the oracle was asked, in order.
-    """
-
-    sigma: Optional[float]
-    leaking: Optional[float]
-    evaluations: list[tuple[float, bool]] = field(default_factory=list)
-
-
-def smallest_protective_sigma(
-    leaks: Callable[[float], bool],
-    start: float = 1.0,
-    factor: float = 1.5,
-    min_sigma: float = 1e-3,
-    max_sigma: float = 1e3,
-) -> SigmaSearch:
-    """Find the smallest sigma at which ``leaks`` says no, to within ``factor``.
-
-    Args:
-        leaks: whether the attack suite leaks any victim at a sigma (monotone: less with more noise).
-        start: the first sigma tried.
-        factor: stop when the leaking and the protective sigma are within this ratio (> 1).
-        min_sigma: the smallest sigma tried while bracketing.
-        max_sigma: the largest sigma tried while bracketing.
-
-    Raises:
-        ValueError: if ``factor <= 1`` or the sigmas are not positive and ordered.
-    """
-    check_number("factor", factor, minimum=1, exclusive_minimum=True)
-    for name, value in (("min_sigma", min_sigma), ("start", start), ("max_sigma", max_sigma)):
-        check_number(name, value, minimum=0, exclusive_minimum=True)
-    if not min_sigma <= start <= max_sigma:
-        raise ValueError(f"min_sigma={min_sigma}, start={start}, max_sigma={max_sigma}; allowed: min <= start <= max")
-    search = SigmaSearch(None, None)
-
-    def ask(sigma: float) -> bool:
-        leaked = bool(leaks(sigma))
-        search.evaluations.append((sigma, leaked))
-        if leaked:
-            search.leaking = max(sigma, search.leaking or 0.0)
-        else:
-            search.sigma = min(sigma, search.sigma or math.inf)
-        return leaked
-
-    sigma, step = start, 4.0  # bracket: move by 4x towards the threshold
-    leaked = ask(sigma)
-    while leaked and sigma < max_sigma:
-        sigma = min(sigma * step, max_sigma)
-        leaked = ask(sigma)
-    while not leaked and sigma > min_sigma and search.leaking is None:
-        sigma = max(sigma / step, min_sigma)
-        leaked = ask(sigma)
-    while search.sigma is not None and search.leaking is not None and search.sigma / search.leaking > factor:
-        ask(math.sqrt(search.sigma * search.leaking))
-    return search
+# How calibrate searches sigma: grids audited one attack run per grid, or one audit per sigma.
+Search = Literal["sweep", "bisection"]
+SEARCHES: tuple[str, ...] = get_args(Search)
 
 
 @dataclass
@@ -147,6 +90,7 @@ class Calibration:
         tuning: per attack tuned before the search (``tune``), its ``tuning`` record: the trials,
             the settings chosen, the tuning victims (:mod:`~ppp_lightning.auditing.tuning`); every
             audit of the search ran with those settings.
+        method: how sigma was searched: ``sweep`` or ``bisection`` (:data:`SEARCHES`).
     """
 
     state: str
@@ -167,6 +111,7 @@ class Calibration:
     held_out_seed: Optional[int] = None
     held_out_victims: int = 0
     tuning: dict[str, dict[str, Any]] = field(default_factory=dict)
+    method: str = "bisection"
 
     def yaml_block(self) -> str:
         """A ready-to-paste ``trainer.callbacks`` entry of ``PartialPerturbation`` at the answer."""
@@ -243,15 +188,18 @@ def calibrate(
     held_out: int = HELD_OUT_VICTIMS,
     tune: int = 0,
     tuning_victims: int = TUNING_VICTIMS,
+    search: Search = "sweep",
+    baseline: Optional[Path] = None,
 ) -> Calibration:
     """The smallest sigma of ``family`` at which no attack of the suite leaks: reconstructs or identifies.
 
     First the suite attacks the victims without noise (the positive control of the whole search):
     the attacks that leak nothing there (neither finding) are dropped, and if none leaks the
-    outcome is ``inconclusive``. Then :func:`smallest_protective_sigma` asks, at each sigma,
-    whether any remaining attack reconstructs a victim or identifies victims above chance (the
-    answer), and a second bisection, reusing every audit, finds the smallest sigma that stops
-    reconstruction alone. A sigma at which the victims leak nothing is audited again on ``held_out``
+    outcome is ``inconclusive``. Then the search (:mod:`~ppp_lightning.auditing.sigma_search`)
+    asks whether any remaining attack reconstructs a victim or identifies victims above chance
+    (the answer): by default whole sigma grids, each audited from one attack run per attack
+    (:func:`~ppp_lightning.auditing.sweep.audit_sigmas`), or one sigma at a time by bisection. A
+    second search, reusing every audit, finds the smallest sigma that stops reconstruction alone. A sigma at which the victims leak nothing is audited again on ``held_out``
     other victims (drawn with ``seed +`` :data:`HELD_OUT_SEED_OFFSET`), and protects only if they
     leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
     so the answer must also hold on victims the search did not stop on. Every audit goes
@@ -281,15 +229,19 @@ def calibrate(
         tune: Optuna trials per optimisation attack before the search
             (:mod:`~ppp_lightning.auditing.tuning`; 0: the attacks' own settings).
         tuning_victims: how many victims the attacks are tuned on.
+        search: ``"sweep"`` (sigma grids, one attack run per grid) or ``"bisection"`` (one audit per sigma).
+        baseline: where the audit without noise goes (``None``: ``folder/no_noise``); the
+            calibrations of several families of one model can share it (it is resumed, not redone).
 
     Raises:
         ValueError: before any audit, on a bad setting (:func:`check_calibration`), a folder that is
             a file or cannot be written, or one another process is calibrating.
     """
-    check_calibration(victims, seed, factor, start, held_out, tune, tuning_victims)
+    check_calibration(victims, seed, factor, start, held_out, tune, tuning_victims, search)
     with folder_lock(folder, work="calibrated") as folder:
         return _calibrate(model, dataset, attacks, family, folder, mean, std, one_channel, victims, seed, factor,
-                          start, state, progress, pool_size, held_out, tune, tuning_victims)  # fmt: skip
+                          start, state, progress, pool_size, held_out, tune, tuning_victims, search,
+                          baseline or folder / "no_noise")  # fmt: skip
 
 
 def check_calibration(
@@ -300,6 +252,7 @@ def check_calibration(
     held_out: int,
     tune: int = 0,
     tuning_victims: int = TUNING_VICTIMS,
+    search: str = "sweep",
 ) -> None:
     """Refuse :func:`calibrate`'s settings before any audit (each named with its allowed values).
 
@@ -311,6 +264,7 @@ def check_calibration(
         held_out: held-out victims (an integer >= 0).
         tune: Optuna trials per attack (an integer >= 0; > 0 needs Optuna installed).
         tuning_victims: the victims the attacks are tuned on (an integer >= 1).
+        search: one of :data:`SEARCHES`.
 
     Raises:
         ValueError: naming the first bad setting and its allowed values.
@@ -322,6 +276,8 @@ def check_calibration(
         check_number("start", start, minimum=0, exclusive_minimum=True)
     check_integer("held_out", held_out, 0, note="(0: no held-out victims)")
     check_tune(tune, tuning_victims)
+    if search not in SEARCHES:
+        raise ValueError(f"search={search!r}; allowed: {', '.join(SEARCHES)}")
 
 
 def _calibrate(
@@ -343,33 +299,39 @@ def _calibrate(
     held_out: int,
     tune: int,
     tuning_victims: int,
+    method: Search,
+    baseline_folder: Path,
 ) -> Calibration:
     """:func:`calibrate`'s work, its settings checked and its folder locked."""
     common = {"mean": mean, "std": std, "one_channel": one_channel, "victims": victims, "seed": seed}
-    common.update(control=False, progress=progress, pool_size=pool_size)
+    common.update(progress=progress, pool_size=pool_size)
     # tuned once, without noise (every sigma's control), on victims apart from the held-out ones too
     held = seed + HELD_OUT_SEED_OFFSET
     reserved = victim_indices(dataset, held_out, held, stratified=True) if tune and held_out else []
-    records = audit(model, dataset, attacks, folder / "no_noise", None, **common, tune=tune,
+    records = audit(model, dataset, attacks, baseline_folder, None, **common, control=False, tune=tune,
                     tuning_victims=tuning_victims, reserved=reserved)  # fmt: skip
     baseline = _Found(records)
     tuning = {r.context["label"]: r.context["tuning"] for r in records if "tuning" in r.context}
     if not baseline.leaking:
         return Calibration(state, family.to_dict(), "inconclusive", SigmaSearch(None, None), [], victims,
-                           unions={"0": baseline.reconstructed}, pool_size=pool_size, tuning=tuning)  # fmt: skip
+                           unions={"0": baseline.reconstructed}, pool_size=pool_size, tuning=tuning,
+                           method=method)  # fmt: skip
     suite = {label: attacks[label].replace(**tuning[label]["chosen"]) if label in tuning else attacks[label]
              for label in baseline.leaking}  # fmt: skip
 
-    def run(sigma: float, where: Path, held: bool) -> _Found:
+    def run(sigmas: Sequence[float], held: bool) -> dict[float, _Found]:
         drawn = {"seed": seed + HELD_OUT_SEED_OFFSET, "victims": held_out} if held else {}
-        return _Found(audit(model, dataset, suite, where, replace(family, sigma=sigma), **{**common, **drawn}))
+        where = {sigma: sigma_folder(folder, sigma) / (HELD_OUT if held else "") for sigma in sigmas}
+        audited = audit_sigmas(model, dataset, suite, family, where, **{**common, **drawn})
+        return {sigma: _Found(records) for sigma, records in audited.items()}
 
-    audits = _Audits(run, folder, seed + HELD_OUT_SEED_OFFSET if held_out else None)
+    audits = _Audits(run, seed + HELD_OUT_SEED_OFFSET if held_out else None)
     first = start or family.sigma or 1.0
-    search = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: bool(f.leaking)), first, factor)
-    legible = smallest_protective_sigma(lambda sigma: audits.leaks(sigma, lambda f: any(f.reconstructed)),
-                                        search.sigma or first, factor)  # fmt: skip
-    details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible, "tuning": tuning}
+    search = _search(method, lambda sigmas: audits.leaks(sigmas, lambda f: bool(f.leaking)), first, factor)
+    legible = _search(method, lambda sigmas: audits.leaks(sigmas, lambda f: any(f.reconstructed)),
+                      search.sigma or first, factor)  # fmt: skip
+    details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible, "tuning": tuning,
+               "method": method}  # fmt: skip
     details["held_out_victims"] = held_out
     if legible.sigma is not None:
         details["reconstruction_noise"] = _noise_at(model, dataset, replace(family, sigma=legible.sigma), victims, seed)
@@ -399,25 +361,25 @@ class _Audits:
     """A search's audits: its victims' at every sigma asked, the held-out victims' only where its victims' did not leak.
 
     Args:
-        run: audits the suite at a sigma into a folder, on the held-out victims or not.
-        folder: the calibration's folder (``sigma=<value>/``, and ``sigma=<value>/held_out/``).
+        run: audits the suite at some sigmas, on the held-out victims or not (into their folders).
         held_out_seed: the held-out victims' seed (``None``: no held-out victims).
     """
 
-    def __init__(self, run: Callable[[float, Path, bool], _Found], folder: Path, held_out_seed: Optional[int]) -> None:
-        self.run, self.folder, self.held_out_seed = run, folder, held_out_seed
+    def __init__(
+        self, run: Callable[[Sequence[float], bool], dict[float, _Found]], held_out_seed: Optional[int]
+    ) -> None:
+        self.run, self.held_out_seed = run, held_out_seed
         self.found: dict[float, _Found] = {}
         self.held_out: dict[float, _Found] = {}
 
-    def leaks(self, sigma: float, finding: Callable[[_Found], bool]) -> bool:
-        """Whether ``finding`` holds at ``sigma`` for the victims or, where it does not, for the held-out victims."""
-        if sigma not in self.found:
-            self.found[sigma] = self.run(sigma, sigma_folder(self.folder, sigma), False)
-        if finding(self.found[sigma]) or self.held_out_seed is None:
-            return finding(self.found[sigma])
-        if sigma not in self.held_out:
-            self.held_out[sigma] = self.run(sigma, sigma_folder(self.folder, sigma) / HELD_OUT, True)
-        return finding(self.held_out[sigma])
+    def leaks(self, sigmas: Sequence[float], finding: Callable[[_Found], bool]) -> dict[float, bool]:
+        """Per sigma, whether ``finding`` holds for the victims or, where it does not, for the held-out victims."""
+        self.found.update(self.run([sigma for sigma in sigmas if sigma not in self.found], False))
+        if self.held_out_seed is None:
+            return {sigma: finding(self.found[sigma]) for sigma in sigmas}
+        unsure = [sigma for sigma in sigmas if not finding(self.found[sigma]) and sigma not in self.held_out]
+        self.held_out.update(self.run(unsure, True))
+        return {sigma: finding(self.found[sigma]) or finding(self.held_out[sigma]) for sigma in sigmas}
 
     def reconstructed_at(self, sigma: float) -> list[bool]:
         """Per victim (the held-out ones after the others, where they ran), reconstructed by any attack."""
@@ -434,6 +396,15 @@ class _Audits:
                                           "leaking": f.leaking} for sigma, f in sorted(self.held_out.items())},
             "held_out_seed": self.held_out_seed,
         }  # fmt: skip
+
+
+def _search(
+    method: Search, leaks: Callable[[Sequence[float]], dict[float, bool]], start: float, factor: float
+) -> SigmaSearch:
+    """The search ``method`` against an oracle that answers many sigmas at once."""
+    if method == "sweep":
+        return sweep_protective_sigma(leaks, start, factor)
+    return smallest_protective_sigma(lambda sigma: leaks([sigma])[sigma], start, factor)
 
 
 def _noise_at(model: nn.Module, dataset: Any, defense: DefenseSpec, victims: int, seed: int) -> dict[str, float]:

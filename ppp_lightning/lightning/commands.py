@@ -28,6 +28,7 @@ from ppp_lightning.auditing.folders import writable_folder
 from ppp_lightning.auditing.noise_search import (
     HELD_OUT_VICTIMS,
     Calibration,
+    Search,
     SigmaSearch,
     calibrate,
     check_calibration,
@@ -131,13 +132,14 @@ class PPPTrainer(pl.Trainer):
         train_epochs: int = 0,
         held_out: int = HELD_OUT_VICTIMS,
         tune: int = 0,
+        search: Search = "sweep",
     ) -> list[Calibration]:
         """How much noise does the attached defense family need? The smallest sigma at which nothing leaks.
 
         For every model state the suite first attacks without noise (attacks that leak nothing are
-        dropped; none left: inconclusive), then sigma is bisected to within ``factor`` until no attack
+        dropped; none left: inconclusive), then sigma is searched to within ``factor`` until no attack
         reconstructs a victim and none identifies victims above chance (the answer); a second
-        bisection gives the sigma that stops reconstruction alone. Prints both sigmas in the family's
+        search gives the sigma that stops reconstruction alone. Prints both sigmas in the family's
         units, as the noise's RMS per entry, relative to each tensor's gradient RMS and as the
         noise-to-signal norm ratio, with the 95% upper bound of the reconstruction rate, and a
         ``PartialPerturbation`` block at the largest answer over the states.
@@ -162,6 +164,8 @@ class PPPTrainer(pl.Trainer):
                 trials on the gradient without noise of 4 other training images; every sigma's audit
                 uses the settings chosen (0: the attacks' own settings; needs
                 ``pip install -e ".[tune]"``).
+            search: ``sweep``: audit whole sigma grids, each from one attack run per attack (a
+                coarse grid, then one finer grid in the bracket); ``bisection``: one audit per sigma.
 
         Raises:
             ValueError: before any audit (a usage error, exit status 2), on a bad ``victims``,
@@ -172,7 +176,7 @@ class PPPTrainer(pl.Trainer):
             CheckpointFileError: on a ``checkpoints`` entry that cannot be read.
         """
         with usage_errors():
-            check_calibration(victims, seed, factor, start, held_out, tune)
+            check_calibration(victims, seed, factor, start, held_out, tune, search=search)
             family = getattr(attached_perturbation(self), "spec", None)
             if family is None:
                 raise ValueError(
@@ -193,7 +197,7 @@ class PPPTrainer(pl.Trainer):
         results = [
             calibrate(state, data.train_set, suite, family, where / _state_folder(name), data.mean, data.std,
                       data.one_channel, victims, seed, factor, start, name, held_out=held_out,
-                      tune=tune)  # fmt: skip
+                      tune=tune, search=search)  # fmt: skip
             for (name, state), suite in zip(states, suites)
         ]
         (where / CALIBRATION_FILE).write_text(json.dumps([r.to_dict() for r in results], indent=2))
