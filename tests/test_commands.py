@@ -86,6 +86,8 @@ def test_calibrate_finds_the_protective_sigma_to_the_factor_and_prints_a_callbac
     victims_leaked = any(result["unions"][below]) or sum(result["identified"][below]["analytic"]) >= 2
     assert victims_leaked or result["held_out"][below]["leaking"] == ["analytic"]
     assert result["noise"]["noise_to_signal"] == pytest.approx(search["sigma"], rel=0.05)  # relative noise on all
+    # every layer perturbed: the whole gradient is the perturbed part
+    assert result["noise"]["noise_to_whole_signal"] == pytest.approx(result["noise"]["noise_to_signal"], rel=1e-6)
     block = capsys.readouterr().out.split("(paste under trainer.callbacks):\n")[1]
     (entry,) = yaml.safe_load(block)
     assert PartialPerturbation(**entry["init_args"]).spec == DefenseSpec(layers="all", sigma=search["sigma"], relative=True)

@@ -3,8 +3,9 @@
 import math
 
 import pytest
+import torch
 
-from ppp_lightning.auditing.noise_search import smallest_protective_sigma, sweep_protective_sigma
+from ppp_lightning.auditing.noise_search import noise_statistics, smallest_protective_sigma, sweep_protective_sigma
 
 
 @pytest.mark.parametrize("threshold", [0.0123, 0.9, 3.7, 250.0])
@@ -63,3 +64,13 @@ def test_the_sweep_asks_each_sigma_once_and_reports_the_ends_of_its_range():
     assert always.sigma == 0.01 and always.leaking is None
     with pytest.raises(ValueError, match=r"span=0; allowed: >= 1"):
         sweep_protective_sigma(never, span=0)
+
+
+def test_the_whole_gradient_unit_credits_perturbing_a_part_and_the_perturbed_part_unit_does_not():
+    clean = {"small": torch.full((100,), 0.1), "large": torch.full((300,), 1.0)}
+    noisy = {"small": clean["small"] + 0.05 * torch.tensor([1.0, -1.0]).repeat(50), "large": clean["large"]}
+    units = noise_statistics([noisy], [clean], ["small"])
+    assert units["absolute"] == pytest.approx(0.05) and units["relative"] == pytest.approx(0.5)
+    assert units["noise_to_signal"] == pytest.approx(0.5)  # over the perturbed entries: as relative
+    # over the entire gradient: noise norm 0.5, gradient norm sqrt(1 + 300)
+    assert units["noise_to_whole_signal"] == pytest.approx(0.5 / math.sqrt(301))

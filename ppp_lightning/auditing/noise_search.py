@@ -137,7 +137,7 @@ class Calibration:
 def noise_statistics(
     shared: Sequence[Mapping[str, Tensor]], clean: Sequence[Mapping[str, Tensor]], names: Sequence[str]
 ) -> dict[str, float]:
-    """How large the defense's noise is, in three units, as medians over victims.
+    """How large the defense's noise is, in four units, as medians over victims.
 
     Args:
         shared: every victim's shared (noisy) gradient.
@@ -147,16 +147,21 @@ def noise_statistics(
     Returns:
         ``absolute``: the noise's RMS per entry; ``relative``: its RMS over each tensor's gradient
         RMS, averaged over tensors; ``noise_to_signal``: the noise's L2 norm over the clean
-        gradient's, over all perturbed entries.
+        gradient's, over the perturbed entries (equal to ``relative`` when the noise is relative
+        per tensor: partial perturbation gets no credit in it); ``noise_to_whole_signal``: the
+        noise's L2 norm over the norm of the entire clean shared gradient (every parameter), the
+        unit that compares perturbing a part with perturbing everything.
     """
-    absolute, relative, ratio = [], [], []
+    units: dict[str, list[float]] = {"absolute": [], "relative": [], "noise_to_signal": [], "noise_to_whole_signal": []}
     for noisy, plain in zip(shared, clean):
-        noise = [(noisy[name] - plain[name]).flatten() for name in names]
+        pieces = [(noisy[name] - plain[name]).flatten() for name in names]
         signal = [plain[name].flatten() for name in names]
-        absolute.append(torch.cat(noise).pow(2).mean().sqrt().item())
-        relative.append(statistics.fmean(_rms(n) / max(_rms(s), 1e-30) for n, s in zip(noise, signal)))
-        ratio.append(torch.cat(noise).norm().item() / max(torch.cat(signal).norm().item(), 1e-30))
-    units = {"absolute": absolute, "relative": relative, "noise_to_signal": ratio}
+        noise = torch.cat(pieces)
+        units["absolute"].append(noise.pow(2).mean().sqrt().item())
+        units["relative"].append(statistics.fmean(_rms(n) / max(_rms(s), 1e-30) for n, s in zip(pieces, signal)))
+        units["noise_to_signal"].append(noise.norm().item() / max(torch.cat(signal).norm().item(), 1e-30))
+        whole = torch.cat([gradient.flatten() for gradient in plain.values()]).norm().item()
+        units["noise_to_whole_signal"].append(noise.norm().item() / max(whole, 1e-30))
     return {unit: statistics.median(values) for unit, values in units.items()}
 
 

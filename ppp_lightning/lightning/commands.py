@@ -45,6 +45,8 @@ from ppp_lightning.victims import VictimPool, victim_pool
 __all__ = ["LeakFound", "PPPTrainer"]
 
 CALIBRATION_FILE = "calibration.json"
+# The noise's units in the calibration table (noise_statistics), in its columns' order.
+NOISE_UNITS = ("absolute", "relative", "noise_to_signal", "noise_to_whole_signal")
 
 
 class LeakFound(RuntimeError):
@@ -272,8 +274,8 @@ def _calibration_table(results: list[Calibration]) -> str:
     """Per state, the sigma that stops both findings (the answer) and the one that stops reconstruction alone."""
     lines = [
         "| state | outcome | stops | sigma | noise RMS per entry | relative to gradient RMS | noise / signal norm | "
-        "reconstruction rate upper bound (95%) | attacks searched |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "noise / whole gradient norm | reconstruction rate upper bound (95%) | attacks searched |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         searched = ", ".join(r.leaking_attacks) or "-"
@@ -281,7 +283,7 @@ def _calibration_table(results: list[Calibration]) -> str:
         rows = (("reconstruction and identification (the answer)", r.search, r.noise, bound),
                 ("reconstruction only", r.reconstruction, r.reconstruction_noise, "-"))  # fmt: skip
         for stops, search, noise, shown_bound in rows:
-            units = [f"{noise[key]:.4g}" if noise else "-" for key in ("absolute", "relative", "noise_to_signal")]
+            units = [f"{noise[key]:.4g}" if key in noise else "-" for key in NOISE_UNITS]
             cells = [r.state, r.outcome, stops, _sigma_text(search), *units, shown_bound, searched]
             lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
