@@ -378,13 +378,25 @@ class _Audits:
         self.held_out: dict[float, _Found] = {}
 
     def leaks(self, sigmas: Sequence[float], finding: Callable[[_Found], bool]) -> dict[float, bool]:
-        """Per sigma, whether ``finding`` holds for the victims or, where it does not, for the held-out victims."""
+        """Per sigma, whether ``finding`` holds for the victims or, at the candidate answer, the held-out victims.
+
+        The held-out victims are audited only at the smallest sigma the victims call protective above
+        every sigma they call leaking (the answer if they agree; if they leak there, at the next one):
+        above it, with leaking taken to fall with sigma, no answer depends on them.
+        """
         self.found.update(self.run([sigma for sigma in sigmas if sigma not in self.found], False))
-        if self.held_out_seed is None:
-            return {sigma: finding(self.found[sigma]) for sigma in sigmas}
-        unsure = [sigma for sigma in sigmas if not finding(self.found[sigma]) and sigma not in self.held_out]
-        self.held_out.update(self.run(unsure, True))
-        return {sigma: finding(self.found[sigma]) or finding(self.held_out[sigma]) for sigma in sigmas}
+        answers = {sigma: finding(self.found[sigma]) for sigma in sigmas}
+        while self.held_out_seed is not None:
+            leaking = max((sigma for sigma, leaked in answers.items() if leaked), default=0.0)
+            candidate = min((sigma for sigma, leaked in answers.items() if not leaked and sigma > leaking), default=None)
+            if candidate is None:
+                break
+            if candidate not in self.held_out:
+                self.held_out.update(self.run([candidate], True))
+            if not finding(self.held_out[candidate]):
+                break
+            answers[candidate] = True
+        return answers
 
     def reconstructed_at(self, sigma: float) -> list[bool]:
         """Per victim (the held-out ones after the others, where they ran), reconstructed by any attack."""
