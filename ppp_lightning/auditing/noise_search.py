@@ -54,6 +54,8 @@ HELD_OUT = "held_out"
 HELD_OUT_SEED_OFFSET = 1_000_003
 # Held-out victims that confirm a protective sigma by default.
 HELD_OUT_VICTIMS = 16
+# Sigmas whose held-out audits run together: the candidate answer and the next ones above it.
+HELD_OUT_SIGMAS = 3
 # How calibrate searches sigma: grids audited one attack run per grid, or one audit per sigma.
 Search = Literal["sweep", "bisection"]
 SEARCHES: tuple[str, ...] = get_args(Search)
@@ -378,25 +380,32 @@ class _Audits:
         self.held_out: dict[float, _Found] = {}
 
     def leaks(self, sigmas: Sequence[float], finding: Callable[[_Found], bool]) -> dict[float, bool]:
-        """Per sigma, whether ``finding`` holds for the victims or, at the candidate answer, the held-out victims.
+        """Per sigma, whether ``finding`` holds for the victims or, near the answer, for the held-out victims.
 
-        The held-out victims are audited only at the smallest sigma the victims call protective above
-        every sigma they call leaking (the answer if they agree; if they leak there, at the next one):
-        above it, with leaking taken to fall with sigma, no answer depends on them.
+        The held-out victims are audited, in one run, at the :data:`HELD_OUT_SIGMAS` smallest sigmas
+        the victims call protective above every sigma called leaking and below any the held-out
+        victims already confirmed (then at the next ones while they all leak): further up, with
+        leaking taken to fall with sigma, no answer depends on them.
         """
         self.found.update(self.run([sigma for sigma in sigmas if sigma not in self.found], False))
         answers = {sigma: finding(self.found[sigma]) for sigma in sigmas}
         while self.held_out_seed is not None:
-            leaking = max((sigma for sigma, leaked in answers.items() if leaked), default=0.0)
-            candidate = min((sigma for sigma, leaked in answers.items() if not leaked and sigma > leaking), default=None)
-            if candidate is None:
-                break
-            if candidate not in self.held_out:
-                self.held_out.update(self.run([candidate], True))
-            if not finding(self.held_out[candidate]):
-                break
-            answers[candidate] = True
+            unsure = self._unconfirmed(answers, finding)
+            if not unsure:
+                return answers
+            self.held_out.update(self.run([sigma for sigma in unsure if sigma not in self.held_out], True))
+            answers.update({sigma: finding(self.held_out[sigma]) for sigma in unsure})
         return answers
+
+    def _unconfirmed(self, answers: dict[float, bool], finding: Callable[[_Found], bool]) -> list[float]:
+        """The smallest sigmas called protective that the held-out victims have not yet confirmed."""
+        leaking = max((sigma for sigma, leaked in answers.items() if leaked), default=0.0)
+        confirmed = min((sigma for sigma, found in self.held_out.items() if sigma > leaking and not finding(found)),
+                        default=math.inf)  # fmt: skip
+        protective = sorted(sigma for sigma, leaked in answers.items() if not leaked and leaking < sigma)
+        if protective and protective[0] >= confirmed:
+            return []  # the answer is confirmed: nothing below it is unsure
+        return [sigma for sigma in protective if sigma < confirmed][:HELD_OUT_SIGMAS]
 
     def reconstructed_at(self, sigma: float) -> list[bool]:
         """Per victim (the held-out ones after the others, where they ran), reconstructed by any attack."""
