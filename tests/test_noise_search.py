@@ -1,11 +1,17 @@
 """The smallest protective sigma: geometric bisection and grid sweeps against a monotone leak oracle."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ppp_lightning.auditing.noise_search import noise_statistics, smallest_protective_sigma, sweep_protective_sigma
+from ppp_lightning.auditing.noise_search import (
+    _Audits,
+    noise_statistics,
+    smallest_protective_sigma,
+    sweep_protective_sigma,
+)
 
 
 @pytest.mark.parametrize("threshold", [0.0123, 0.9, 3.7, 250.0])
@@ -74,3 +80,19 @@ def test_the_whole_gradient_unit_credits_perturbing_a_part_and_the_perturbed_par
     assert units["noise_to_signal"] == pytest.approx(0.5)  # over the perturbed entries: as relative
     # over the entire gradient: noise norm 0.5, gradient norm sqrt(1 + 300)
     assert units["noise_to_whole_signal"] == pytest.approx(0.5 / math.sqrt(301))
+
+
+def test_held_out_victims_are_audited_together_only_near_the_answer():
+    runs = []
+
+    def run(sigmas, held):  # the victims stop leaking at 10, the held-out victims only at 30
+        runs.append((list(sigmas), held))
+        return {sigma: SimpleNamespace(leaking=["a"] if sigma < (30 if held else 10) else []) for sigma in sigmas}
+
+    audits = _Audits(run, held_out_seed=1)
+    search = sweep_protective_sigma(lambda sigmas: audits.leaks(sigmas, lambda found: bool(found.leaking)), 4.0)
+    assert 30 <= search.sigma <= 1.5 * search.leaking and search.leaking < 30
+    held = [sigmas for sigmas, is_held in runs if is_held]
+    # the first grid (0.25..64): held out at 16 and 64 only; then the finer grid inside 16..64, in one run
+    assert held[0] == [16.0, 64.0] and len(held) == 2 and all(16 < sigma < 64 for sigma in held[1])
+    assert max(sigma for sigmas in held for sigma in sigmas) == 64.0
