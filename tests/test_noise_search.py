@@ -96,3 +96,10 @@ def test_held_out_victims_are_audited_together_only_near_the_answer():
     # the first grid (0.25..64): held out at 16 and 64 only; then the finer grid inside 16..64, in one run
     assert held[0] == [16.0, 64.0] and len(held) == 2 and all(16 < sigma < 64 for sigma in held[1])
     assert max(sigma for sigmas in held for sigma in sigmas) == 64.0
+
+
+def test_a_sweep_can_start_from_sigmas_already_audited():
+    oracle = _GridOracle(3.7)
+    search = sweep_protective_sigma(oracle, start=100.0, first=[1.0, 2.0, 8.0])
+    assert oracle.calls[0] == [1.0, 2.0, 8.0] and len(oracle.calls) == 2  # then only the finer grid in 2..8
+    assert search.leaking < 3.7 <= search.sigma <= 1.5 * search.leaking

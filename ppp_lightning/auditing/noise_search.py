@@ -335,8 +335,9 @@ def _calibrate(
     audits = _Audits(run, seed + HELD_OUT_SEED_OFFSET if held_out else None)
     first = start or family.sigma or 1.0
     search = _search(method, lambda sigmas: audits.leaks(sigmas, lambda f: bool(f.leaking)), first, factor)
+    # the second search starts from every sigma the first audited (free to ask again)
     legible = _search(method, lambda sigmas: audits.leaks(sigmas, lambda f: any(f.reconstructed)),
-                      search.sigma or first, factor)  # fmt: skip
+                      search.sigma or first, factor, sorted(audits.found))  # fmt: skip
     details = {**audits.details(baseline), "pool_size": pool_size, "reconstruction": legible, "tuning": tuning,
                "method": method}  # fmt: skip
     details["held_out_victims"] = held_out
@@ -425,11 +426,15 @@ class _Audits:
 
 
 def _search(
-    method: Search, leaks: Callable[[Sequence[float]], dict[float, bool]], start: float, factor: float
+    method: Search,
+    leaks: Callable[[Sequence[float]], dict[float, bool]],
+    start: float,
+    factor: float,
+    known: Sequence[float] = (),
 ) -> SigmaSearch:
-    """The search ``method`` against an oracle that answers many sigmas at once."""
+    """The search ``method`` against an oracle that answers many sigmas at once (a sweep asks ``known`` first)."""
     if method == "sweep":
-        return sweep_protective_sigma(leaks, start, factor)
+        return sweep_protective_sigma(leaks, start, factor, first=known or None)
     return smallest_protective_sigma(lambda sigma: leaks([sigma])[sigma], start, factor)
 
 

@@ -90,10 +90,11 @@ def sweep_protective_sigma(
     span: int = 2,
     min_sigma: float = 1e-3,
     max_sigma: float = 1e3,
+    first: Optional[Sequence[float]] = None,
 ) -> SigmaSearch:
     """Find the smallest sigma at which ``leaks`` says no, to within ``factor``, asking whole grids at once.
 
-    The first grid is ``start * coarse**k`` for ``k`` in ``[-span, span]``; while every sigma
+    The first grid is ``start * coarse**k`` for ``k`` in ``[-span, span]`` (or ``first``); while every sigma
     asked leaks (or none does) the next grid continues upwards (downwards) by the same steps; then
     one grid of steps at most ``factor`` fills the bracket. The answer is the smallest sigma
     measured not to leak above the largest one measured to leak.
@@ -106,6 +107,8 @@ def sweep_protective_sigma(
         span: the first grid's sigmas on either side of ``start`` (>= 1).
         min_sigma: the smallest sigma asked.
         max_sigma: the largest sigma asked.
+        first: the first grid instead of the coarse one (e.g. sigmas another search already
+            audited, which cost nothing to ask again).
 
     Raises:
         ValueError: if ``factor <= 1``, ``coarse <= 1``, ``span < 1`` or the sigmas are not
@@ -129,7 +132,7 @@ def sweep_protective_sigma(
         search.sigma = min((s for s, leaked in found.items() if not leaked and s > (search.leaking or 0)),
                            default=None)  # fmt: skip
 
-    ask([start * coarse**k for k in range(-span, span + 1)])
+    ask(first or [start * coarse**k for k in range(-span, span + 1)])
     while search.sigma is None and max(found) < max_sigma:  # all leak: continue upwards
         ask([max(found) * coarse**k for k in range(1, 2 * span + 2)])
     while search.leaking is None and min(found) > min_sigma:  # none leaks: continue downwards
