@@ -2,10 +2,12 @@
 
 PPP (PRECODE model, Gaussian noise before the bottleneck, encoder included) on random 3x32x32
 batches; only the training step is timed (``on_train_batch_start`` to ``on_train_batch_end``, wall
-clock and process CPU time), after warm-up steps. Runs with and without the callback alternate so that drifting machine load
-hits both alike; the ratio is of the median step times.
+clock and process CPU time), after warm-up steps. Runs with and without the callback alternate (their
+order reversed every other repeat) so that drifting machine load hits both alike; a ratio is taken
+per repeat from that repeat's median step times and reported as the median with its range.
 
     python -m benchmarks.perturbation_overhead [--archs resnet18 cnn] [--steps 4] [--repeats 2] [--threads 1]
+                                               [--note TEXT]
 
 Writes ``benchmarks/results/perturbation_overhead.json`` and ``.md``.
 """
@@ -70,17 +72,32 @@ def step_times(arch: str, perturbed: bool, steps: int, warmup: int, batch_size: 
     return timer.times[warmup:]
 
 
-def overhead(arch: str, args: argparse.Namespace) -> dict[str, float]:
-    """Median step times with and without the callback, alternating ``args.repeats`` times."""
+def overhead(arch: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Median step times with and without the callback, and the per-repeat ratios, over ``args.repeats`` alternations."""
     times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
-    for _ in range(args.repeats):
-        for perturbed in (False, True):
-            times[perturbed] += step_times(arch, perturbed, args.steps, args.warmup, args.batch_size, args.sigma)
-    result: dict[str, float] = {"timed_steps_each": len(times[True])}
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
+    for repeat in range(args.repeats):
+        run = {
+            perturbed: step_times(arch, perturbed, args.steps, args.warmup, args.batch_size, args.sigma)
+            for perturbed in ((False, True) if repeat % 2 == 0 else (True, False))
+        }
+        for i, clock in enumerate(("wall", "cpu")):
+            ratios[clock].append(_median(run[True], i) / _median(run[False], i))
+        for perturbed, steps in run.items():
+            times[perturbed] += steps
+    result: dict[str, Any] = {"timed_steps_each": len(times[True])}
     for i, clock in enumerate(("wall", "cpu")):
-        base, ppp = (statistics.median(t[i] for t in times[p]) for p in (False, True))
-        result |= {f"{clock}_baseline_step_s": base, f"{clock}_ppp_step_s": ppp, f"{clock}_ratio": ppp / base}
+        result |= {
+            f"{clock}_baseline_step_s": _median(times[False], i),
+            f"{clock}_ppp_step_s": _median(times[True], i),
+            f"{clock}_ratio": statistics.median(ratios[clock]),
+            f"{clock}_ratios": ratios[clock],
+        }
     return result
+
+
+def _median(steps: list[tuple[float, float]], clock: int) -> float:
+    return statistics.median(step[clock] for step in steps)
 
 
 def main() -> None:
@@ -92,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs per setting")
     parser.add_argument("--sigma", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadier on a shared machine)")
+    parser.add_argument("--note", default="", help="a line under the table, e.g. the machine's load")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,20 +122,27 @@ def main() -> None:
         "batch_size": args.batch_size,
         "setting": f"PPP: PRECODE model, layers=before_bottleneck, include_encoder, gaussian sigma={args.sigma}",
         "results": results,
+        "note": args.note,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "perturbation_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [
-        f"| {arch} | {clock} | {r[f'{clock}_baseline_step_s']:.4f} | {r[f'{clock}_ppp_step_s']:.4f} | {r[f'{clock}_ratio']:.3f} |"
+        f"| {arch} | {clock} | {r[f'{clock}_baseline_step_s']:.4f} | {r[f'{clock}_ppp_step_s']:.4f} | "
+        f"{r[f'{clock}_ratio']:.3f} ({min(r[f'{clock}_ratios']):.3f}-{max(r[f'{clock}_ratios']):.3f}) |"
         for arch, r in results.items()
         for clock in ("wall", "cpu")
     ]
+    note = f"\nNote: {args.note}\n" if args.note else ""
     (RESULTS / "perturbation_overhead.md").write_text(
         "# PartialPerturbation step-time overhead\n\n"
         f"{report['setting']}; batch {args.batch_size}; {device}, {report['torch_threads']} threads; "
-        f"median of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up steps per run.\n\n"
+        f"median of {args.repeats} x {args.steps} timed steps after {args.warmup} warm-up steps per run; the ratio "
+        "is the median (min-max) over repeats of each repeat's median step time with over without.\n\n"
         "CPU is the process's CPU time per step, which other jobs on a shared machine disturb less than wall time.\n\n"
-        "| arch | clock | without (s/step) | with (s/step) | ratio |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "| arch | clock | without (s/step) | with (s/step) | ratio (min-max) |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+        + note
     )
     print(json.dumps(report, indent=2))
 

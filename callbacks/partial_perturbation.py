@@ -43,8 +43,9 @@ class PartialPerturbation(pl.Callback):
     gradient sync, perturbs each rank's complete gradient after ``backward`` and all-reduces
     (averages) all gradients itself. Correct per-client semantics, at the cost of losing the
     overlap of communication with ``backward`` (and, as DDP without ``find_unused_parameters``,
-    every rank must produce the same set of gradients). In one process the joint path simply runs
-    in ``on_after_backward``.
+    every rank must produce the same set of gradients). In one process nothing reads the gradients
+    during ``backward``, so every perturbation runs on the whole set at once in ``on_after_backward``
+    (one pass costs less than a hook per tensor).
 
     **Precision.** Under fp16 loss scaling the gradients carry the loss scale during ``backward``;
     noise and ``clip_norm`` are multiplied by it, so after unscaling they are in unscaled units.
@@ -111,6 +112,7 @@ class PartialPerturbation(pl.Callback):
         self._recording: Optional[ExitStack] = None
         self._spans: dict[str, list[int]] = {}
         self._rank = 0
+        self._distributed = False
         self._batch_idx = 0
 
     @property
@@ -149,6 +151,7 @@ class PartialPerturbation(pl.Callback):
         self.spec.check(pl_module)
         device = trainer.strategy.root_device
         self._rank = trainer.global_rank
+        self._distributed = trainer.world_size > 1
         self.generator = torch.Generator(device=device).manual_seed(self.seed + self._rank)
         self._restore()
         example = self._example_input(trainer, pl_module)
@@ -266,7 +269,10 @@ class PartialPerturbation(pl.Callback):
             return
         if self._hooks is not None:
             self._hooks.remove()
-        self._hooks = PerturbationHooks(pl_module, self.parameter_names, self.perturbation, self.generator)
+        # Tensor hooks only where other processes read gradients during backward (DDP's reducer).
+        self._hooks = PerturbationHooks(
+            pl_module, self.parameter_names, self.perturbation, self.generator, during_backward=self._distributed
+        )
 
     @staticmethod
     def _example_input(trainer: pl.Trainer, pl_module: pl.LightningModule) -> Any:

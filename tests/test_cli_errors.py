@@ -230,7 +230,7 @@ COMMAND_VALUES = {
                               "held_out=-1; allowed: an integer >= 0 (0: no held-out victims)"),
     "calibrate victims=0": (["--victims=0"], "calibrate", (NOISY,), "victims=0; allowed: an integer >= 1"),
     "unknown attack": (["--attacks=[nope]"], "audit", (),
-                       "attacks ['nope'] do not apply to this model and defense; allowed: inverting, analytic, dlg"),
+                       "attacks ['nope'] do not apply to this model and defense; allowed: inverting, analytic, dlg, linkage"),
 }  # fmt: skip
 
 

@@ -10,6 +10,7 @@ this code, so the gradient that is attacked is perturbed exactly as in training.
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -131,27 +132,46 @@ class GradientPerturbation:
         Returns:
             The squared L2 norms, in unscaled units, of the clean input set and of the added noise.
         """
-        tensors = list(grads.values())
-        clean_sq = self._squared_norm(tensors) / scale**2
+        clean, noise = self.perturb_(list(grads.values()), generator, scale)
+        return _squared_total(clean, scale), _squared_total(noise, scale)
+
+    def perturb_(
+        self, tensors: Sequence[Tensor], generator: Optional[torch.Generator] = None, scale: float = 1.0
+    ) -> tuple[Tensor, Tensor]:
+        """Perturb ``tensors`` (one joint set) in place, as :meth:`apply_` does.
+
+        The per-tensor norms are returned rather than summed, so that a caller perturbing a set
+        piece by piece (the hooks) reduces them once per step instead of once per piece.
+
+        Args:
+            tensors: the set's gradients, modified in place.
+            generator: source of the noise; ``None`` uses torch's global RNG.
+            scale: factor the gradients carry (see :meth:`apply_`).
+
+        Returns:
+            ``(len(tensors),)`` every tensor's L2 norm before the perturbation, and the L2 norm of
+            the noise added to it (empty without noise), in the gradients' (scaled) units.
+        """
+        clean = _norms(tensors)
         if self.clip_norm is not None:
-            factor = (self.clip_norm / (clean_sq.sqrt() + 1e-6)).clamp(max=1.0)
+            factor = (self.clip_norm / (_squared_total(clean, scale).sqrt() + 1e-6)).clamp(max=1.0)
             for grad in tensors:
                 grad.mul_(factor.to(grad.device))
         if self.keep_ratio is not None:
             for grad in tensors:
                 self._prune_(grad)
-        noise_sq = torch.zeros((), device=clean_sq.device)
-        if self.mechanism != "none" and self.sigma > 0:
-            for grad in tensors:
-                unit = _unit_noise(grad, self.mechanism, generator)
-                if self.relative:
-                    std = self.sigma * self._rms(grad)
-                    grad.addcmul_(unit, std)
-                else:  # a Python float: add_ with alpha is the cheapest single pass
-                    std = self.sigma * scale
-                    grad.add_(unit, alpha=std)
-                noise_sq += (torch.linalg.vector_norm(unit) * std).square().to(noise_sq.device) / scale**2
-        return clean_sq, noise_sq
+        if self.mechanism == "none" or self.sigma == 0 or not tensors:
+            return clean, clean[:0]
+        units = [_unit_noise(grad, self.mechanism, generator) for grad in tensors]
+        if not self.relative:  # one standard deviation for all: a fused add
+            torch._foreach_add_(tensors, units, alpha=self.sigma * scale)
+            return clean, _norms(units).mul_(self.sigma * scale)
+        # each tensor's RMS as it stands after clipping and pruning (from the clean norms when neither ran)
+        current = clean if self.clip_norm is None and self.keep_ratio is None else _norms(tensors)
+        stds = current * torch.tensor([self.sigma / math.sqrt(g.numel()) for g in tensors], device=current.device)
+        for grad, unit, std in zip(tensors, units, stds):
+            grad.addcmul_(unit, std.to(grad.device))
+        return clean, _norms(units) * stds
 
     def _prune_(self, grad: Tensor) -> None:
         keep = max(1, round(self.keep_ratio * grad.numel()))
@@ -160,33 +180,41 @@ class GradientPerturbation:
             mask[grad.detach().abs().flatten().topk(keep, sorted=False).indices] = True
             grad.mul_(mask.view(grad.shape))
 
-    @staticmethod
-    def _rms(grad: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(grad, dtype=torch.float32) / math.sqrt(grad.numel())
 
-    @staticmethod
-    def _squared_norm(tensors: Sequence[Tensor]) -> Tensor:
-        if not tensors:
-            return torch.zeros(())
-        device = tensors[0].device
-        return torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32).to(device) for t in tensors]).square().sum()
+def _squared_total(norms: Tensor, scale: float = 1.0) -> Tensor:
+    """The squared L2 norm of a set from its pieces' ``norms``, divided by ``scale**2``."""
+    total = norms.square().sum()
+    return total if scale == 1.0 else total / scale**2
+
+
+def _norms(tensors: Sequence[Tensor]) -> Tensor:
+    """``(len(tensors),)`` every tensor's L2 norm, accumulated in float32 at least, on the first one's device."""
+    if not tensors:
+        return torch.zeros(0)
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors), torch.float32)
+    device = tensors[0].device
+    return torch.stack([norm.to(device) for norm in torch._foreach_norm(tensors, 2, dtype=dtype)])
 
 
 class PerturbationHooks:
     """Apply a :class:`GradientPerturbation` to named parameters of a model, once per :meth:`arm`.
 
-    A separable perturbation (no joint clipping) runs in a post-accumulate-grad hook of each
-    parameter, i.e. on the complete (accumulated) ``.grad`` as soon as ``backward`` has produced it
-    and before DDP's reducer reads it, so every rank (client) shares its own perturbed gradient.
-    Joint clipping needs the whole set at once, so it runs in :meth:`finish`, after ``backward``;
-    :meth:`finish` also perturbs any selected gradient that no hook reached (a parameter unused in
-    the last backward), so each armed step perturbs every selected gradient exactly once.
+    With ``during_backward``, a separable perturbation (no joint clipping) runs in a
+    post-accumulate-grad hook of each parameter, i.e. on the complete (accumulated) ``.grad`` as
+    soon as ``backward`` has produced it and before DDP's reducer reads it, so every rank (client)
+    shares its own perturbed gradient. Otherwise (joint clipping needs the whole set at once; in one
+    process nothing reads the gradients during ``backward``) the set is perturbed in one pass in
+    :meth:`finish`, after ``backward``, which costs less than a hook per tensor. :meth:`finish` also
+    perturbs any selected gradient that no hook reached (a parameter unused in the last backward),
+    so each armed step perturbs every selected gradient exactly once.
 
     Args:
         model: the module whose parameters are perturbed.
         names: parameter names as in ``model.named_parameters()``.
         perturbation: what to do to the gradients.
         generator: source of the noise; ``None`` uses torch's global RNG.
+        during_backward: perturb each gradient while ``backward`` runs (needed where something
+            reads gradients during ``backward``, as DDP does); ``False`` waits for :meth:`finish`.
 
     Raises:
         ValueError: if a name is not a parameter of ``model``.
@@ -199,6 +227,7 @@ class PerturbationHooks:
         names: Sequence[str],
         perturbation: GradientPerturbation,
         generator: Optional[torch.Generator] = None,
+        during_backward: bool = True,
     ) -> None:
         available = dict(model.named_parameters())
         missing = [name for name in names if name not in available]
@@ -211,7 +240,7 @@ class PerturbationHooks:
         self.perturbation = perturbation
         self.generator = generator
         self._handles: list[RemovableHandle] = []
-        if perturbation.separable:
+        if perturbation.separable and during_backward:
             self._handles = [
                 param.register_post_accumulate_grad_hook(self._hook(name)) for name, param in self.params.items()
             ]
@@ -219,7 +248,8 @@ class PerturbationHooks:
         self._scale: Optional[float] = None
         self.scale = 1.0  # the factor of the last finished step
         self._done: set[str] = set()
-        self._stats: list[tuple[Tensor, Tensor]] = []
+        self._clean_norms: list[Tensor] = []
+        self._noise_norms: list[Tensor] = []
 
     def matches(self, model: nn.Module) -> bool:
         """Whether ``model`` still holds the hooked parameter objects under their names."""
@@ -233,7 +263,7 @@ class PerturbationHooks:
             scale: factor the gradients carry (fp16 loss scale); noise and clipping stay unscaled.
         """
         self._scale = scale
-        self._done, self._stats = set(), []
+        self._done, self._clean_norms, self._noise_norms = set(), [], []
 
     @property
     def armed(self) -> bool:
@@ -253,12 +283,13 @@ class PerturbationHooks:
         rest = {name: p.grad for name, p in self.params.items() if name not in self._done and p.grad is not None}
         if rest:
             self._perturb(rest)
-        self.scale, self._scale = self._scale, None
+        scale = self.scale = self._scale
+        self._scale = None
         return {
             "num_tensors": torch.tensor(len(self._done)),
             "num_elements": torch.tensor(sum(self.params[name].numel() for name in self._done)),
-            "clean_norm": sum((clean for clean, _ in self._stats), torch.zeros(())).sqrt(),
-            "noise_norm": sum((noise for _, noise in self._stats), torch.zeros(())).sqrt(),
+            "clean_norm": _joint_norm(self._clean_norms, scale),
+            "noise_norm": _joint_norm(self._noise_norms, scale),
         }
 
     def remove(self) -> None:
@@ -271,7 +302,10 @@ class PerturbationHooks:
         self._scale = None
 
     def _perturb(self, grads: dict[str, Tensor]) -> None:
-        self._stats.append(self.perturbation.apply_(grads, self.generator, self._scale))
+        # per-tensor norms, reduced once in finish(): a hook's share of the step stays a few kernels
+        clean, noise = self.perturbation.perturb_(list(grads.values()), self.generator, self._scale)
+        self._clean_norms.append(clean)
+        self._noise_norms.append(noise)
         self._done.update(grads)
 
     def _hook(self, name: str) -> Callable[[Tensor], None]:
@@ -280,3 +314,11 @@ class PerturbationHooks:
                 self._perturb({name: param.grad})
 
         return hook
+
+
+def _joint_norm(pieces: Sequence[Tensor], scale: float) -> Tensor:
+    """The unscaled L2 norm of a set from the per-tensor norms its pieces reported (on the first's device)."""
+    if not pieces:
+        return torch.zeros(())
+    device = pieces[0].device
+    return _squared_total(torch.cat([norms.to(device) for norms in pieces]), scale).sqrt()
