@@ -1,11 +1,10 @@
 """Calibration by sweep vs by bisection: the same sigma, and what each costs, in one run.
 
 For each architecture at initialisation (PRECODE model, the PPP family: relative Gaussian noise
-before the bottleneck), ``calibrate`` runs with the full attack suite (DLG aside, as in the evidence
-grid) on the same victims, once by
-sweep and once by bisection, in the order sweep, bisection, bisection, sweep over the architectures
-(so that drifting machine load hits both alike); then one audit with its control at the sweep's
-answer, the unit the goal is stated in. Wall and process CPU time of each; torch pinned to one
+before the bottleneck), ``calibrate`` runs with the full attack suite (DLG aside, as in the
+evidence grid) on the same victims, once by sweep and once by bisection, in the order sweep,
+bisection, bisection, sweep over the architectures (so that drifting machine load hits both
+alike); then one audit with its control at the sweep's answer, the unit the goal is stated in. Wall and process CPU time of each; torch pinned to one
 thread. Each run is appended to ``calibrate_speed.jsonl`` as it finishes and skipped on a rerun (a
 run cut short starts over: its time is only kept whole).
 
@@ -134,8 +133,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         with path.open("a") as file:
             file.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
+        _write_table(args.out, rows)  # after every run: a partial comparison is readable too
+    _write_table(args.out, rows)
+
+
+def _write_table(out: Path, rows: list[dict[str, Any]]) -> None:
     title = "# Calibration: sweep vs bisection\n\n" + __doc__.split("\n\n")[1] + "\n\n"
-    (args.out / "calibrate_speed.md").write_text(title + _table(rows) + "\n")
+    (out / "calibrate_speed.md").write_text(title + _table(rows) + "\n")
 
 
 if __name__ == "__main__":
