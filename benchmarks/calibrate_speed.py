@@ -31,7 +31,7 @@ import torch
 
 from datamodules import OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
-from ppp_lightning.assessment.reporting import markdown_table
+from ppp_lightning.assessment.reporting import append_record, markdown_table, read_records
 from ppp_lightning.attacks.suite import attack_suite
 from ppp_lightning.auditing.audit import audit
 from ppp_lightning.auditing.noise_search import calibrate
@@ -119,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     data.setup("fit")
     path = args.out / "calibrate_speed.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = read_records(path)
     for arch, method in _order(args.archs):
         if any(row["arch"] == arch and row["method"] == method for row in rows):
             continue
@@ -130,8 +130,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                **measure(arch, method, data, args.victims, args.held_out, answer),
                "device": f"cpu: {platform.machine()}, torch threads 1"}  # fmt: skip
         rows.append(row)
-        with path.open("a") as file:
-            file.write(json.dumps(row) + "\n")
+        append_record(path, row)
         print(json.dumps(row), flush=True)
         _write_table(args.out, rows)  # after every run: a partial comparison is readable too
     _write_table(args.out, rows)

@@ -15,7 +15,6 @@ Writes ``benchmarks/results/dlg_budget.jsonl`` and ``dlg_budget.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from ppp_lightning.assessment.assess import assess
 from ppp_lightning.assessment.metrics import ReconstructionMetrics
 from ppp_lightning.assessment.record import Convergence
 from ppp_lightning.assessment.reidentification import Reidentifier
-from ppp_lightning.assessment.reporting import markdown_table
+from ppp_lightning.assessment.reporting import append_record, markdown_table, read_records
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.gradients import client_gradient
 from ppp_lightning.models import build_network
@@ -85,7 +84,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     data.setup("fit")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "dlg_budget.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows = read_records(path)
     for budget in args.budgets:
         for stopping in (True, False):
             key = {"budget": budget, "stopping": stopping, "victims": args.victims, "width": args.width}
@@ -93,8 +92,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                 continue
             row = {**key, **measure(data, args.width, args.victims, budget, stopping)}
             rows.append(row)
-            with path.open("a") as file:
-                file.write(json.dumps(row) + "\n")
+            append_record(path, row)
             title = "# DLG's budget on the mlp\n\n" + __doc__.split("\n\n")[1] + "\n\n"
             (args.out / "dlg_budget.md").write_text(title + _table(rows) + "\n")
 

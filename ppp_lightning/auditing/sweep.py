@@ -18,6 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.attacks import AttackSpec
@@ -33,7 +35,7 @@ __all__ = ["audit_sigmas"]
 
 
 def audit_sigmas(
-    model: Any,
+    model: nn.Module,
     dataset: Any,
     attacks: Mapping[str, AttackSpec],
     family: DefenseSpec,
