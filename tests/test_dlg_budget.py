@@ -15,6 +15,6 @@ def test_a_tiny_run_scores_every_budget_with_and_without_the_stopping_rule(tmp_p
     assert all(row["stopped_by_budget"] == 1.0 for row in rows if not row["stopping"])
     assert all(0 <= row["identified"] <= 2 and 0 <= row["median_ncc"] <= 1 for row in rows)
     table = (tmp_path / "dlg_budget.md").read_text()
-    assert "| 3 | off |" in table and "| 1 | on |" in table
+    assert "| undefended | 3 | off |" in table and "| undefended | 1 | on |" in table
     dlg_budget.main(argv)
     assert len((tmp_path / "dlg_budget.jsonl").read_text().splitlines()) == 4
