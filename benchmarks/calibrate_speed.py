@@ -92,14 +92,21 @@ def _table(rows: list[dict[str, Any]]) -> str:
         sweep, bisection, one = (by.get((arch, method)) for method in ("sweep", "bisection", "audit"))
         if not (sweep and bisection):
             continue
-        same = "-" if not (sweep["sigma"] and bisection["sigma"]) else f"{sweep['sigma']:.4g} / {bisection['sigma']:.4g}"
-        cells = [arch, same, f"{sweep['wall_s']:.0f} / {bisection['wall_s']:.0f}",
-                 _ratio(bisection["wall_s"], sweep["wall_s"]), _ratio(bisection["cpu_s"], sweep["cpu_s"]),
+        sigmas = f"{_sigma(sweep['sigma'])} / {_sigma(bisection['sigma'])}"
+        # times compare only where both found an answer: a search that stops at its cap did less
+        both = bool(sweep["sigma"] and bisection["sigma"])
+        cells = [arch, sigmas, f"{sweep['wall_s']:.0f} / {bisection['wall_s']:.0f}",
+                 _ratio(bisection["wall_s"], sweep["wall_s"]) if both else "- (answers differ)",
+                 _ratio(bisection["cpu_s"], sweep["cpu_s"]) if both else "- (answers differ)",
                  _ratio(sweep["wall_s"], one["wall_s"]) if one else "-"]  # fmt: skip
         lines.append(cells)
     columns = ("arch", "sigma (sweep / bisection)", "wall s (sweep / bisection)", "bisection / sweep, wall",
                "bisection / sweep, CPU", "sweep / one audit at the answer, wall")  # fmt: skip
     return markdown_table(columns, lines)
+
+
+def _sigma(value: Optional[float]) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 def _ratio(numerator: float, denominator: float) -> str:
