@@ -18,7 +18,15 @@ from torch import Tensor
 
 from ppp_lightning.assessment.metrics import abs_ncc, channel_view, to_unit_interval
 
-__all__ = ["POOL_SIZE", "Reidentification", "Reidentifier", "check_pool_size", "reidentify", "same_class_pool"]
+__all__ = [
+    "POOL_SIZE",
+    "Reidentification",
+    "Reidentifier",
+    "check_pool_size",
+    "reidentify",
+    "same_class_pool",
+    "without_copies",
+]
 
 POOL_SIZE = 100
 
@@ -80,6 +88,11 @@ class Reidentification:
         return 1 / self.pool_size
 
 
+def without_copies(rivals: Tensor, victim: Tensor) -> Tensor:
+    """``rivals`` without the ones equal to ``victim`` (a rival draw that took the victim itself)."""
+    return rivals[(rivals - victim).flatten(1).abs().amax(1) > 0]
+
+
 def reidentify(reconstruction: Tensor, victim: Tensor, rivals: Tensor, one_channel: bool = False) -> Reidentification:
     """Whether the reconstruction is strictly nearer its victim than every rival, by the sign-invariant correlation.
 
@@ -93,7 +106,7 @@ def reidentify(reconstruction: Tensor, victim: Tensor, rivals: Tensor, one_chann
             (:func:`same_class_pool`); copies of the victim among them are ignored.
         one_channel: score the channel means (:func:`~ppp_lightning.assessment.metrics.channel_view`).
     """
-    rivals = rivals[(rivals - victim).flatten(1).abs().amax(1) > 0]
+    rivals = without_copies(rivals, victim)
     pool = channel_view(torch.cat([victim[None], rivals]), one_channel)
     image = channel_view(reconstruction[None], one_channel).expand_as(pool)
     scores = abs_ncc(image, pool)
@@ -146,7 +159,7 @@ class Reidentifier:
         pools = []
         for victim, label in zip(victims.cpu(), labels.tolist()):
             rivals = self._rivals(label)
-            rivals = rivals[(rivals - victim).flatten(1).abs().amax(1) > 0]  # the victim once, wherever drawn
+            rivals = without_copies(rivals, victim)  # the victim once, wherever drawn
             position = int(torch.randint(len(rivals) + 1, (), generator=generator))
             pools.append(torch.cat([rivals[:position], victim[None], rivals[position:]]))
         return pools

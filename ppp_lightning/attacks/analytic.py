@@ -10,7 +10,6 @@ import torch
 from torch import Tensor, nn
 
 from ppp_lightning.attacks.closed_form import ClosedFormAttack
-from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
 from ppp_lightning.attacks.layer_inputs import check_estimator, layer_gradients, linear_input
 from ppp_lightning.attacks.registry import check_images, register
 from ppp_lightning.attacks.result import AttackResult
@@ -82,9 +81,4 @@ class AnalyticRecovery(ClosedFormAttack):
             raise ValueError(
                 f"the input of {layer!r} has {recovered.numel()} values, not an image of shape {tuple(shape)}"
             )
-        images = recovered.view(tuple(shape))
-        if self.tie_channels:
-            images = images.mean(1, keepdim=True).expand_as(images).clone()
-        if labels is None:
-            labels = recover_labels(head_bias_gradient(model, gradients, example), 1)
-        return AttackResult(images=images, labels=labels)
+        return self.result(model, gradients, recovered.view(tuple(shape)), labels)

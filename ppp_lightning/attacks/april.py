@@ -22,7 +22,6 @@ from torchvision.models import VisionTransformer
 
 from ppp_lightning.attacks.closed_form import ClosedFormAttack
 from ppp_lightning.attacks.inverting import InvertingGradients
-from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
 from ppp_lightning.attacks.registry import check_images, register
 from ppp_lightning.attacks.result import AttackResult
 
@@ -115,12 +114,7 @@ class APRIL(ClosedFormAttack):
         if missing:
             raise ValueError(f"april needs the gradients of {missing}; the shared gradient lacks them")
         images = patches_from_gradients(gradients[embedding.weight], gradients[embedding.positions], shape[1:])
-        if self.tie_channels:
-            images = images.mean(1, keepdim=True).expand_as(images).clone()
-        if labels is None:
-            example = torch.zeros(tuple(shape), device=images.device)
-            labels = recover_labels(head_bias_gradient(model, gradients, example), 1)
-        return AttackResult(images=images, labels=labels)
+        return self.result(model, gradients, images, labels)
 
 
 @register("april_inverting", "Inverting Gradients started from APRIL's recovery instead of noise",

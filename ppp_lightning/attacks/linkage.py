@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ppp_lightning.attacks.matching import known_labels
 from ppp_lightning.attacks.registry import check_images, register
 from ppp_lightning.attacks.result import AttackResult
-from ppp_lightning.attacks.targets import TARGETS, Target, select_gradients
+from ppp_lightning.attacks.targets import TARGETS, Target, check_target, select_gradients
 from ppp_lightning.gradients import client_gradient
 
 __all__ = ["LINKAGE", "CandidateLinkage"]
@@ -51,8 +51,7 @@ class CandidateLinkage:
         ignore: Optional[Sequence[str]] = None,
         target: Optional[Target] = None,
     ) -> None:
-        if target is not None and target not in TARGETS:
-            raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
+        check_target(target)
         self.include, self.ignore, self.target = include, ignore, target
 
     def __call__(
@@ -94,7 +93,9 @@ class CandidateLinkage:
         check_images(self.capabilities, shape)
         if candidates is None or len(candidates) != len(gradients):
             count = "none" if candidates is None else len(candidates)
-            raise ValueError(f"linkage needs one set of candidates per shared gradient; got {count} for {len(gradients)}")
+            raise ValueError(
+                f"linkage needs one set of candidates per shared gradient; got {count} for {len(gradients)}"
+            )
         example = torch.zeros(tuple(shape), device=next(model.parameters()).device)
         names = select_gradients(model, list(gradients[0]), example, self.include, self.ignore, self.target)
         known = known_labels(model, gradients, labels, example)

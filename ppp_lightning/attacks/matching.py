@@ -30,7 +30,7 @@ from ppp_lightning.attacks.labels import head_bias_gradient, recover_labels
 from ppp_lightning.attacks.optimiser import Evaluate, StoppingRule, Tracker, Variables
 from ppp_lightning.attacks.per_sample import ProblemGradients, Targets, stackable, stacked_gradients
 from ppp_lightning.attacks.result import AttackResult
-from ppp_lightning.attacks.targets import TARGETS, Target, select_gradients
+from ppp_lightning.attacks.targets import Target, check_target, select_gradients
 from ppp_lightning.losses import classification_terms
 from ppp_lightning.progress import progress_bar
 from ppp_lightning.validation import check_number
@@ -149,8 +149,7 @@ class GradientMatchingAttack:
         if threads is not None and threads < 1:
             raise ValueError(f"threads={threads}; allowed: None (leave torch's setting) or >= 1")
         check_number("lr", lr, minimum=0, exclusive_minimum=True)
-        if target is not None and target not in TARGETS:
-            raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
+        check_target(target)
         if initialisation not in INITIALISATIONS:
             raise ValueError(f"initialisation={initialisation!r}; allowed: {', '.join(INITIALISATIONS)}")
         self.iterations = iterations

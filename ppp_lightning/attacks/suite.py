@@ -73,7 +73,8 @@ def attack_suite(
 def _needs(entry: Capabilities) -> tuple[bool, ...]:
     """The suite's order: attacks with fewer and more common needs first."""
     return (entry.threat_model is not None, entry.needs_clean_gradient, entry.convolution_free,
-            entry.needs_first_linear, entry.needs_positional_embedding, entry.needs_precode, entry.one_image)  # fmt: skip
+            entry.needs_first_linear, entry.needs_positional_embedding, entry.needs_precode,
+            entry.one_image)  # fmt: skip
 
 
 def _settings(

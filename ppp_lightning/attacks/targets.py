@@ -10,13 +10,23 @@ from torch import Tensor, nn
 
 from ppp_lightning.defenses.selection import execution_spans, select_parameters
 
-__all__ = ["TARGETS", "Target", "linear_layers", "select_gradients"]
+__all__ = ["TARGETS", "Target", "check_target", "linear_layers", "select_gradients"]
 
 # The targeted presets against a PRECODE. Both keep only gradients that PRECODE's noise does not
 # reach; "before_decoder" also keeps the encoder's (deterministic: its gradient carries the KL term
 # and the upstream of mu and sigma).
 Target = Literal["before_bottleneck", "before_decoder"]
 TARGETS: tuple[str, ...] = get_args(Target)
+
+
+def check_target(target: Optional[str]) -> None:
+    """Refuse an unknown targeted preset.
+
+    Raises:
+        ValueError: if ``target`` is neither ``None`` nor one of :data:`TARGETS`.
+    """
+    if target is not None and target not in TARGETS:
+        raise ValueError(f"target={target!r}; allowed: None, {', '.join(TARGETS)}")
 
 
 def select_gradients(
