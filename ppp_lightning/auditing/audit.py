@@ -37,7 +37,7 @@ from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.assessment.reporting import ReportSink
 from ppp_lightning.attacks import AttackResult, AttackSpec
-from ppp_lightning.auditing.audit_folder import AuditFolder, run_attack
+from ppp_lightning.auditing.audit_folder import AuditFolder, AuditScoring, run_attack
 from ppp_lightning.auditing.folders import folder_lock
 from ppp_lightning.auditing.tuning import TUNING_VICTIMS, Tuner, check_tune, draw_tuning_victims
 from ppp_lightning.defenses.precode import PRECODE, without_sampling
@@ -209,7 +209,8 @@ def _audit(
     device = next(network.parameters()).device  # attacks run there; scores on the CPU
     gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, control, batch_size)
     setting = audit_setting(network, defense, gradients, victims, seed, batch_size, pool_size) | {"tune": tune}
-    where = AuditFolder(folder, dataset, images, labels, setting, mean, std, one_channel, sinks, step, prefix)
+    scoring = AuditScoring.of(dataset, mean, std, one_channel, pool_size, seed)
+    where = AuditFolder(folder, images, labels, setting, scoring, mean, std, sinks, step, prefix)
     tuner = None
     if tune:  # on the control of other victims, scored as the audit scores
         tuner = Tuner(tune, draw_tuning_victims(dataset, tuning_victims, seed, victims, reserved), network,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,7 +39,7 @@ from ppp_lightning.auditing.report import (
 from ppp_lightning.auditing.tuning import Tuning, untuned_spec
 from ppp_lightning.victims import floor_image
 
-__all__ = ["RECORD_DEFAULTS", "AuditFolder", "run_attack"]
+__all__ = ["RECORD_DEFAULTS", "AuditFolder", "AuditScoring", "run_attack"]
 
 # Settings that records written before they existed lack, with the value those audits used.
 RECORD_DEFAULTS = {"batch_size": 1, "pool_size": POOL_SIZE, "tune": 0}
@@ -70,19 +71,45 @@ def run_attack(
     return spec.build(mean, std).run(copy.deepcopy(model), list(gradients), list(labels), shape, **pools)
 
 
+@dataclass(frozen=True)
+class AuditScoring:
+    """How an audit scores reconstructions: the metrics and pixel rule, identification, the trivial floor.
+
+    Built once per dataset and setting, it serves every folder of a sweep (the floor averages
+    thousands of images, and the rivals' draw reads every label).
+
+    Args:
+        metrics: the scores and the pixel rule.
+        reidentifier: identification among same-class candidates.
+        floor: ``(C, H, W)`` the trivial reconstruction (the dataset's mean image).
+    """
+
+    metrics: ReconstructionMetrics
+    reidentifier: Reidentifier
+    floor: Tensor
+
+    @classmethod
+    def of(
+        cls, dataset: Any, mean: Sequence[float], std: Sequence[float], one_channel: bool, pool_size: int, seed: int
+    ) -> AuditScoring:
+        """The scoring of audits on ``dataset`` with ``pool_size`` candidates drawn with ``seed``."""
+        metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
+        reidentifier = Reidentifier(dataset, mean, std, one_channel, pool_size, seed)
+        return cls(metrics, reidentifier, floor_image(dataset))
+
+
 class AuditFolder:
     """An audit's folder and victims: which attacks it finished, and the scoring and writing of new ones.
 
     Args:
         folder: the audit's folder (locked by the caller).
-        dataset: the training set, items ``(normalised image, label)``.
         images: ``(N, C, H, W)`` the victims, normalised.
         labels: ``(N,)`` their labels.
         setting: what the audit is (model, defense, victims, seed...): a folder holding another
             setting's records is refused, and every record carries it.
+        scoring: how reconstructions are scored (its pool size and seed are the setting's).
         mean: the data's normalisation mean.
         std: the data's normalisation standard deviation.
-        one_channel: the data has one true channel.
         sinks: logger adapters every attack and the report also go to.
         step: the logging step.
         prefix: the logged keys' prefix.
@@ -94,13 +121,12 @@ class AuditFolder:
     def __init__(
         self,
         folder: Path,
-        dataset: Any,
         images: Tensor,
         labels: Tensor,
         setting: dict[str, Any],
+        scoring: AuditScoring,
         mean: Sequence[float],
         std: Sequence[float],
-        one_channel: bool,
         sinks: Sequence[ReportSink] = (),
         step: int = 0,
         prefix: str = "audit",
@@ -109,9 +135,7 @@ class AuditFolder:
         self.mean, self.std, self.sinks, self.step, self.prefix = mean, std, sinks, step, prefix
         self.reporter = Reporter(folder, prefix, mean, std, sinks, records_file=RESULTS)
         self.done = self._finished()
-        self.metrics = ReconstructionMetrics(mean, std, one_channel=one_channel)
-        self.reidentifier = Reidentifier(dataset, mean, std, one_channel, setting["pool_size"], setting["seed"])
-        self.floor = floor_image(dataset)
+        self.scoring = scoring
 
     def pending(self, label: str, spec: AttackSpec) -> bool:
         """Whether ``spec`` still has to run under ``label`` (a tuned attack counts as its untuned self)."""
@@ -119,11 +143,13 @@ class AuditFolder:
 
     def candidates(self, spec: AttackSpec) -> Optional[list[Tensor]]:
         """Every victim's identification candidates where ``spec`` picks among them (``None`` otherwise)."""
-        return self.reidentifier.candidates(self.images, self.labels) if spec.capabilities.needs_candidates else None
+        needed = spec.capabilities.needs_candidates
+        return self.scoring.reidentifier.candidates(self.images, self.labels) if needed else None
 
     def assess(self, reconstructions: Tensor, victims: Tensor, labels: Tensor) -> Assessment:
         """Score reconstructions of any victims (in their order) as this audit scores its own."""
-        return assess(self.metrics, reconstructions, victims, labels, self.floor, self.reidentifier,
+        scoring = self.scoring
+        return assess(scoring.metrics, reconstructions, victims, labels, scoring.floor, scoring.reidentifier,
                       batch_size=self.setting["batch_size"])  # fmt: skip
 
     def record(
@@ -145,9 +171,12 @@ class AuditFolder:
             seconds: what the attack (and its control) cost.
             tuning: how its settings were tuned (``None``: they were not).
         """
-        assessed = assess(self.metrics, _images(results), self.images, self.labels, self.floor, self.reidentifier,
-                          None if controls is None else _images(controls), self.setting["batch_size"],
-                          Convergence.of(results), None if controls is None else Convergence.of(controls))  # fmt: skip
+        scoring = self.scoring
+        control_images = None if controls is None else _images(controls)
+        control_convergence = None if controls is None else Convergence.of(controls)
+        assessed = assess(scoring.metrics, _images(results), self.images, self.labels, scoring.floor,
+                          scoring.reidentifier, control_images, self.setting["batch_size"], Convergence.of(results),
+                          control_convergence)  # fmt: skip
         context = {"label": label, "attack": spec.name, "settings": spec.settings, "spec": spec.to_dict(),
                    **self.setting, "threat_model": spec.capabilities.threat_model, "seconds": round(seconds, 1),
                    "labels": self.labels.tolist()}  # fmt: skip

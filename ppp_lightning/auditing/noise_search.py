@@ -206,7 +206,8 @@ def calibrate(
     asks whether any remaining attack reconstructs a victim or identifies victims above chance
     (the answer): by default whole sigma grids, each audited from one attack run per attack
     (:func:`~ppp_lightning.auditing.sweep.audit_sigmas`), or one sigma at a time by bisection. A
-    second search, reusing every audit, finds the smallest sigma that stops reconstruction alone. A sigma at which the victims leak nothing is audited again on ``held_out``
+    second search, reusing every audit, finds the smallest sigma that stops reconstruction alone.
+    Near the answer, a sigma at which the victims leak nothing is audited again on ``held_out``
     other victims (drawn with ``seed +`` :data:`HELD_OUT_SEED_OFFSET`), and protects only if they
     leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
     so the answer must also hold on victims the search did not stop on. Every audit goes

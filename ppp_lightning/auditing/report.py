@@ -150,7 +150,8 @@ def _report(records: Sequence[AttackRecord]) -> str:
         "",
         markdown_table(LEAK_COLUMNS, leak_rows(records)),
     ]
-    apart = " (attacks with their own threat model apart)" if any(r.context.get("threat_model") for r in records) else ""
+    threat_models = any(r.context.get("threat_model") for r in records)
+    apart = " (attacks with their own threat model apart)" if threat_models else ""
     lines += ["", f"Any attack (per victim){apart}: {union_text(records)}.", "", "Settings:", ""]
     lines += [f"- {r.context['label']}: {r.context['spec']}{_tuning_text(r.context)}" for r in records]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.attacks import AttackSpec
 from ppp_lightning.auditing.audit import audit_setting, audited_gradients
-from ppp_lightning.auditing.audit_folder import AuditFolder, run_attack
+from ppp_lightning.auditing.audit_folder import AuditFolder, AuditScoring, run_attack
 from ppp_lightning.auditing.folders import folder_lock
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.progress import progress_bar
@@ -77,13 +77,14 @@ def audit_sigmas(
     network = copy.deepcopy(model).train()
     device = next(network.parameters()).device
     shared, places = {}, {}
+    scoring = AuditScoring.of(dataset, mean, std, one_channel, pool_size, seed)  # one for every sigma
     with ExitStack() as locks:
         for sigma, folder in folders.items():
             defense = replace(family, sigma=sigma)
             gradients = audited_gradients(network, images.to(device), labels.to(device), defense, seed, False)
             setting = audit_setting(network, defense, gradients, victims, seed, 1, pool_size) | {"tune": 0}
             where = locks.enter_context(folder_lock(folder))
-            places[sigma] = AuditFolder(where, dataset, images, labels, setting, mean, std, one_channel)
+            places[sigma] = AuditFolder(where, images, labels, setting, scoring, mean, std)
             shared[sigma] = gradients.shared
         known = list(labels.to(device).split(1))
         bar = progress_bar(attacks.items(), desc=f"sweep ({len(folders)} sigmas)", unit="attack", enabled=progress,
