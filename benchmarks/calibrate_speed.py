@@ -8,7 +8,10 @@ alike); then one audit with its control at the sweep's answer, the unit the goal
 thread. Each run is appended to ``calibrate_speed.jsonl`` as it finishes and skipped on a rerun (a
 run cut short starts over: its time is only kept whole).
 
-    python -m benchmarks.calibrate_speed [--archs cnn mlp] [--victims 8] [--held-out 16]
+    python -m benchmarks.calibrate_speed [--archs cnn mlp] [--victims 8] [--held-out 16] [--keep DIR]
+
+``--keep DIR`` keeps every run's audit folders (``DIR/<arch>_<method>``) to compare the searches'
+records sigma by sigma; without it they go to a temporary folder that is deleted.
 
 Writes ``benchmarks/results/calibrate_speed.jsonl`` and ``calibrate_speed.md``.
 """
@@ -51,15 +54,31 @@ def _timed(work: Any) -> tuple[Any, float, float]:
     return result, round(time.perf_counter() - wall, 1), round(time.process_time() - cpu, 1)
 
 
-def measure(arch: str, method: str, data: Any, victims: int, held_out: int, sigma: Optional[float]) -> dict[str, Any]:
-    """One timed run: ``calibrate`` by ``method``, or (``method="audit"``) one audit with its control at ``sigma``."""
+def measure(
+    arch: str, method: str, data: Any, victims: int, held_out: int, sigma: Optional[float], keep: Optional[Path] = None
+) -> dict[str, Any]:
+    """One timed run: ``calibrate`` by ``method``, or (``method="audit"``) one audit with its control at ``sigma``.
+
+    Args:
+        arch: the architecture.
+        method: ``sweep``, ``bisection`` or ``audit``.
+        data: the datamodule, set up.
+        victims: victims per audit.
+        held_out: held-out victims.
+        sigma: the audit's sigma (``method="audit"``).
+        keep: where the audit folders stay (``None``: a temporary folder, deleted).
+    """
     pl.seed_everything(0, verbose=False)
     model = ImageClassifier(arch, precode=PRECODE, arch_kwargs=ARCHS[arch])
     example = data.train_set[0][0][None]
     # as in the evidence grid, DLG runs against no noise family: its L-BFGS on an mlp-1024 costs minutes per victim
     suite = {label: spec for label, spec in attack_suite(model, example, FAMILY, tie_channels=True).items()
              if spec.name != "dlg"}  # fmt: skip
-    folder = Path(tempfile.mkdtemp(prefix=f"calibrate_speed_{arch}_{method}_"))
+    if keep is None:
+        folder = Path(tempfile.mkdtemp(prefix=f"calibrate_speed_{arch}_{method}_"))
+    else:
+        folder = keep / f"{arch}_{method}"
+        shutil.rmtree(folder, ignore_errors=True)  # a run cut short starts over (its time is only kept whole)
     common = {"mean": data.mean, "std": data.std, "one_channel": True, "victims": victims, "progress": False}
     try:
         if method == "audit":
@@ -74,7 +93,8 @@ def measure(arch: str, method: str, data: Any, victims: int, held_out: int, sigm
                 "reconstruction_sigma": found.reconstruction.sigma, "sigmas_tried": len(found.search.evaluations),
                 "audit_folders": audits, "wall_s": wall, "cpu_s": cpu, "suite": list(suite)}  # fmt: skip
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _order(archs: list[str]) -> Iterator[tuple[str, str]]:
@@ -120,6 +140,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--victims", type=int, default=8)
     parser.add_argument("--held-out", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the audit folders here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = OfflineMNISTDataModule()
@@ -134,7 +155,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         if method == "audit" and answer is None:
             continue
         row = {"arch": arch, "method": method, "victims": args.victims, "held_out": args.held_out,
-               **measure(arch, method, data, args.victims, args.held_out, answer),
+               **measure(arch, method, data, args.victims, args.held_out, answer, args.keep),
                "device": f"cpu: {platform.machine()}, torch threads 1"}  # fmt: skip
         rows.append(row)
         append_record(path, row)
