@@ -84,6 +84,9 @@ _CPU = {
     "batch_rows": {"batch_size": 4, "families": ["none", "precode"]},
     "plateau": {"patience": 3, "max_epochs": 30},
     "accuracy_seeds": [0, 1, 2],
+    # the threshold cells calibrated again on a second draw of everything random (seed offsets): the
+    # model's initial weights, the victims, their candidates, PRECODE samples and noise
+    "repeats": {"families": ["noise_all", "ppp"], "states": ["init"], "seeds": [1]},
     "trainer": {},
     "device": "cpu",  # where the attacks run
 }
@@ -95,6 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # inverting (seconds: no inverting attack reached the undefended vit), one training seed
     "reduced": {**_CPU, "archs": {"vit": {}, "resnet18": {"norm": "group"}}, "states": ["init"], "victims": 4,
                 "families": ["none", "precode", "noise_all", "ppp"], "batch_rows": {"batch_size": 4, "families": []},
+                "repeats": {"families": [], "states": [], "seeds": []},
                 "attacks": ["inverting", "inverting/before_decoder", "april", "april_inverting"], "accuracy_seeds": [0],
                 "plateau": {"patience": 2, "max_epochs": 10}},
     "gpu": {**_CPU, "archs": {"cnn": {}, "mlp": {"width": 1024}, "resnet18": {"norm": "group"}, "vit": {}},
@@ -104,6 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "attack_settings": {"inverting": {"iterations": 10}},
               "families": ["none", "precode", "noise_all", "ppp"], "plateau": {"patience": 1, "max_epochs": 1},
               "batch_rows": {"batch_size": 2, "families": ["none"]},
+              "repeats": {"families": ["ppp"], "states": ["init"], "seeds": [1]},
               "accuracy_seeds": [0], "trainer": {"limit_train_batches": 2, "limit_val_batches": 2,
                                                  "limit_test_batches": 2}},
 }  # fmt: skip
@@ -190,7 +195,7 @@ def datamodule(options: dict[str, Any], seed: int) -> Any:
 
 
 def _units(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The grid in order: each state's cells on every architecture, then the accuracies.
+    """The grid in order: each state's cells on every architecture, then the repeats, then the accuracies.
 
     A state needs only earlier states' results (noise trains at the previous state's sigma), so a
     run cut short has every architecture's earliest states first.
@@ -203,6 +208,12 @@ def _units(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
             for family in config["batch_rows"]["families"]:
                 yield {"kind": "audit", "arch": arch, "family": family, "state": state,
                        "batch_size": config["batch_rows"]["batch_size"]}  # fmt: skip
+    repeats = config["repeats"]
+    for arch in config["archs"]:
+        for family in [family for family in repeats["families"] if family in config["families"]]:
+            for state in [state for state in repeats["states"] if state in config["states"]]:
+                yield from ({"kind": "repeat", "arch": arch, "family": family, "state": state, "seed": seed}
+                            for seed in repeats["seeds"])  # fmt: skip
     for arch in config["archs"]:
         for family in config["families"]:
             for seed in config["accuracy_seeds"]:
@@ -216,6 +227,8 @@ def _measure(
     if unit["kind"] == "accuracy":
         sigma = _protective_sigma(results, arch, family)
         return {"sigma": sigma, **_accuracy(config, data, arch, family, sigma, unit["seed"])}
+    if unit["kind"] == "repeat":
+        return _repeat(unit, config, data, pool, out, results)
     model = _trained(config, data, out, results, arch, family, unit["state"]).to(config["device"])
     example = pool.train_set[0][0][None]
     common = {"mean": pool.mean, "std": pool.std, "one_channel": pool.one_channel, "victims": config["victims"]}
@@ -233,6 +246,31 @@ def _measure(
     start = _search_start(results, arch, family, unit["state"])
     found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
                       start=start, baseline=_shared_baseline(out, arch, family, unit["state"]), **common)  # fmt: skip
+    return found.to_dict()
+
+
+def _repeat(
+    unit: dict[str, Any], config: dict[str, Any], data: Any, pool: Any, out: Path, results: Path
+) -> dict[str, Any]:
+    """A noise family's calibration again with every random draw shifted by ``unit["seed"]``.
+
+    At initialisation the model is a second initialisation (a trained state reuses its checkpoint:
+    a second training costs what the grid does). The search starts at the first calibration's answer,
+    so its first grid brackets it; the two answers' ratio is the threshold's spread beyond the victims.
+    """
+    arch, family, state = unit["arch"], unit["family"], unit["state"]
+    seed = config["seed"] + unit["seed"]
+    if state == "init":
+        model = _network(config, arch, family, seed)
+    else:
+        model = _trained(config, data, out, results, arch, family, state)
+    model = model.to(config["device"])
+    family_spec = CALIBRATED[family].spec()
+    suite = _suite(model, pool.train_set[0][0][None], family_spec, config, family, pool.one_channel)
+    start = _protective_sigma(results, arch, family, (state,))
+    where = out / "repeats" / arch / family / state / f"seed={unit['seed']}"
+    found = calibrate(model, pool.train_set, suite, family_spec, where, pool.mean, pool.std, pool.one_channel,
+                      config["victims"], seed, config["factor"], start, state, progress=False)  # fmt: skip
     return found.to_dict()
 
 

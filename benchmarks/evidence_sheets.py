@@ -79,7 +79,8 @@ def write_sheets(
     """
     if shown is not None and shown < 1:
         raise ValueError(f"shown={shown}; allowed: an integer >= 1, or None for every victim")
-    records = [r for r in read_records(folder / RESULTS) if r["kind"] != "accuracy" and r.get("batch_size", 1) == 1]
+    records = [r for r in read_records(folder / RESULTS)
+               if r["kind"] in ("audit", "calibration") and r.get("batch_size", 1) == 1]  # fmt: skip
     source = datamodule(data or {}, seed)
     source.setup("fit")
     pool = victim_pool(source, "the evidence sheets")

@@ -19,7 +19,8 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
     path = run(copy.deepcopy(PRESETS["quick"]), tmp_path, progress=False)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     cells = {(r["kind"], r["family"], r.get("state"), r.get("batch_size")) for r in records}
-    assert len(records) == len(cells) == 14  # 2 states x (4 families + a batch row), then 4 accuracies
+    # 2 states x (4 families + a batch row), a repeat, then 4 accuracies
+    assert len(records) == len(cells) == 15
     audits = {(r["family"], r["state"]): {a["label"]: a for a in r["records"]} for r in records
               if r["kind"] == "audit" and "batch_size" not in r}  # fmt: skip
     batched = [r for r in records if r.get("batch_size") == 2]
@@ -60,9 +61,21 @@ def test_the_quick_grid_reports_every_cell_with_controls_and_resumes(tmp_path):
     assert "test_acc_mean" in accuracy["ppp"] and "test_acc_mean" not in accuracy["noise_all"]
     assert accuracy["ppp"]["sigma"] == max(r["search"]["sigma"] for r in records
                                            if r["kind"] == "calibration" and r["family"] == "ppp")  # fmt: skip
+    _check_repeat(tmp_path, records)
     run(copy.deepcopy(PRESETS["quick"]), tmp_path, progress=False)
-    assert len((tmp_path / RESULTS).read_text().splitlines()) == 14  # a rerun skips every finished cell
+    assert len((tmp_path / RESULTS).read_text().splitlines()) == 15  # a rerun skips every finished cell
     _check_sheets(tmp_path, next(r for r in records if r["kind"] == "calibration" and r["family"] == "ppp"))
+
+
+def _check_repeat(folder, records):
+    """The repeat calibrates ppp at init again on a second draw, its first grid centred on the first answer."""
+    first = next(r for r in records if r["kind"] == "calibration" and r["family"] == "ppp" and r["state"] == "init")
+    repeat = next(r for r in records if r["kind"] == "repeat")
+    assert (repeat["family"], repeat["state"], repeat["seed"], repeat["outcome"]) == ("ppp", "init", 1, "calibrated")
+    assert f"{first['search']['sigma']:.6g}" in repeat["unions"]
+    baseline = [json.loads(line) for line in (folder / "repeats/mlp/ppp/init/seed=1/no_noise/results.jsonl")
+                .read_text().splitlines()]  # fmt: skip
+    assert {record["seed"] for record in baseline} == {1}  # victims, candidates, samples and noise drawn with seed 1
 
 
 def _check_sheets(folder, calibration):
@@ -86,7 +99,8 @@ def _check_sheets(folder, calibration):
                     for i, r in zip(calibration["identified"][key]["analytic"], calibration["unions"][key])]
         assert [caption.split("\n")[2:] for caption in row.captions] == expected
     below = f"{search['leaking']:.6g}"  # it leaked the victims there, or else the held-out ones
-    assert any(calibration["identified"][below]["analytic"]) or calibration["held_out"][below]["leaking"] == ["analytic"]
+    held_out = calibration["held_out"]
+    assert any(calibration["identified"][below]["analytic"]) or held_out[below]["leaking"] == ["analytic"]
     assert [caption.split("\n")[2:] for caption in rows[2].captions] == [["identified no", "reconstructed no"]] * 2
 
 
