@@ -2,19 +2,23 @@
 
 :data:`CLAIMS` states every claim with its rule in words; :func:`claims` applies the rules to the
 records (a :class:`Finding` per claim and architecture, combined over states by :func:`every` or
-:func:`some`). :func:`bootstrap_ratio` gives PPP's protective sigma over noise on all layers with a
-paired bootstrap interval over victims (:data:`BOOTSTRAP_METHOD` says how).
+:func:`some`, which say so where the states disagree). :func:`bootstrap_ratio` gives PPP's protective
+sigma over noise on all layers with a paired bootstrap interval over victims (:data:`BOOTSTRAP_METHOD`
+says how); :func:`in_units` states it in every unit of :data:`UNITS`, so C4's noise part is judged per
+unit (C4-relative, C4-absolute, C4-whole) and its accuracy part (C4-accuracy) by Welch's t-test over
+training seeds.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
-from scipy.stats import binom
+from scipy.stats import binom, ttest_ind
 
 from benchmarks.evidence_records import (
     MISSING,
@@ -30,16 +34,22 @@ from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.assessment.verdicts import ALPHA, BUDGET_SHARE
 
 __all__ = [
+    "ACCURACY_ALPHA",
     "BOOTSTRAP_METHOD",
     "BOOTSTRAP_SEED",
     "CLAIMS",
+    "MIN_SEEDS",
+    "NOT_RECORDED",
     "RESAMPLES",
     "TARGETED",
+    "UNITS",
     "Finding",
     "bootstrap_ratio",
     "claims",
     "every",
+    "in_units",
     "less_noise",
+    "noise_factor",
     "plain_attack",
     "ppp_stops_targeted",
     "same_accuracy",
@@ -49,9 +59,19 @@ __all__ = [
 ]
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+# A C4 unit that a calibration did not measure (e.g. the whole-gradient ratio before v3 records).
+NOT_RECORDED = "not recorded"
 # The attacks aimed at PRECODE: the plain attack's targeted variants and the adaptive attack.
 TARGETED = ("inverting/before_bottleneck", "inverting/before_decoder", "adaptive")
 RESAMPLES, BOOTSTRAP_SEED = 2000, 0
+# C4's accuracy test: Welch's two-sided t-test at this level, on at least this many seeds per family.
+ACCURACY_ALPHA, MIN_SEEDS = 0.05, 3
+# C4's units: key -> (name, the calibration's `noise` entry in that unit; None: the relative sigma itself).
+UNITS: dict[str, tuple[str, Optional[str]]] = {
+    "relative": ("relative sigma", None),
+    "absolute": ("noise RMS per entry", "absolute"),
+    "whole": ("whole-gradient noise-to-signal", "noise_to_whole_signal"),
+}
 
 # The rule every claim's "leaked" and "protected" follow (ppp_lightning.assessment.verdicts.judge).
 LEAK_RULE = (
@@ -60,16 +80,39 @@ LEAK_RULE = (
     f"{BUDGET_SHARE:.0%} of the attack's problems stopped at its budget (as recorded), and the control leaked by "
     "the same rule"
 )
+_LESS_NOISE = "PPP protects with less noise than noise on all layers"
+_UNIT_TEXTS = {
+    "absolute": "the noise's RMS per perturbed entry",
+    "whole": "the noise's L2 norm over the L2 norm of the entire clean shared gradient, every parameter: the unit "
+    "that credits perturbing a part over perturbing everything",
+}
+
+
+def _unit_rule(unit: str) -> str:
+    """C4's rule in a unit other than relative sigma."""
+    name, key = UNITS[unit]
+    return (f"Per state, as C4 (relative sigma) in {name} (`{key}`: {_UNIT_TEXTS[unit]}): the ratio, its bootstrap "
+            "median and percentiles are the relative-sigma ones times factor = (noise_ppp / sigma_ppp) / "
+            "(noise_all / sigma_all), each calibration's noise as recorded at its own protective sigma (for fixed "
+            "victims the noise is proportional to sigma). The recorded noise is a median over victims, so the "
+            "factor is fixed and the interval covers the victims' resampling of the thresholds only. Verdicts as "
+            f"C4 (relative sigma); {NOT_RECORDED} where a calibration lacks `{key}`. Over states: as C1 ("
+            f"{NOT_RECORDED} if no state recorded it).")  # fmt: skip
+
+
 CLAIMS: dict[str, dict[str, str]] = {
     "C1": {
+        "name": "C1",
         "claim": "PRECODE stops the plain attack (inverting)",
         "rule": "Per state, from the PRECODE audit's `inverting` record (control: the same network with PRECODE's "
         f"sampling off), with the verdict derived from its findings ({LEAK_RULE}): holds if it is protected; does "
         "not hold if it leaked; inconclusive if inconclusive (e.g. the control did not leak, identification was "
         "not scored, or the stop reasons were not recorded). Over states: does not hold if any state does not "
-        "hold, else inconclusive if any state is, else holds.",
+        "hold, else inconclusive if any state is, else holds; where the states disagree, the verdict says which "
+        "state found what.",
     },
     "C2": {
+        "name": "C2",
         "claim": "Targeted attacks break PRECODE alone",
         "rule": f"Per state, from the PRECODE audit's records of {', '.join(TARGETED)}: holds if any of them leaked "
         "(reconstructed a victim or identified victims above chance; a leak needs no control); does not hold if "
@@ -78,25 +121,41 @@ CLAIMS: dict[str, dict[str, str]] = {
         "off too, protection could not be shown, or none ran). Over states: holds if any state holds.",
     },
     "C3": {
+        "name": "C3",
         "claim": "PPP stops the targeted attacks",
         "rule": "Per state, from the ppp calibration: holds if calibrated (a sigma exists at which no attack that "
         "leaked without noise leaks: reconstructs a victim or identifies victims above chance), identification "
-        "was scored there (the union over those attacks not above chance) and a targeted attack "
+        "was scored there (the union over those attacks not above chance), the attacks did not stop at their "
+        "budget there (see below) and a targeted attack "
         f"({', '.join(TARGETED)}) was among the attacks that leaked without noise; does not hold if not found "
         "(the attacks still leaked at the largest sigma tried) or the union over the attacks leaked at the "
         "reported sigma; inconclusive if the calibration is inconclusive (no attack leaked without noise), did "
-        "not record identification (a calibration by reconstruction alone), or no targeted attack leaked "
-        "without noise. Calibrations record no stop reasons. Over states: as C1.",
+        "not record identification (a calibration by reconstruction alone), the attacks stopped at their budget "
+        "or no targeted attack leaked without noise. Stop reasons: where the calibration recorded the share of "
+        "the attacks' problems (for the union) stopped by their iteration budget at the reported sigma "
+        f"(`budget_shares`), a share above {BUDGET_SHARE:.0%} makes a protective finding inconclusive (the "
+        "attacks stopped at their budget), as in audits; calibrations that did not record it (before v3) are "
+        "judged without stop reasons. Over states: as C1.",
     },
-    "C4": {
-        "claim": "PPP protects with less noise than noise on all layers, without hurting accuracy",
-        "rule": "Per state, the bootstrap interval of sigma_ppp / sigma_noise_all (relative sigmas, section 3): "
-        "holds if its 97.5% percentile < 1; does not hold if its 2.5% percentile >= 1; else inconclusive. "
-        "Accuracy (sampled test accuracy, `test_acc`, at each family's protective sigma, over seeds): gap = "
-        "mean(noise_all) - mean(ppp), spread = the larger of the two families' max - min over seeds; holds if "
-        "gap <= 0, or gap <= spread with >= 2 seeds in both; does not hold (clearly lower) if gap > spread with "
-        ">= 2 seeds in both; else inconclusive (one seed gives no spread to judge a deficit). Over the states "
-        "and the accuracy: as C1 (holds needs every state and the accuracy to hold).",
+    "C4-relative": {
+        "name": "C4 (relative sigma)",
+        "claim": _LESS_NOISE,
+        "rule": "Per state, the bootstrap interval of sigma_ppp / sigma_noise_all in relative sigma (each "
+        "family's noise std over each perturbed tensor's gradient RMS: partial perturbation gets no credit in "
+        "this unit, by construction; section 3): holds if its 97.5% percentile < 1; does not hold if its 2.5% "
+        "percentile >= 1; else inconclusive. Over states: as C1.",
+    },
+    "C4-absolute": {"name": f"C4 ({UNITS['absolute'][0]})", "claim": _LESS_NOISE, "rule": _unit_rule("absolute")},
+    "C4-whole": {"name": f"C4 ({UNITS['whole'][0]})", "claim": _LESS_NOISE, "rule": _unit_rule("whole")},
+    "C4-accuracy": {
+        "name": "C4 (accuracy at equal protection)",
+        "claim": "PPP is not less accurate than noise on all layers",
+        "rule": "Sampled test accuracy (`test_acc`, one value per training seed) of ppp and noise_all, each "
+        "trained at its own protective sigma (section 4): gap = mean(noise_all) - mean(ppp), p = Welch's "
+        "two-sided t-test (unequal variances) on the per-seed values. Inconclusive with fewer than "
+        f"{MIN_SEEDS} seeds in either family ({MIN_SEEDS}+ seeds needed); does not hold if gap > 0 and p < "
+        f"{ACCURACY_ALPHA} (PPP clearly less accurate); else holds (no significant deficit: a deficit this test "
+        "cannot see is not ruled out).",
     },
 }
 BOOTSTRAP_METHOD = (
@@ -111,7 +170,11 @@ BOOTSTRAP_METHOD = (
     "PPP family's threshold over noise_all's; resamples where it is 0/0 or inf/inf are dropped (counted as "
     "undefined). Reported: the ratio on all victims, and the median and the "
     "2.5% / 97.5% percentiles (empirical quantiles, no interpolation) over resamples. The interval reflects "
-    "which victims were drawn only: the sigma grid's resolution (the search's factor) adds to it."
+    "which victims were drawn only: the sigma grid's resolution (the search's factor) adds to it. In the other "
+    "units (noise RMS per entry, whole-gradient noise-to-signal) the ratio, median and percentiles are these "
+    "times factor = (noise_ppp / sigma_ppp) / (noise_all / sigma_all), from each calibration's noise at its "
+    "own protective sigma (for fixed victims every unit is proportional to sigma). That noise is a median over "
+    "victims, so the factor is not resampled: the interval covers victim resampling of the thresholds only."
 )
 
 # --------------------------------------------------------------------------- thresholds and the bootstrap
@@ -201,6 +264,59 @@ def _ratios(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
         return numerator / denominator
 
 
+def _noise_per_sigma(key: str, calibration: Mapping[str, Any]) -> Optional[float]:
+    """A calibration's noise in one unit over its protective sigma (``None``: the unit was not recorded, or is 0,
+    or there is no protective sigma)."""
+    noise, sigma = calibration.get("noise", {}).get(key), calibration["search"].get("sigma")
+    return noise / sigma if noise and sigma else None
+
+
+def noise_factor(key: str, mine: Mapping[str, Any], base: Mapping[str, Any]) -> Optional[float]:
+    """How much a ratio of relative sigmas grows in another unit: ``(noise_mine / sigma_mine) / (noise_base /
+    sigma_base)``, each calibration's ``noise`` being measured at its own protective ``search.sigma``.
+
+    Args:
+        key: the unit's entry in the calibrations' ``noise`` (e.g. ``absolute``).
+        mine: the numerator's calibration (e.g. ppp).
+        base: the denominator's calibration (noise_all).
+
+    Returns:
+        The factor, or ``None`` where a calibration did not record the unit or has no protective sigma.
+    """
+    mine_per_sigma, base_per_sigma = _noise_per_sigma(key, mine), _noise_per_sigma(key, base)
+    return None if mine_per_sigma is None or base_per_sigma is None else mine_per_sigma / base_per_sigma
+
+
+def _why_unrecorded(key: str, calibrations: Sequence[Mapping[str, Any]]) -> str:
+    """Which calibration lacks a unit, and why."""
+    return "; ".join(
+        f"{c['family']}: " + (f"no `{key}` recorded" if c["search"].get("sigma") else "no protective sigma")
+        for c in calibrations if _noise_per_sigma(key, c) is None)  # fmt: skip
+
+
+def in_units(ratio: Mapping[str, Any], mine: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """A :func:`bootstrap_ratio` (relative sigma) in every unit of :data:`UNITS`.
+
+    Args:
+        ratio: the bootstrap ratio of ``mine``'s protective sigma over ``base``'s.
+        mine: the numerator's calibration.
+        base: the denominator's calibration.
+
+    Returns:
+        unit -> ``factor``, ``ratio``, ``median``, ``low`` and ``high`` (the relative-sigma values times the
+        factor), or ``missing`` (why, e.g. ``ppp: no `noise_to_whole_signal` recorded``) where a calibration
+        did not record the unit.
+    """
+    out: dict[str, Any] = {}
+    for unit, (_, key) in UNITS.items():
+        factor = 1.0 if key is None else noise_factor(key, mine, base)
+        if factor is None:
+            out[unit] = {"missing": _why_unrecorded(key, (mine, base))}
+            continue
+        scaled = {k: None if ratio[k] is None else ratio[k] * factor for k in ("ratio", "median", "low", "high")}
+        out[unit] = {"factor": factor, **scaled}
+    return out
+
 
 # --------------------------------------------------------------------------- claims
 
@@ -210,24 +326,47 @@ class Finding:
     """A verdict on a claim and the numbers it rests on.
 
     Args:
-        verdict: ``holds``, ``does not hold``, ``inconclusive`` or ``not yet measured``.
+        verdict: ``holds``, ``does not hold``, ``inconclusive``, ``not recorded`` or ``not yet measured``.
         evidence: the numbers.
-        missing: the parts (states, accuracy) not yet measured where the verdict could still change.
+        missing: the parts (states) not yet measured where the verdict could still change.
+        by_part: where the measured parts' verdicts differ, which part found what (e.g. ``init: holds;
+            epoch1, plateau: does not hold``); empty where they agree.
     """
 
     verdict: str
     evidence: str
     missing: tuple[str, ...] = ()
+    by_part: str = ""
 
     def __str__(self) -> str:
+        notes = [self.by_part] if self.by_part else []
         if self.missing and self.verdict != MISSING:
-            return f"{self.verdict} so far ({MISSING}: {', '.join(self.missing)})"
-        return self.verdict
+            notes.append(f"{MISSING}: {', '.join(self.missing)}")
+            return f"{self.verdict} so far ({'; '.join(notes)})"
+        return f"{self.verdict} ({notes[0]})" if notes else self.verdict
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values."""
         return {"verdict": self.verdict, "complete": not self.missing, "missing": list(self.missing),
-                "evidence": self.evidence, "text": str(self)}  # fmt: skip
+                "by_part": self.by_part, "evidence": self.evidence, "text": str(self)}  # fmt: skip
+
+
+def _worst(verdicts: Sequence[str]) -> str:
+    """One counterexample first; a part not recorded is inconclusive unless no part was recorded."""
+    if FAILS in verdicts:
+        return FAILS
+    if set(verdicts) == {NOT_RECORDED}:
+        return NOT_RECORDED
+    return UNSURE if UNSURE in verdicts or NOT_RECORDED in verdicts else HOLDS
+
+
+def _by_part(parts: Sequence[tuple[str, Finding]]) -> str:
+    """The measured parts grouped by verdict (in order of first appearance), where they differ."""
+    groups: dict[str, list[str]] = {}
+    for name, finding in parts:
+        if finding.verdict != MISSING:
+            groups.setdefault(finding.verdict, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {verdict}" for verdict, names in groups.items()) if len(groups) > 1 else ""
 
 
 def every(parts: Sequence[tuple[str, Finding]]) -> Finding:
@@ -237,8 +376,8 @@ def every(parts: Sequence[tuple[str, Finding]]) -> Finding:
     evidence = "; ".join(finding.evidence for _, finding in parts)
     if not measured:
         return Finding(MISSING, evidence, missing)
-    verdict = FAILS if FAILS in measured else UNSURE if UNSURE in measured else HOLDS
-    return Finding(verdict, evidence, () if verdict == FAILS else missing)
+    verdict = _worst(measured)
+    return Finding(verdict, evidence, () if verdict == FAILS else missing, _by_part(parts))
 
 
 def some(parts: Sequence[tuple[str, Finding]]) -> Finding:
@@ -246,8 +385,9 @@ def some(parts: Sequence[tuple[str, Finding]]) -> Finding:
     still make it hold)."""
     found = every(parts)
     if any(finding.verdict == HOLDS for _, finding in parts):
-        return Finding(HOLDS, found.evidence)
-    return Finding(found.verdict, found.evidence, tuple(name for name, f in parts if f.verdict == MISSING))
+        return Finding(HOLDS, found.evidence, (), found.by_part)
+    missing = tuple(name for name, finding in parts if finding.verdict == MISSING)
+    return Finding(found.verdict, found.evidence, missing, found.by_part)
 
 
 def _attack_record(audit: Optional[dict[str, Any]], label: str) -> Optional[dict[str, Any]]:
@@ -300,54 +440,83 @@ def ppp_stops_targeted(evidence: Evidence, arch: str, state: str) -> Finding:
     text = (f"{state}: sigma {num(search['sigma'])} (leaks at {num(search['leaking'])}); union: {found}; 95% upper "
             f"bound of its reconstruction rate {num(calibration['upper_bound'])}; targeted attacks that leaked "
             f"without noise: {', '.join(targeted) or 'none'}")  # fmt: skip
+    if found.budget_share is not None:  # records before v3 have none: judged without stop reasons, as before
+        text += f"; {found.budget_share:.0%} of the attacks' problems stopped at their budget"
     if found.leaked:
         return Finding(FAILS, f"{text}; the union leaked at the reported sigma")
     if not identification_scored(calibration):
         return Finding(UNSURE, f"{text}; identification was not scored (calibrated by reconstruction alone)")
+    if found.budget_share is not None and found.budget_share > BUDGET_SHARE:
+        return Finding(UNSURE, f"{text}; the attacks stopped at their budget")
     return Finding(HOLDS if targeted else UNSURE, text)
 
 
-def less_noise(ratio: dict[str, Any]) -> Finding:
-    """C4's noise part at one state, from a :func:`benchmarks.evidence_report.ratio_row`."""
-    state = ratio["state"]
+def less_noise(ratio: dict[str, Any], unit: str = "relative") -> Finding:
+    """C4's noise part in one unit of :data:`UNITS` at one state, from a
+    :func:`benchmarks.evidence_report.ratio_row`."""
+    state, (name, key) = ratio["state"], UNITS[unit]
     if ratio["status"] != "measured":
         return Finding(MISSING if ratio["status"] == MISSING else UNSURE, f"{state}: {ratio['status']}")
-    if ratio["median"] is None:
+    scaled = ratio["units"][unit]
+    if "missing" in scaled:
+        return Finding(NOT_RECORDED, f"{state}: {name} {NOT_RECORDED} ({scaled['missing']})")
+    if scaled["median"] is None:
         return Finding(UNSURE, f"{state}: the ratio is undefined in every resample")
-    text = (f"{state}: sigma_ppp/sigma_all = {num(ratio['sigma'])}/{num(ratio['sigma_all'])} = "
-            f"{num(ratio['ratio'])}, 95% bootstrap {num(ratio['low'])}-{num(ratio['high'])}")  # fmt: skip
-    verdict = HOLDS if ratio["high"] < 1 else FAILS if ratio["low"] >= 1 else UNSURE
-    return Finding(verdict, text)
+    bootstrap = f"95% bootstrap {num(scaled['low'])}-{num(scaled['high'])}"
+    if key is None:
+        text = f"{state}: sigma_ppp/sigma_all = {num(ratio['sigma'])}/{num(ratio['sigma_all'])} = {num(ratio['ratio'])}"
+    else:
+        text = (f"{state}: {name} ppp/noise_all = {num(scaled['ratio'])} (sigma ratio {num(ratio['ratio'])} x "
+                f"factor {num(scaled['factor'])})")  # fmt: skip
+    verdict = HOLDS if scaled["high"] < 1 else FAILS if scaled["low"] >= 1 else UNSURE
+    return Finding(verdict, f"{text}, {bootstrap}")
 
 
 def same_accuracy(ppp: dict[str, Any], noise_all: dict[str, Any]) -> Finding:
-    """C4's accuracy part, from two :func:`benchmarks.evidence_report.accuracy_row` s."""
+    """C4's accuracy part, from two :func:`benchmarks.evidence_report.accuracy_row` s: Welch's t-test of the
+    per-seed test accuracies (see :data:`CLAIMS`)."""
     if "test_acc" not in ppp or "test_acc" not in noise_all:
         missing = [f"{row['family']}: {row['status']}" for row in (ppp, noise_all) if "test_acc" not in row]
         verdict = MISSING if all(MISSING in text for text in missing) else UNSURE
         return Finding(verdict, f"accuracy: {'; '.join(missing)}")
-    mine, base = ppp["test_acc"], noise_all["test_acc"]
-    gap = base["mean"] - mine["mean"]
-    width = max(mine["max"] - mine["min"], base["max"] - base["min"])
-    seeded = min(mine["n"], base["n"]) >= 2
-    text = (f"accuracy: ppp {mine['mean']:.3f} ({mine['n']} seeds), noise_all {base['mean']:.3f} ({base['n']} "
-            f"seeds), gap {gap:+.3f}, spread {width:.3f}")  # fmt: skip
-    if gap <= 0 or (seeded and gap <= width):
-        return Finding(HOLDS, text)
-    return Finding(FAILS if seeded else UNSURE, text)
+    mine, base = ppp["test_acc_values"], noise_all["test_acc_values"]
+    gap = statistics.fmean(base) - statistics.fmean(mine)
+    families = ", ".join(f"{row['family']} {statistics.fmean(row['test_acc_values']):.3f} (seeds "
+                         f"{', '.join(map(str, row['seeds']))})" for row in (ppp, noise_all))  # fmt: skip
+    text = f"accuracy: {families}, gap {gap:+.3f}"
+    if min(len(mine), len(base)) < MIN_SEEDS:
+        return Finding(UNSURE, f"{text}; {MIN_SEEDS}+ seeds needed")
+    p_value = float(ttest_ind(base, mine, equal_var=False).pvalue)  # nan (no deficit shown) if nothing varies
+    text += f", Welch p {num(p_value)}"
+    if gap > 0 and p_value < ACCURACY_ALPHA:
+        return Finding(FAILS, f"{text}: PPP is clearly less accurate")
+    return Finding(HOLDS, f"{text}: no significant deficit")
+
+
+# Claims judged per state, and how their states combine.
+_PER_STATE: dict[str, tuple[Callable[[Evidence, str, str], Finding], Callable]] = {
+    "C1": (plain_attack, every), "C2": (targeted_attacks, some), "C3": (ppp_stops_targeted, every)}
 
 
 def claims(evidence: Evidence, ratios: list[dict[str, Any]], accuracy: list[dict[str, Any]]) -> dict[str, dict]:
-    """Every claim's finding per architecture (see :data:`CLAIMS` for the rules)."""
-    per_state: dict[str, tuple[Callable[[Evidence, str, str], Finding], Callable]] = {
-        "C1": (plain_attack, every), "C2": (targeted_attacks, some), "C3": (ppp_stops_targeted, every)}
+    """Every claim's finding per architecture (see :data:`CLAIMS` for the rules).
+
+    Args:
+        evidence: the records.
+        ratios: the :func:`benchmarks.evidence_report.ratio_row` s (those of ppp are read).
+        accuracy: the :func:`benchmarks.evidence_report.accuracy_row` s (those of ppp and noise_all are read).
+
+    Returns:
+        claim -> architecture -> :class:`Finding`.
+    """
     out: dict[str, dict[str, Finding]] = {claim: {} for claim in CLAIMS}
     for arch, grid in evidence.grid.items():
-        for claim, (judge_state, combine) in per_state.items():
+        for claim, (judge_state, combine) in _PER_STATE.items():
             out[claim][arch] = combine([(state, judge_state(evidence, arch, state)) for state in grid.states])
-        noise = [(r["state"], less_noise(r)) for r in ratios if r["arch"] == arch and r["family"] == "ppp"]
+        mine = [r for r in ratios if r["arch"] == arch and r["family"] == "ppp"]
+        for unit in UNITS:
+            out[f"C4-{unit}"][arch] = every([(r["state"], less_noise(r, unit)) for r in mine])
         rows = {r["family"]: r for r in accuracy if r["arch"] == arch}
         ppp, base = (rows.get(f, {"arch": arch, "family": f, "status": MISSING}) for f in ("ppp", "noise_all"))
-        out["C4"][arch] = every([*noise, ("accuracy", same_accuracy(ppp, base))])
+        out["C4-accuracy"][arch] = same_accuracy(ppp, base)
     return out
-

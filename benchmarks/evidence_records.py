@@ -9,7 +9,8 @@ Verdicts are derived from the records, never read from their stored ``outcome`` 
 audit record's is :attr:`~ppp_lightning.assessment.record.AttackRecord.verdict` (records of earlier versions
 included), a union's is :func:`~ppp_lightning.assessment.verdicts.judge` of the attacks' united findings, and
 a calibration's rows are judged from its ``unions`` (reconstructed) and, where it recorded them, its
-``identified`` (calibrations record no stop reasons, so their findings' budget share is unknown).
+``identified`` and how its attacks stopped from its ``budget_shares`` (recorded from v3 on; before, the
+budget share of its findings is unknown).
 """
 
 from __future__ import annotations

@@ -4,13 +4,21 @@
     python -m benchmarks.evidence_report benchmarks/results/evidence benchmarks/results/evidence_reduced \\
         --expect cpu reduced
     python -m benchmarks.evidence_report benchmarks/results/evidence --out /tmp/report
+    python -m benchmarks.evidence_report benchmarks/results/evidence_v3 --compare benchmarks/results/evidence
 
 Reads every folder's ``evidence.jsonl`` (:mod:`benchmarks.evidence`) and writes into the first
 folder (or ``--out``) ``summary.md``, ``summary.json`` and the figures ``leak_vs_sigma_<arch>.png``
 and ``accuracy_vs_sigma_<arch>.png``. A partial file is fine: every cell of the expected grid that
 has no record yet is reported as "not yet measured". The expected grid is what the records show
 (their architectures, states, families, batch rows and seeds, per folder) plus, with ``--expect``,
-every cell of the named presets.
+every cell of the named presets. With ``--compare``, the claims and protective sigmas of other folders'
+records (computed by the same rules) are set beside these in a section "Changes from the compared
+evidence" (and under ``compare`` in ``summary.json``).
+
+C4 is stated per unit of noise (relative sigma, noise RMS per entry, whole-gradient noise-to-signal)
+and for accuracy (Welch's t-test over training seeds); C1-C3 say which state found what where the
+states disagree. The cost section gives wall-clock and, where recorded, CPU hours per architecture
+by kind and per architecture and defense family.
 
 Plots are drawn on :class:`matplotlib.figure.Figure` objects (no global pyplot state, no backend).
 """
@@ -27,18 +35,22 @@ from typing import Any, Optional
 
 from scipy.stats import t as student_t
 
-from benchmarks.evidence import AUDITED, PRESETS
+from benchmarks.evidence import AUDITED, PRESETS, STATES
 from benchmarks.evidence_claims import (
     BOOTSTRAP_METHOD,
     BOOTSTRAP_SEED,
     CLAIMS,
+    NOT_RECORDED,
     RESAMPLES,
+    UNITS,
     Finding,
     bootstrap_ratio,
     claims,
+    in_units,
 )
 from benchmarks.evidence_figures import draw_figures
 from benchmarks.evidence_records import (
+    FAMILIES,
     MISSING,
     NOISE_FAMILIES,
     Evidence,
@@ -47,6 +59,7 @@ from benchmarks.evidence_records import (
     load,
     num,
     outcome_text,
+    position,
     reported_sigma,
     union_verdict,
     verdict_of,
@@ -57,7 +70,9 @@ from ppp_lightning.assessment.verdicts import judge
 
 __all__ = [
     "accuracy_row",
+    "changes",
     "cost_rows",
+    "family_cost_rows",
     "leak_rows",
     "main",
     "markdown",
@@ -69,6 +84,7 @@ __all__ = [
 ]
 
 PPP_FAMILIES = ("ppp", "ppp_no_encoder")
+KINDS = ("audits", "calibrations", "accuracies")
 
 
 # --------------------------------------------------------------------------- tables
@@ -132,13 +148,15 @@ def sigma_row(evidence: Evidence, arch: str, family: str, state: str) -> dict[st
     return {**row, "outcome": calibration["outcome"], "explanation": outcome_text(calibration),
             "sigma": search["sigma"], "leaking": search["leaking"], "absolute": noise.get("absolute"),
             "relative": noise.get("relative"), "noise_to_signal": noise.get("noise_to_signal"),
+            "noise_to_whole_signal": noise.get("noise_to_whole_signal"),
             "upper_bound": calibration["upper_bound"], "attacks": calibration["leaking_attacks"],
             "victims": calibration["victims"]}  # fmt: skip
 
 
 def ratio_row(evidence: Evidence, arch: str, family: str, state: str, resamples: int = RESAMPLES,
               seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:  # fmt: skip
-    """Section 3: a PPP family's protective sigma over noise_all's at one state, with its bootstrap interval."""
+    """Section 3: a PPP family's protective sigma over noise_all's at one state, with its bootstrap interval, in
+    relative sigma and (``units``, :func:`~benchmarks.evidence_claims.in_units`) in every unit of C4."""
     row: dict[str, Any] = {"arch": arch, "family": family, "state": state}
     mine, base = evidence.calibration(arch, family, state), evidence.calibration(arch, "noise_all", state)
     if mine is None or base is None:
@@ -148,16 +166,15 @@ def ratio_row(evidence: Evidence, arch: str, family: str, state: str, resamples:
         return {**row, "status": f"inconclusive: no attack leaked {' or '.join(unsure)} without noise"}
     if mine["victims"] != base["victims"]:
         return {**row, "status": f"inconclusive: {mine['victims']} and {base['victims']} victims"}
-    noise = [c["noise"].get("absolute") for c in (mine, base)]
-    absolute = noise[0] / noise[1] if None not in noise else None
     identified = (mine.get("identified"), base.get("identified"))
     pool_sizes = (mine.get("pool_size", POOL_SIZE), base.get("pool_size", POOL_SIZE))
     ratio = bootstrap_ratio(mine["unions"], base["unions"], resamples, seed, identified, pool_sizes)
-    return {**row, "status": "measured", **ratio, "absolute_ratio": absolute}
+    return {**row, "status": "measured", **ratio, "units": in_units(ratio, mine, base)}
 
 
 def accuracy_row(evidence: Evidence, arch: str, family: str) -> dict[str, Any]:
-    """Section 4: test accuracy over seeds after training at the family's protective sigma."""
+    """Section 4: test accuracy over seeds after training at the family's protective sigma (``test_acc_values``:
+    per seed of ``seeds``, for C4's test)."""
     row: dict[str, Any] = {"arch": arch, "family": family}
     records = evidence.accuracy(arch, family)
     trained = [r for r in records if "test_acc" in r]
@@ -169,6 +186,7 @@ def accuracy_row(evidence: Evidence, arch: str, family: str) -> dict[str, Any]:
     mean_eval = [r["test_acc_mean"] for r in trained if "test_acc_mean" in r]
     return {**row, "status": status, "sigma": trained[0]["sigma"], "seeds": [r["seed"] for r in trained],
             "epochs": [r["epochs"] for r in trained], "test_acc": sampled,
+            "test_acc_values": [r["test_acc"] for r in trained],
             "test_acc_mean": spread(mean_eval) if mean_eval else None}  # fmt: skip
 
 
@@ -184,20 +202,80 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the report
 
 
-def cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
-    """Hours each architecture's recorded cells took, by kind (wall clock of the process that ran them)."""
+def _cells(evidence: Evidence) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """Every recorded cell as ``(kind, arch, family, record)``."""
     accuracies = [(key, record) for key, by_seed in evidence.accuracies.items() for record in by_seed.values()]
-    kinds = {"audits": list(evidence.audits.items()), "calibrations": list(evidence.calibrations.items()),
-             "accuracies": accuracies}  # fmt: skip
+    kinds = (("audits", evidence.audits.items()), ("calibrations", evidence.calibrations.items()),
+             ("accuracies", accuracies))  # fmt: skip
+    return [(kind, key[0], key[1], record) for kind, cells in kinds for key, record in cells]
+
+
+def _hours(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Wall-clock hours (a record without ``seconds`` counts 0) and CPU hours (``None`` where no record carries
+    ``cpu_seconds``; ``cpu_cells``: how many do)."""
+    cpu = [record["cpu_seconds"] for record in records if "cpu_seconds" in record]
+    return {"cells": len(records), "wall": sum(record.get("seconds", 0.0) for record in records) / 3600,
+            "cpu": sum(cpu) / 3600 if cpu else None, "cpu_cells": len(cpu)}  # fmt: skip
+
+
+def cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    """Hours each architecture's recorded cells took, by kind and in total (see :func:`_hours`): wall clock of
+    the process that ran them, and its CPU time where recorded."""
+    cells = _cells(evidence)
     rows = []
     for arch in evidence.grid:
-        row: dict[str, Any] = {"arch": arch, "cells": 0}
-        for kind, cells in kinds.items():
-            seconds = [record.get("seconds", 0.0) for key, record in cells if key[0] == arch]
-            row["cells"] += len(seconds)
-            row[kind] = sum(seconds) / 3600
-        rows.append({**row, "total": sum(row[kind] for kind in kinds)})
+        mine = [(kind, record) for kind, cell_arch, _, record in cells if cell_arch == arch]
+        by_kind = {kind: _hours([record for k, record in mine if k == kind]) for kind in KINDS}
+        rows.append({"arch": arch, **by_kind, "total": _hours([record for _, record in mine])})
     return rows
+
+
+def family_cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    """Hours per architecture and defense family with recorded cells: its audits (batch rows included),
+    calibrations and accuracies (see :func:`_hours`)."""
+    cells = _cells(evidence)
+    rows = [{"arch": arch, "family": family, **_hours([r for _, a, f, r in cells if (a, f) == (arch, family)])}
+            for arch, grid in evidence.grid.items() for family in grid.families]  # fmt: skip
+    return [row for row in rows if row["cells"]]
+
+
+def changes(summary: dict[str, Any], compared: dict[str, Any]) -> dict[str, Any]:
+    """The section "Changes from the compared evidence": every claim's verdict and every protective sigma of
+    another :func:`summarise` (e.g. of earlier records) beside this one's.
+
+    Args:
+        summary: this report's summary.
+        compared: the compared records' summary (the same rules).
+
+    Returns:
+        ``sources`` (the compared files), ``claims`` (per claim and architecture: both verdicts' texts and
+        ``changed``, whether the verdicts differ) and ``sigmas`` (per family, architecture and state that
+        either records: both protective sigmas, or the outcome where there is none).
+    """
+    archs = list(dict.fromkeys([*summary["archs"], *compared["archs"]]))
+    rows = []
+    for claim in CLAIMS:
+        for arch in archs:
+            before, now = (_claim_of(found, claim, arch) for found in (compared, summary))
+            rows.append({"claim": claim, "arch": arch, "compared": before["text"], "this": now["text"],
+                         "changed": before["verdict"] != now["verdict"]})  # fmt: skip
+    before, now = _sigma_texts(compared), _sigma_texts(summary)
+    cells = sorted(now.keys() | before.keys(), key=lambda cell: (position(cell[0], FAMILIES), archs.index(cell[1]),
+                                                                 position(cell[2], STATES)))  # fmt: skip
+    sigmas = [{**dict(zip(("family", "arch", "state"), cell)), "compared": before.get(cell, MISSING),
+               "this": now.get(cell, MISSING)} for cell in cells]  # fmt: skip
+    sigmas = [row for row in sigmas if (row["compared"], row["this"]) != (MISSING, MISSING)]
+    return {"sources": compared["sources"], "claims": rows, "sigmas": sigmas}
+
+
+def _claim_of(summary: dict[str, Any], claim: str, arch: str) -> dict[str, Any]:
+    return summary["claims"].get(claim, {}).get("per_arch", {}).get(arch) or {"verdict": MISSING, "text": MISSING}
+
+
+def _sigma_texts(summary: dict[str, Any]) -> dict[tuple[str, str, str], str]:
+    """``(family, arch, state)`` -> the protective sigma, or the calibration's outcome where there is none."""
+    return {(r["family"], r["arch"], r["state"]): num(r["sigma"]) if r["outcome"] == "calibrated" else r["outcome"]
+            for r in summary["sigmas"]}  # fmt: skip
 
 
 def write_report(
@@ -206,6 +284,7 @@ def write_report(
     expect: Sequence[str] = (),
     resamples: int = RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    compare: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Write ``summary.md``, ``summary.json`` and the figures; return the summary.
 
@@ -215,11 +294,15 @@ def write_report(
         expect: presets whose every cell is expected (the rest is "not yet measured").
         resamples: bootstrap resamples.
         seed: the bootstrap's seed.
+        compare: results folders whose claims and protective sigmas are set beside these (``compare`` in the
+            summary, :func:`changes`; none: no such section).
     """
     out = Path(out or folders[0])
     out.mkdir(parents=True, exist_ok=True)
     evidence = load(folders, expect)
     summary = summarise(evidence, resamples, seed)
+    if compare:
+        summary["compare"] = changes(summary, summarise(load(compare), resamples, seed))
     summary["figures"] = [path.name for path in draw_figures(evidence, summary["accuracy"], out)]
     (out / "summary.json").write_text(json.dumps(_plain(summary), indent=1))
     (out / "summary.md").write_text(markdown(summary))
@@ -240,6 +323,7 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
             "archs": list(grid), "states": {arch: grid[arch].states for arch in grid}, "claims": _claims_dict(findings),
             "findings": findings, "leaks": leaks, "sigmas": [sigma_row(evidence, *cell) for cell in noise],
             "ratios": ratios, "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
+            "family_cost": family_cost_rows(evidence),
             "bootstrap": {"resamples": resamples, "seed": seed,
                           "method": BOOTSTRAP_METHOD.format(resamples=resamples, seed=seed)}}  # fmt: skip
 
@@ -273,7 +357,7 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The whole ``summary.md``."""
-    sections = (_claims_md, _leaks_md, _sigmas_md, _ratios_md, _accuracy_md, _cost_md, _figures_md)
+    sections = (_claims_md, _changes_md, _leaks_md, _sigmas_md, _ratios_md, _accuracy_md, _cost_md, _figures_md)
     lines = ["# Evidence report", "", "Sources: " + ", ".join(f"`{s}`" for s in summary["sources"]) + "."]
     if summary["unreadable_lines"]:
         lines.append(f"{summary['unreadable_lines']} unreadable line(s) skipped (a line being written?).")
@@ -287,13 +371,33 @@ def markdown(summary: dict[str, Any]) -> str:
 def _claims_md(summary: dict[str, Any]) -> list[str]:
     archs, findings = summary["archs"], summary["findings"]
     lines = ["## Claims", ""]
-    lines += _table(["claim", *archs], [[f"{c}: {CLAIMS[c]['claim']}", *(f"**{findings[c][a]}**" for a in archs)]
+    lines += _table(["claim", *archs], [[_claim_title(c), *(f"**{findings[c][a]}**" for a in archs)]
                                         for c in CLAIMS])  # fmt: skip
     for claim, text in CLAIMS.items():
-        lines += [f"### {claim}: {text['claim']}", "", f"Rule: {text['rule']}", ""]
+        lines += [f"### {_claim_title(claim)}", "", f"Rule: {text['rule']}", ""]
         lines += _table(["arch", "verdict", "numbers"], [[a, str(findings[claim][a]), findings[claim][a].evidence]
                                                           for a in archs])  # fmt: skip
     return lines
+
+
+def _claim_title(claim: str) -> str:
+    return f"{CLAIMS[claim]['name']}: {CLAIMS[claim]['claim']}"
+
+
+def _changes_md(summary: dict[str, Any]) -> list[str]:
+    """The claims and protective sigmas of the ``--compare`` folders beside these (nothing without them)."""
+    if "compare" not in summary:
+        return []
+    compare = summary["compare"]
+    claims_table = [[CLAIMS[r["claim"]]["name"], r["arch"], r["compared"], r["this"], "yes" if r["changed"] else "no"]
+                    for r in compare["claims"]]  # fmt: skip
+    sigmas_table = [[r[k] for k in ("family", "arch", "state", "compared", "this")] for r in compare["sigmas"]]
+    return ["## Changes from the compared evidence", "",
+            "Compared: " + ", ".join(f"`{s}`" for s in compare["sources"]) + ". Its claims are computed by the same "
+            "rules as this report's; changed: the verdicts differ (not counting which parts are still not yet "
+            "measured).", "", *_table(["claim", "arch", "compared verdict", "this verdict", "changed"], claims_table),
+            "Protective sigmas (relative; where none, the calibration's outcome):", "",
+            *_table(["family", "arch", "state", "compared sigma", "this sigma"], sigmas_table)]  # fmt: skip
 
 
 def _leaks_md(summary: dict[str, Any]) -> list[str]:
@@ -308,7 +412,9 @@ def _leaks_md(summary: dict[str, Any]) -> list[str]:
              "Records written before identification-aware verdicts recorded no stop reasons, so none of them "
              "reads protected. Noise families: the union over every attack without noise (per attack it is not "
              "recorded), then the union over the attacks that leaked without noise at the protective sigma, "
-             "with the no-noise union as its control (calibrations record no stop reasons either).", ""]  # fmt: skip
+             "with the no-noise union as its control; how the attacks stopped is the union's share of problems "
+             "stopped by the budget (`budget_shares`, recorded by calibrations from v3 on; earlier ones "
+             "recorded no stop reasons).", ""]  # fmt: skip
     for arch in summary["archs"]:
         for state in summary["states"][arch]:
             rows = [r for r in summary["leaks"] if r["arch"] == arch and r["state"] == state]
@@ -320,27 +426,42 @@ def _leaks_md(summary: dict[str, Any]) -> list[str]:
 
 def _sigmas_md(summary: dict[str, Any]) -> list[str]:
     header = ["arch", "family", "state", "outcome", "sigma (relative)", "leaks at", "noise RMS per entry",
-              "noise / gradient RMS", "noise-to-signal", "95% upper bound", "attacks searched"]  # fmt: skip
-    rows = [[r["arch"], r["family"], r["state"], r.get("explanation", r["outcome"]),
-             *(num(r.get(k)) for k in ("sigma", "leaking", "absolute", "relative", "noise_to_signal", "upper_bound")),
+              "noise / gradient RMS", "noise-to-signal", "noise-to-whole-signal", "95% upper bound",
+              "attacks searched"]  # fmt: skip
+    keys = ("sigma", "leaking", "absolute", "relative", "noise_to_signal", "noise_to_whole_signal", "upper_bound")
+    rows = [[r["arch"], r["family"], r["state"], r.get("explanation", r["outcome"]), *(num(r.get(k)) for k in keys),
              ", ".join(r.get("attacks", [])) or "-"] for r in summary["sigmas"]]  # fmt: skip
     return ["## 2. Protective sigma", "",
             "The smallest sigma measured not to leak to any attack that leaked without noise: none reconstructs "
             "a victim or identifies victims above chance (calibrations that did not record identification: "
             "reconstruction alone, and they say so). Leaks at: the largest measured to leak. Noise at that "
-            "sigma, medians over victims. The 95% upper bound is the Clopper-Pearson bound of the union's "
+            "sigma, medians over victims (noise-to-signal: over the perturbed entries' gradient; "
+            "noise-to-whole-signal: over the entire gradient, every parameter; '-': not recorded, before v3). The "
+            "95% upper bound is the Clopper-Pearson bound of the union's "
             "reconstruction rate there.", "", *_table(header, rows)]
 
 
 def _ratios_md(summary: dict[str, Any]) -> list[str]:
-    header = ["arch", "state", "family", "sigma", "sigma noise_all", "ratio", "bootstrap median", "2.5%", "97.5%",
-              "undefined resamples", "ratio of noise RMS per entry"]  # fmt: skip
-    rows = [[r["arch"], r["state"], r["family"], *(num(r.get(k)) for k in ("sigma", "sigma_all", "ratio", "median",
-             "low", "high")), r.get("undefined", "-"), num(r.get("absolute_ratio"))] if r["status"] == "measured"
-            else [r["arch"], r["state"], r["family"], r["status"], *["-"] * 7] for r in summary["ratios"]]  # fmt: skip
-    return ["## 3. PPP over noise on all layers", "", "Ratio of relative sigmas (each family's units: noise std "
-            "over each perturbed tensor's gradient RMS). " + summary["bootstrap"]["method"], "",
+    units = [f"{name}: {column}" for name, _ in UNITS.values() for column in ("ratio", "95% interval")]
+    header = ["arch", "state", "family", "sigma", "sigma noise_all", "bootstrap median", "undefined resamples", *units]
+    rows = [[r["arch"], r["state"], r["family"], *(num(r[k]) for k in ("sigma", "sigma_all", "median")), r["undefined"],
+             *(cell for unit in UNITS for cell in _unit_cells(r["units"][unit]))] if r["status"] == "measured"
+            else [r["arch"], r["state"], r["family"], r["status"], *["-"] * (len(header) - 4)]
+            for r in summary["ratios"]]  # fmt: skip
+    return ["## 3. PPP over noise on all layers", "",
+            "Ratio of protective noise, PPP over noise on all layers, per unit: relative sigma (each family's noise "
+            "std over each perturbed tensor's gradient RMS: partial perturbation gets no credit in it), noise RMS "
+            "per entry and whole-gradient noise-to-signal (noise L2 norm over the entire clean gradient's). The "
+            "bootstrap median is that of relative sigma. " + summary["bootstrap"]["method"], "",
             *_table(header, rows)]  # fmt: skip
+
+
+def _unit_cells(scaled: dict[str, Any]) -> list[str]:
+    """A unit's ratio and 95% interval (``not recorded``: a calibration lacks the unit)."""
+    if "missing" in scaled:
+        return [NOT_RECORDED, "-"]
+    interval = "-" if scaled["low"] is None else f"{num(scaled['low'])}-{num(scaled['high'])}"
+    return [num(scaled["ratio"]), interval]
 
 
 def _accuracy_md(summary: dict[str, Any]) -> list[str]:
@@ -356,11 +477,26 @@ def _accuracy_md(summary: dict[str, Any]) -> list[str]:
 
 
 def _cost_md(summary: dict[str, Any]) -> list[str]:
-    header = ["arch", "cells recorded", "audits (h)", "calibrations (h)", "accuracies (h)", "total (h)"]
-    rows = [[r["arch"], r["cells"], *(f"{r[k]:.2f}" for k in ("audits", "calibrations", "accuracies", "total"))]
+    kinds = [*KINDS, "total"]
+    header = ["arch", "cells recorded", *(f"{k} (h)" for k in kinds), *(f"{k} CPU (h)" for k in kinds)]
+    rows = [[r["arch"], r["total"]["cells"], *(f"{r[k]['wall']:.2f}" for k in kinds), *(_cpu(r[k]) for k in kinds)]
             for r in summary["cost"]]  # fmt: skip
-    return ["## 5. What it took", "", "Hours of the process that ran each recorded cell (wall clock, one attack "
-            "thread; a cell resumed after an interruption counts only its last run).", "", *_table(header, rows)]
+    families = [[r["arch"], r["family"], r["cells"], f"{r['wall']:.2f}", _cpu(r)] for r in summary["family_cost"]]
+    return ["## 5. What it took", "",
+            "Hours of the process that ran each recorded cell: wall clock (one attack thread; it grows with the "
+            "machine's load) and, where the record carries it (`cpu_seconds`), the CPU time of all its threads "
+            "('-': no cell recorded it; k/n cells: only k of the n did). A cell resumed after an interruption "
+            "counts only its last run.", "", *_table(header, rows),
+            "Per architecture and defense family (its audits, batch rows included, calibrations and accuracies):",
+            "", *_table(["arch", "family", "cells recorded", "wall (h)", "CPU (h)"], families)]  # fmt: skip
+
+
+def _cpu(hours: dict[str, Any]) -> str:
+    """CPU hours, with how many cells recorded them where not all did."""
+    if hours["cpu"] is None:
+        return "-"
+    partial = f" ({hours['cpu_cells']}/{hours['cells']} cells)" if hours["cpu_cells"] < hours["cells"] else ""
+    return f"{hours['cpu']:.2f}{partial}"
 
 
 def _acc(stats: Optional[dict[str, Any]]) -> str:
@@ -384,11 +520,13 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="presets whose every cell is expected (missing ones: not yet measured)")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed")
+    parser.add_argument("--compare", type=Path, nargs="+", default=[],
+                        help="results folders whose claims and protective sigmas are set beside these")
     args = parser.parse_args(argv)
-    absent = [str(folder) for folder in args.folders if not folder.is_dir()]
+    absent = [str(folder) for folder in (*args.folders, *args.compare) if not folder.is_dir()]
     if absent:
         parser.error(f"no such folder: {', '.join(absent)}")
-    write_report(args.folders, args.out, args.expect, args.resamples, args.seed)
+    write_report(args.folders, args.out, args.expect, args.resamples, args.seed, args.compare)
     print(f"report: {(args.out or args.folders[0]) / 'summary.md'}")
 
 
