@@ -87,6 +87,7 @@ class Evidence:
         audits: ``(arch, family, state, batch_size)`` -> audit record.
         calibrations: ``(arch, family, state)`` -> calibration record.
         accuracies: ``(arch, family)`` -> seed -> accuracy record.
+        repeats: ``(arch, family, state)`` -> seed offset -> the calibration repeated on a second draw.
         grid: architecture -> the cells expected.
         sources: the files read.
         unreadable: lines that were not JSON (e.g. a line being written).
@@ -97,6 +98,7 @@ class Evidence:
     audits: dict[tuple[str, str, str, int], dict[str, Any]] = field(default_factory=dict)
     calibrations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     accuracies: dict[tuple[str, str], dict[int, dict[str, Any]]] = field(default_factory=dict)
+    repeats: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = field(default_factory=dict)
     grid: dict[str, ArchGrid] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     unreadable: int = 0
@@ -109,6 +111,8 @@ class Evidence:
             cells, key = self.audits, (arch, family, record["state"], record.get("batch_size", 1))
         elif record["kind"] == "calibration":
             cells, key = self.calibrations, (arch, family, record["state"])
+        elif record["kind"] == "repeat":
+            cells, key = self.repeats.setdefault((arch, family, record["state"]), {}), record["seed"]
         else:
             cells, key = self.accuracies.setdefault((arch, family), {}), record["seed"]
         self.replaced += key in cells

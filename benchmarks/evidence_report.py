@@ -77,6 +77,7 @@ __all__ = [
     "main",
     "markdown",
     "ratio_row",
+    "repeat_rows",
     "sigma_row",
     "spread",
     "summarise",
@@ -170,6 +171,26 @@ def ratio_row(evidence: Evidence, arch: str, family: str, state: str, resamples:
     pool_sizes = (mine.get("pool_size", POOL_SIZE), base.get("pool_size", POOL_SIZE))
     ratio = bootstrap_ratio(mine["unions"], base["unions"], resamples, seed, identified, pool_sizes)
     return {**row, "status": "measured", **ratio, "units": in_units(ratio, mine, base)}
+
+
+def repeat_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    """Section 2b: each repeated threshold cell's protective sigma beside the first calibration's.
+
+    The spread (the largest protective sigma over the smallest) reads beside the resolution, each
+    search's protective over its leaking sigma: a spread within it is the grid's, beyond it the draw's.
+    """
+    rows = []
+    for (arch, family, state), by_seed in sorted(evidence.repeats.items()):
+        first = evidence.calibration(arch, family, state)
+        searches = [None if first is None else first["search"]] + [by_seed[seed]["search"] for seed in sorted(by_seed)]
+        sigmas = [None if search is None else search["sigma"] for search in searches]
+        found = [sigma for sigma in sigmas if sigma is not None]
+        steps = [search["sigma"] / search["leaking"] for search in searches if search and search["sigma"]
+                 and search["leaking"]]  # fmt: skip
+        rows.append({"arch": arch, "family": family, "state": state, "seeds": [0, *sorted(by_seed)], "sigmas": sigmas,
+                     "spread": max(found) / min(found) if len(found) > 1 else None,
+                     "resolution": max(steps) if steps else None})  # fmt: skip
+    return rows
 
 
 def accuracy_row(evidence: Evidence, arch: str, family: str) -> dict[str, Any]:
@@ -322,7 +343,8 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
     return {"sources": evidence.sources, "unreadable_lines": evidence.unreadable, "replaced": evidence.replaced,
             "archs": list(grid), "states": {arch: grid[arch].states for arch in grid}, "claims": _claims_dict(findings),
             "findings": findings, "leaks": leaks, "sigmas": [sigma_row(evidence, *cell) for cell in noise],
-            "ratios": ratios, "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
+            "ratios": ratios, "repeats": repeat_rows(evidence),
+            "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
             "family_cost": family_cost_rows(evidence),
             "bootstrap": {"resamples": resamples, "seed": seed,
                           "method": BOOTSTRAP_METHOD.format(resamples=resamples, seed=seed)}}  # fmt: skip
@@ -357,7 +379,8 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The whole ``summary.md``."""
-    sections = (_claims_md, _changes_md, _leaks_md, _sigmas_md, _ratios_md, _accuracy_md, _cost_md, _figures_md)
+    sections = (_claims_md, _changes_md, _leaks_md, _sigmas_md, _repeats_md, _ratios_md, _accuracy_md, _cost_md,
+                _figures_md)  # fmt: skip
     lines = ["# Evidence report", "", "Sources: " + ", ".join(f"`{s}`" for s in summary["sources"]) + "."]
     if summary["unreadable_lines"]:
         lines.append(f"{summary['unreadable_lines']} unreadable line(s) skipped (a line being written?).")
@@ -439,6 +462,20 @@ def _sigmas_md(summary: dict[str, Any]) -> list[str]:
             "noise-to-whole-signal: over the entire gradient, every parameter; '-': not recorded, before v3). The "
             "95% upper bound is the Clopper-Pearson bound of the union's "
             "reconstruction rate there.", "", *_table(header, rows)]
+
+
+def _repeats_md(summary: dict[str, Any]) -> list[str]:
+    if not summary["repeats"]:
+        return []
+    header = ["arch", "family", "state", "seed offsets", "protective sigmas", "spread (largest / smallest)",
+              "resolution (protective / leaking sigma)"]  # fmt: skip
+    rows = [[r["arch"], r["family"], r["state"], ", ".join(map(str, r["seeds"])), ", ".join(map(num, r["sigmas"])),
+             num(r["spread"]), num(r["resolution"])] for r in summary["repeats"]]  # fmt: skip
+    return ["## 2b. The threshold on a second draw", "",
+            "Threshold cells calibrated again with every random draw shifted by the seed offset: the model's "
+            "initial weights, the victims, their candidates, PRECODE samples and the noise (the bootstrap of "
+            "section 3 resamples the victims of one draw only). A spread within the resolution is the grid's; "
+            "beyond it, the draw's.", "", *_table(header, rows)]
 
 
 def _ratios_md(summary: dict[str, Any]) -> list[str]:

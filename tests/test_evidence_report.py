@@ -346,6 +346,25 @@ def test_the_report_of_the_quick_grid(tmp_path):
     assert summary["claims"]["C1"]["per_arch"]["mlp"]["verdict"] == "inconclusive"
     assert summary["claims"]["C3"]["per_arch"]["mlp"]["verdict"] == "inconclusive"
     assert not summary["missing"] and len(summary["figures"]) == 2
+    # the quick grid repeats ppp at init on a second draw: a row beside the first answer, not an accuracy seed
+    [repeat] = summary["repeats"]
+    first = next(r for r in summary["sigmas"] if (r["family"], r["state"]) == ("ppp", "init"))
+    assert (repeat["family"], repeat["state"], repeat["seeds"], repeat["sigmas"][0]) == ("ppp", "init", [0, 1],
+                                                                                         first["sigma"])  # fmt: skip
+    assert "## 2b. The threshold on a second draw" in text
+    assert [r["seeds"] for r in summary["accuracy"] if r["family"] == "ppp"] == [[0]]
+
+
+def test_a_repeat_sets_its_threshold_beside_the_first_with_the_spread_and_the_grids_resolution(tmp_path):
+    first = _calibration("a", "ppp", "init", _threshold_unions(4))
+    repeat = {**_calibration("a", "ppp", "init", _threshold_unions(16)), "kind": "repeat", "seed": 1}
+    (tmp_path / "evidence.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (first, repeat)))
+    summary = write_report([tmp_path])
+    # thresholds 4 (leaks at 2) and 16 (leaks at 8): a spread of 4 against a grid step of 2
+    assert summary["repeats"] == [{"arch": "a", "family": "ppp", "state": "init", "seeds": [0, 1],
+                                   "sigmas": [4, 16], "spread": 4.0, "resolution": 2.0}]  # fmt: skip
+    assert "| a | ppp | init | 0, 1 | 4, 16 | 4 | 2 |" in (tmp_path / "summary.md").read_text()
+    assert summary["sigmas"][0]["sigma"] == 4  # the repeat does not replace the first calibration
 
 
 def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_and_by_family(tmp_path):
