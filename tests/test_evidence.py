@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
-from benchmarks.evidence_sheets import noise_rows, write_sheets
+from benchmarks.evidence_sheets import noise_rows, pack_sheet_images, write_sheets
 from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reporting import append_record, read_records
 from ppp_lightning.auditing.report import audit_records
@@ -83,7 +83,8 @@ def _check_sheets(folder, calibration):
     assert [p.name for p in write_sheets(folder, shown=1)] == ["sheet_mlp_init.png", "sheet_mlp_epoch1.png"]
     data = datamodule({}, 0)
     data.setup("fit")
-    rows = noise_rows(folder / "calibrations/mlp/ppp/init", "ppp", calibration, victim_pool(data, "test"))
+    pool = victim_pool(data, "test")
+    rows = noise_rows(folder / "calibrations/mlp/ppp/init", "ppp", calibration, pool)
     search = calibration["search"]
     leaks = f"ppp sigma {search['leaking']:.3g} (leaks): analytic"
     protective = f"ppp sigma {search['sigma']:.3g} (protective): analytic"
@@ -102,6 +103,23 @@ def _check_sheets(folder, calibration):
     held_out = calibration["held_out"]
     assert any(calibration["identified"][below]["analytic"]) or held_out[below]["leaking"] == ["analytic"]
     assert [caption.split("\n")[2:] for caption in rows[2].captions] == [["identified no", "reconstructed no"]] * 2
+    _check_packed(folder, calibration, rows, pool)
+
+
+def _check_packed(folder, calibration, rows, pool):
+    """The 8-bit copies redraw the same rows once the raw tensors are gone, at a fraction of their size."""
+    packed = pack_sheet_images(folder)
+    raw = list(folder.rglob("reconstructions/*.pt"))
+    assert {path.with_suffix(".pt") for path in packed} <= set(raw) and len(packed) >= 4
+    assert sum(path.stat().st_size for path in packed) < sum(path.with_suffix(".pt").stat().st_size
+                                                              for path in packed) / 4  # fmt: skip
+    for path in raw:
+        path.unlink()
+    again = noise_rows(folder / "calibrations/mlp/ppp/init", "ppp", calibration, pool)
+    assert [row.name for row in again] == [row.name for row in rows]
+    for new, old in zip(again[::2], rows[::2]):  # each row, its stretched copy aside: within half an 8-bit step
+        assert (new.images - old.images).abs().max().item() <= 0.5 / 255 + 1e-6
+    assert [p.name for p in write_sheets(folder, shown=1)] == ["sheet_mlp_init.png", "sheet_mlp_epoch1.png"]
 
 
 def test_every_preset_names_known_families_states_and_attacks():

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
+from torch import Tensor
 
 from ppp_lightning.assessment.metrics import to_unit_interval
 from ppp_lightning.assessment.record import AttackRecord, union_findings
@@ -25,7 +27,9 @@ __all__ = [
     "SHEET",
     "audit_records",
     "file_name",
+    "kept_images",
     "leak_rows",
+    "pack_reconstructions",
     "reconstructions_path",
     "sheet_rows",
     "union_text",
@@ -51,6 +55,55 @@ def audit_records(folder: Path) -> list[AttackRecord]:
     return [AttackRecord.from_dict(record) for record in read_records(Path(folder) / RESULTS)]
 
 
+def pack_reconstructions(folder: Path, mean: Sequence[float], std: Sequence[float]) -> list[Path]:
+    """Save every kept reconstruction of the audit in ``folder`` again as compressed 8-bit images.
+
+    What a sheet shows is the unit interval at 8 bits per channel, so the packed copy (about 1/10 of
+    the raw tensors) draws the same sheet: small enough to commit with the records, where the raw
+    tensors are not.
+
+    Args:
+        folder: the audit's folder.
+        mean: the data's normalisation mean.
+        std: the data's normalisation standard deviation.
+
+    Returns:
+        The packed files written.
+    """
+    written = []
+    for raw in sorted((Path(folder) / RECONSTRUCTIONS).glob("*.pt")):
+        kept = torch.load(raw)
+        images = {key: _to_bytes(to_unit_interval(value, mean, std)) for key, value in kept.items() if value is not None}
+        np.savez_compressed(raw.with_suffix(".npz"), **images)
+        written.append(raw.with_suffix(".npz"))
+    return written
+
+
+def kept_images(
+    folder: Path, label: str, mean: Sequence[float], std: Sequence[float]
+) -> Optional[dict[str, Optional[Tensor]]]:
+    """An attack's kept reconstructions (``attack``, ``control``) in the unit interval, raw or packed.
+
+    Returns:
+        ``None`` where neither the raw tensors nor a packed copy are in the folder (e.g. a fresh clone of
+        results committed without them).
+    """
+    raw = reconstructions_path(folder, label)
+    if raw.exists():
+        kept = torch.load(raw)
+        return {key: None if value is None else to_unit_interval(value, mean, std) for key, value in kept.items()}
+    packed = raw.with_suffix(".npz")
+    if not packed.exists():
+        return None
+    with np.load(packed) as arrays:
+        return {key: torch.from_numpy(arrays[key]).float() / 255 if key in arrays else None
+                for key in ("attack", "control")}  # fmt: skip
+
+
+def _to_bytes(images: Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
 def write_report(folder: Path, records: Optional[Sequence[AttackRecord]] = None) -> Path:
     """Write ``report.md`` of the audit in ``folder`` from its records (``None``: read from ``results.jsonl``).
 
@@ -73,7 +126,7 @@ def sheet_rows(
     """Every audited attack's (and its control's) reconstructions in ``folder``, captioned with their findings.
 
     Every victim is shown; each reconstruction row is followed by its contrast-stretched copy.
-    Attacks whose reconstructions are not in the folder (``reconstructions/``) are left out.
+    Attacks whose reconstructions are not in the folder (``reconstructions/``, raw or packed) are left out.
 
     Args:
         folder: the audit's folder.
@@ -86,15 +139,12 @@ def sheet_rows(
     rows = []
     for record in records:
         label = record.context["label"]
-        path = reconstructions_path(folder, label)
-        if not path.exists():  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
+        kept = kept_images(folder, label, mean, std)
+        if kept is None:  # a resumed audit whose images were not kept (e.g. a fresh clone of committed results)
             continue
-        kept = torch.load(path)
-        shown = to_unit_interval(kept["attack"], mean, std)
-        rows += with_stretched(SheetRow(f"{prefix}{label}", shown, captions(record.attack)))
+        rows += with_stretched(SheetRow(f"{prefix}{label}", kept["attack"], captions(record.attack)))
         if controls and kept["control"] is not None and record.control is not None:
-            shown = to_unit_interval(kept["control"], mean, std)
-            rows += with_stretched(SheetRow(f"{prefix}{label} control", shown, captions(record.control)))
+            rows += with_stretched(SheetRow(f"{prefix}{label} control", kept["control"], captions(record.control)))
     return rows
 
 
