@@ -56,7 +56,7 @@ from ppp_lightning.defenses.precode import PRECODE
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.victims import victim_pool
 
-__all__ = ["PRESETS", "configure", "datamodule", "run"]
+__all__ = ["PRESETS", "compact_record", "configure", "datamodule", "run"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
@@ -240,7 +240,7 @@ def _measure(
         defense = AUDITED[family].spec()
         suite = _suite(model, example, defense, config, family, pool.one_channel, batch_size)
         records = audit(model, pool.train_set, suite, where, defense, batch_size=batch_size, **common)
-        return {"records": [_compact(record) for record in records]}
+        return {"records": [compact_record(record) for record in records]}
     family_spec = CALIBRATED[family].spec()
     suite = _suite(model, example, family_spec, config, family, pool.one_channel)
     start = _search_start(results, arch, family, unit["state"])
@@ -301,7 +301,7 @@ def _suite(
             if (wanted is None or label in wanted) and family in restricted.get(label, [family])}  # fmt: skip
 
 
-def _compact(record: AttackRecord) -> dict[str, Any]:
+def compact_record(record: AttackRecord) -> dict[str, Any]:
     """What the summary needs of an audit record (the folder keeps the rest).
 
     Enough for :meth:`~ppp_lightning.assessment.record.AttackRecord.from_dict` to give the same verdict: both
