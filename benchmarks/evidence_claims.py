@@ -165,7 +165,9 @@ BOOTSTRAP_METHOD = (
     "victims leaked, as the calibration's search judges it: some resampled victim was reconstructed by some "
     "attack (the calibration's `unions`, sigma 0 included) or, where the calibration recorded who each attack "
     "identified (`identified`), some attack identified the resampled victims above chance (exact one-sided "
-    f"binomial p < {ALPHA} against 1/K); leaking is assumed to fall with sigma: infinite if the largest "
+    f"binomial p < {ALPHA} against 1/K), or the calibration's held-out victims leaked there (they are not "
+    "resampled: where they leaked, every resample leaks, as the search judged it); leaking is assumed to fall "
+    "with sigma: infinite if the largest "
     "evaluated sigma leaked, 0 if the resampled victims leaked nothing even without noise. The ratio is the "
     "PPP family's threshold over noise_all's; resamples where it is 0/0 or inf/inf are dropped (counted as "
     "undefined). Reported: the ratio on all victims, and the median and the "
@@ -185,6 +187,7 @@ def thresholds(
     samples: np.ndarray,
     identified: Optional[Mapping[str, Mapping[str, Optional[Sequence[bool]]]]] = None,
     pool_size: int = POOL_SIZE,
+    held_out: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ) -> np.ndarray:
     """Per resample of victims, the smallest evaluated sigma above the largest one that leaked.
 
@@ -195,6 +198,9 @@ def thresholds(
             sigma missing: reconstruction alone there). A resample leaks at a sigma also where some
             attack identified its victims above chance (exact one-sided binomial test at ``ALPHA``).
         pool_size: ``K``, each victim's candidates (chance ``1/K``).
+        held_out: sigma -> what the calibration's held-out victims found there (``leaking`` attacks,
+            ``reconstructed``): where they leaked, every resample leaks (they are not resampled), as the
+            calibration's search judged that sigma.
 
     Returns:
         ``(resamples,)`` sigmas: ``inf`` where the largest evaluated sigma leaked, ``0`` where the
@@ -208,6 +214,9 @@ def thresholds(
             if values is not None:
                 counts = np.asarray(values, dtype=bool)[samples].sum(axis=-1)
                 leaked[row] |= binom.sf(counts - 1, samples.shape[-1], 1 / pool_size) < ALPHA
+        found = (held_out or {}).get(key)
+        if found and (found.get("leaking") or any(found.get("reconstructed", []))):
+            leaked[row] = True
     last = len(keys) - 1 - np.argmax(leaked[::-1], axis=0)
     return np.where(leaked.any(axis=0), sigmas[last + 1], 0.0)
 
@@ -219,6 +228,7 @@ def bootstrap_ratio(
     seed: int = BOOTSTRAP_SEED,
     identified: tuple[Optional[Mapping[str, Any]], Optional[Mapping[str, Any]]] = (None, None),
     pool_sizes: tuple[int, int] = (POOL_SIZE, POOL_SIZE),
+    held_out: tuple[Optional[Mapping[str, Any]], Optional[Mapping[str, Any]]] = (None, None),
 ) -> dict[str, Any]:
     """The ratio of two families' protective sigmas, with a paired bootstrap interval over victims.
 
@@ -229,6 +239,7 @@ def bootstrap_ratio(
         seed: the resampling seed.
         identified: the two calibrations' ``identified`` (``None``: not recorded; reconstruction alone).
         pool_sizes: the two calibrations' ``pool_size``.
+        held_out: the two calibrations' ``held_out`` (``None``: none ran; see :func:`thresholds`).
 
     Returns:
         ``sigma`` and ``sigma_all`` (the thresholds on all victims), ``ratio`` (theirs), ``median``,
@@ -246,8 +257,8 @@ def bootstrap_ratio(
     samples = np.random.default_rng(seed).integers(0, count, size=(resamples, count))
 
     def both(chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (thresholds(numerator, chosen, identified[0], pool_sizes[0]),
-                thresholds(denominator, chosen, identified[1], pool_sizes[1]))  # fmt: skip
+        return (thresholds(numerator, chosen, identified[0], pool_sizes[0], held_out[0]),
+                thresholds(denominator, chosen, identified[1], pool_sizes[1], held_out[1]))  # fmt: skip
 
     sigma, sigma_all = (float(values[0]) for values in both(everyone))
     ratios = _ratios(*both(samples))

@@ -169,7 +169,8 @@ def ratio_row(evidence: Evidence, arch: str, family: str, state: str, resamples:
         return {**row, "status": f"inconclusive: {mine['victims']} and {base['victims']} victims"}
     identified = (mine.get("identified"), base.get("identified"))
     pool_sizes = (mine.get("pool_size", POOL_SIZE), base.get("pool_size", POOL_SIZE))
-    ratio = bootstrap_ratio(mine["unions"], base["unions"], resamples, seed, identified, pool_sizes)
+    held_out = (mine.get("held_out"), base.get("held_out"))
+    ratio = bootstrap_ratio(mine["unions"], base["unions"], resamples, seed, identified, pool_sizes, held_out)
     return {**row, "status": "measured", **ratio, "units": in_units(ratio, mine, base)}
 
 

@@ -151,6 +151,10 @@ def test_thresholds_follow_the_largest_leaking_sigma_per_resample():
     identified = {"2": {"inverting": [True, False]}, "4": {"inverting": None}}
     assert thresholds(unions, samples, identified).tolist() == [4.0, 0.0, 4.0]
     assert thresholds(unions, samples, identified, pool_size=2).tolist() == [2.0, 0.0, 2.0]  # 1 of 2 at chance 1/2
+    # where the held-out victims leaked, every resample leaks (as the search judged it); elsewhere they change nothing
+    held_out = {"2": {"leaking": ["inverting"], "reconstructed": [False]}, "4": {"leaking": [], "reconstructed": [False]}}
+    assert thresholds(unions, samples, held_out=held_out).tolist() == [4.0, 4.0, 4.0]
+    assert thresholds(unions, samples, held_out={"1": {"leaking": [], "reconstructed": [True]}}).tolist() == [2.0] * 3
 
 
 def test_the_bootstrap_of_a_known_ratio_is_degenerate_and_brackets_it():
