@@ -85,7 +85,7 @@ __all__ = [
 ]
 
 PPP_FAMILIES = ("ppp", "ppp_no_encoder")
-KINDS = ("audits", "calibrations", "accuracies")
+KINDS = ("audits", "calibrations", "repeats", "accuracies")
 
 
 # --------------------------------------------------------------------------- tables
@@ -227,8 +227,9 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 def _cells(evidence: Evidence) -> list[tuple[str, str, str, dict[str, Any]]]:
     """Every recorded cell as ``(kind, arch, family, record)``."""
     accuracies = [(key, record) for key, by_seed in evidence.accuracies.items() for record in by_seed.values()]
+    repeats = [(key, record) for key, by_seed in evidence.repeats.items() for record in by_seed.values()]
     kinds = (("audits", evidence.audits.items()), ("calibrations", evidence.calibrations.items()),
-             ("accuracies", accuracies))  # fmt: skip
+             ("repeats", repeats), ("accuracies", accuracies))  # fmt: skip
     return [(kind, key[0], key[1], record) for kind, cells in kinds for key, record in cells]
 
 
@@ -254,7 +255,7 @@ def cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
 
 def family_cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
     """Hours per architecture and defense family with recorded cells: its audits (batch rows included),
-    calibrations and accuracies (see :func:`_hours`)."""
+    calibrations, repeats and accuracies (see :func:`_hours`)."""
     cells = _cells(evidence)
     rows = [{"arch": arch, "family": family, **_hours([r for _, a, f, r in cells if (a, f) == (arch, family)])}
             for arch, grid in evidence.grid.items() for family in grid.families]  # fmt: skip
@@ -525,7 +526,8 @@ def _cost_md(summary: dict[str, Any]) -> list[str]:
             "machine's load) and, where the record carries it (`cpu_seconds`), the CPU time of all its threads "
             "('-': no cell recorded it; k/n cells: only k of the n did). A cell resumed after an interruption "
             "counts only its last run.", "", *_table(header, rows),
-            "Per architecture and defense family (its audits, batch rows included, calibrations and accuracies):",
+            "Per architecture and defense family (its audits, batch rows included, calibrations, repeats and "
+            "accuracies):",
             "", *_table(["arch", "family", "cells recorded", "wall (h)", "CPU (h)"], families)]  # fmt: skip
 
 

@@ -378,6 +378,8 @@ def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_and_by_family(tmp_path):
     accuracies = _accuracy("a", "none", [0.95, 0.96])
     timed += [{**accuracies[0], "seconds": 1080.0, "cpu_seconds": 540.0}, {**accuracies[1], "seconds": 1080.0}]
     timed += [{**_audit("c", "none", "init", _attack("inverting", T)), "seconds": 36.0}]
+    repeat = {**_calibration("a", "ppp", "init", _threshold_unions(4)), "kind": "repeat", "seed": 1}
+    timed += [{**repeat, "seconds": 720.0, "cpu_seconds": 360.0}]
     summary = write_report([_write(tmp_path, timed)], resamples=10)
 
     def hours(cells, wall, cpu=None, cpu_cells=0):
@@ -385,18 +387,18 @@ def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_and_by_family(tmp_path):
 
     nothing = hours(0, 0.0)
     assert summary["cost"] == [
-        {"arch": "a", "audits": hours(2, 0.3), "calibrations": hours(2, 1.5, 3.0, 2),
-         "accuracies": hours(2, 0.6, 0.15, 1), "total": hours(6, 2.4, 3.15, 3)},
-        {"arch": "c", "audits": hours(1, 0.01), "calibrations": nothing, "accuracies": nothing,
+        {"arch": "a", "audits": hours(2, 0.3), "calibrations": hours(2, 1.5, 3.0, 2), "repeats": hours(1, 0.2, 0.1, 1),
+         "accuracies": hours(2, 0.6, 0.15, 1), "total": hours(7, 2.6, 3.25, 4)},
+        {"arch": "c", "audits": hours(1, 0.01), "calibrations": nothing, "repeats": nothing, "accuracies": nothing,
          "total": hours(1, 0.01)}]  # fmt: skip
     assert summary["family_cost"] == [
         {"arch": "a", "family": "none", **hours(3, 0.7, 0.15, 1)}, {"arch": "a", "family": "precode", **hours(1, 0.2)},
         {"arch": "a", "family": "noise_all", **hours(1, 0.5, 1.0, 1)},
-        {"arch": "a", "family": "ppp", **hours(1, 1.0, 2.0, 1)}, {"arch": "c", "family": "none", **hours(1, 0.01)}]
+        {"arch": "a", "family": "ppp", **hours(2, 1.2, 2.1, 2)}, {"arch": "c", "family": "none", **hours(1, 0.01)}]
     text = (tmp_path / "summary.md").read_text()
-    assert "| a | 6 | 0.30 | 1.50 | 0.60 | 2.40 | - | 3.00 | 0.15 (1/2 cells) | 3.15 (3/6 cells) |" in text
-    assert "| c | 1 | 0.01 | 0.00 | 0.00 | 0.01 | - | - | - | - |" in text
-    assert "| a | none | 3 | 0.70 | 0.15 (1/3 cells) |" in text and "| a | ppp | 1 | 1.00 | 2.00 |" in text
+    assert "| a | 7 | 0.30 | 1.50 | 0.20 | 0.60 | 2.60 | - | 3.00 | 0.10 | 0.15 (1/2 cells) | 3.25 (4/7 cells) |" in text
+    assert "| c | 1 | 0.01 | 0.00 | 0.00 | 0.00 | 0.01 | - | - | - | - | - |" in text
+    assert "| a | none | 3 | 0.70 | 0.15 (1/3 cells) |" in text and "| a | ppp | 2 | 1.20 | 2.10 |" in text
 
 
 # the noise of a v3 calibration in every unit: relative sigma 4 (ppp) and 16 (noise_all); per entry ppp 0.5 and
