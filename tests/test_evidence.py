@@ -162,7 +162,7 @@ def test_the_grid_runs_on_cifar10_files_on_disk(tmp_path, cifar10_root):
 def test_a_time_budget_starts_no_cell_after_it_and_says_how_many_are_left(tmp_path, capsys):
     path = run(configure("quick"), tmp_path, progress=False, minutes=0)
     assert read_records(path) == []
-    assert "stopped after 0 minutes: 14 units left (rerun to continue)" in capsys.readouterr().out
+    assert "stopped after 0 minutes: 15 units left (rerun to continue)" in capsys.readouterr().out
 
 
 def test_the_command_line_refuses_contradictions_and_gpu_selects_the_gpu_preset(capsys, monkeypatch):
