@@ -8,7 +8,7 @@ alike); then one audit with its control at the sweep's answer, the unit the goal
 thread. Each run is appended to ``calibrate_speed.jsonl`` as it finishes and skipped on a rerun (a
 run cut short starts over: its time is only kept whole).
 
-    python -m benchmarks.calibrate_speed [--archs cnn mlp] [--victims 8] [--held-out 16] [--keep DIR]
+    python -m benchmarks.calibrate_speed [--archs cnn mlp] [--victims 8] [--held-out 16] [--keep DIR] [--note TEXT]
 
 ``--keep DIR`` keeps every run's audit folders (``DIR/<arch>_<method>``) to compare the searches'
 records sigma by sigma; without it they go to a temporary folder that is deleted.
@@ -141,6 +141,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--held-out", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--keep", type=Path, default=None, help="keep the audit folders here")
+    parser.add_argument("--note", default="", help="a paragraph under the table, e.g. why two answers differ")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = OfflineMNISTDataModule()
@@ -160,13 +161,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         rows.append(row)
         append_record(path, row)
         print(json.dumps(row), flush=True)
-        _write_table(args.out, rows)  # after every run: a partial comparison is readable too
-    _write_table(args.out, rows)
+        _write_table(args.out, rows, args.note)  # after every run: a partial comparison is readable too
+    _write_table(args.out, rows, args.note)
 
 
-def _write_table(out: Path, rows: list[dict[str, Any]]) -> None:
+def _write_table(out: Path, rows: list[dict[str, Any]], note: str = "") -> None:
     title = "# Calibration: sweep vs bisection\n\n" + __doc__.split("\n\n")[1] + "\n\n"
-    (out / "calibrate_speed.md").write_text(title + _table(rows) + "\n")
+    (out / "calibrate_speed.md").write_text(title + _table(rows) + "\n" + (f"\n{note}\n" if note else ""))
 
 
 if __name__ == "__main__":

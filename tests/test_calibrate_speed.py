@@ -29,8 +29,9 @@ def test_a_tiny_run_compares_sweep_and_bisection_and_a_rerun_adds_nothing(tmp_pa
     assert sorted(path.name for path in kept.iterdir()) == ["mlp_audit", "mlp_bisection", "mlp_sweep"]
     audited = [path for path in (kept / "mlp_sweep").glob("sigma=*") if (path / "results.jsonl").exists()]
     assert len(audited) >= sweep["sigmas_tried"] and (kept / "mlp_audit" / "results.jsonl").exists()
-    calibrate_speed.main(argv)
+    calibrate_speed.main([*argv, "--note", "Why the answers differ."])
     assert len((tmp_path / "calibrate_speed.jsonl").read_text().splitlines()) == 3
+    assert (tmp_path / "calibrate_speed.md").read_text().endswith("|\n\nWhy the answers differ.\n")
 
 
 def test_sweep_and_bisection_alternate_across_architectures():
