@@ -127,8 +127,11 @@ CLAIMS: dict[str, dict[str, str]] = {
         "leaked without noise leaks: reconstructs a victim or identifies victims above chance), identification "
         "was scored there (the union over those attacks not above chance), the attacks did not stop at their "
         "budget there (see below) and a targeted attack "
-        f"({', '.join(TARGETED)}) was among the attacks that leaked without noise; does not hold if not found "
-        "(the attacks still leaked at the largest sigma tried) or the union over the attacks leaked at the "
+        f"({', '.join(TARGETED)}) was among the attacks that leaked without noise; where no sigma stopped the "
+        "whole suite (not found), the targeted attacks' own records at every sigma audited (victims and held-out "
+        "victims) decide: holds if above the largest sigma at which one of them leaked some audited sigma lies "
+        "(the other attacks that still leak are named), does not hold if they leak up to the largest sigma "
+        "tried (or their records are not at hand); does not hold if the union over the attacks leaked at the "
         "reported sigma; inconclusive if the calibration is inconclusive (no attack leaked without noise), did "
         "not record identification (a calibration by reconstruction alone), the attacks stopped at their budget "
         "or no targeted attack leaked without noise. Stop reasons: where the calibration recorded the share of "
@@ -444,7 +447,7 @@ def ppp_stops_targeted(evidence: Evidence, arch: str, state: str) -> Finding:
     targeted = [a for a in calibration["leaking_attacks"] if a in TARGETED]
     outcome, search = calibration["outcome"], calibration["search"]
     if outcome == "not found":
-        return Finding(FAILS, f"{state}: {outcome_text(calibration)}")
+        return _targeted_alone(evidence.sigma_records(arch, "ppp", state), targeted, f"{state}: {outcome_text(calibration)}")
     if outcome != "calibrated":
         return Finding(UNSURE, f"{state}: {outcome_text(calibration)}")
     found = calibration_findings(calibration, f"{search['sigma']:.6g}")
@@ -460,6 +463,28 @@ def ppp_stops_targeted(evidence: Evidence, arch: str, state: str) -> Finding:
     if found.budget_share is not None and found.budget_share > BUDGET_SHARE:
         return Finding(UNSURE, f"{text}; the attacks stopped at their budget")
     return Finding(HOLDS if targeted else UNSURE, text)
+
+
+def _targeted_alone(by_sigma: Mapping[float, Sequence[Any]], targeted: Sequence[str], text: str) -> Finding:
+    """C3 where no sigma stopped the whole suite: read the targeted attacks' own records at every sigma.
+
+    Args:
+        by_sigma: the calibration's per-attack records per sigma (victims and held-out victims).
+        targeted: the targeted attacks that leaked without noise.
+        text: the calibration's outcome in words.
+    """
+    if not by_sigma or not targeted:
+        return Finding(FAILS, text)
+    leaked = {sigma: sorted({r.context["label"] for r in records if r.attack.findings().leaked})
+              for sigma, records in by_sigma.items()}  # fmt: skip
+    top = max((sigma for sigma, labels in leaked.items() if set(labels) & set(targeted)), default=0.0)
+    above = [sigma for sigma in leaked if sigma > top]
+    rest = f"at sigma {num(max(leaked))} {', '.join(leaked[max(leaked)]) or 'nothing'} leaked"
+    if not above:
+        return Finding(FAILS, f"{text}; the targeted attacks leak up to the largest sigma tried ({rest})")
+    return Finding(HOLDS, f"{text}; the targeted attacks alone ({', '.join(targeted)}) leak nothing from sigma "
+                          f"{num(min(above))} (leak at {num(top) if top else 'no sigma tried'}): the whole suite is not "
+                          f"stopped because other attacks leak ({rest})")  # fmt: skip
 
 
 def less_noise(ratio: dict[str, Any], unit: str = "relative") -> Finding:

@@ -25,6 +25,8 @@ from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.assessment.reporting import read_records_counting_unreadable
 from ppp_lightning.assessment.verdicts import Findings, Identification, LeakRate, Verdict, judge, union_over_attacks
+from ppp_lightning.auditing.noise_search import HELD_OUT
+from ppp_lightning.auditing.report import audit_records
 
 __all__ = [
     "FAMILIES",
@@ -88,6 +90,8 @@ class Evidence:
         calibrations: ``(arch, family, state)`` -> calibration record.
         accuracies: ``(arch, family)`` -> seed -> accuracy record.
         repeats: ``(arch, family, state)`` -> seed offset -> the calibration repeated on a second draw.
+        folders: ``(arch, family, state)`` -> the results folder a calibration record came from (its
+            per-sigma audits lie under it: :meth:`sigma_records`).
         grid: architecture -> the cells expected.
         sources: the files read.
         unreadable: lines that were not JSON (e.g. a line being written).
@@ -99,18 +103,26 @@ class Evidence:
     calibrations: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
     accuracies: dict[tuple[str, str], dict[int, dict[str, Any]]] = field(default_factory=dict)
     repeats: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = field(default_factory=dict)
+    folders: dict[tuple[str, str, str], Path] = field(default_factory=dict)
     grid: dict[str, ArchGrid] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     unreadable: int = 0
     replaced: int = 0
 
-    def add(self, record: dict[str, Any]) -> None:
-        """File one record under its cell (a later record of the same cell replaces an earlier one)."""
+    def add(self, record: dict[str, Any], folder: Optional[Path] = None) -> None:
+        """File one record under its cell (a later record of the same cell replaces an earlier one).
+
+        Args:
+            record: a line of ``evidence.jsonl``.
+            folder: the results folder it came from.
+        """
         arch, family = record["arch"], record["family"]
         if record["kind"] == "audit":
             cells, key = self.audits, (arch, family, record["state"], record.get("batch_size", 1))
         elif record["kind"] == "calibration":
             cells, key = self.calibrations, (arch, family, record["state"])
+            if folder is not None:
+                self.folders[key] = Path(folder)
         elif record["kind"] == "repeat":
             cells, key = self.repeats.setdefault((arch, family, record["state"]), {}), record["seed"]
         else:
@@ -125,6 +137,16 @@ class Evidence:
     def calibration(self, arch: str, family: str, state: str) -> Optional[dict[str, Any]]:
         """The calibration record of a cell (``None``: not yet measured)."""
         return self.calibrations.get((arch, family, state))
+
+    def sigma_records(self, arch: str, family: str, state: str) -> dict[float, list[AttackRecord]]:
+        """A calibration's per-attack records at every sigma it audited, its victims' and held-out victims'
+        together (empty where its folder is unknown or gone)."""
+        folder = self.folders.get((arch, family, state))
+        if folder is None:
+            return {}
+        audits = sorted((folder / "calibrations" / arch / family / state).glob("sigma=*"))
+        return {float(where.name.removeprefix("sigma=")): [*audit_records(where), *audit_records(where / HELD_OUT)]
+                for where in audits}  # fmt: skip
 
     def accuracy(self, arch: str, family: str) -> list[dict[str, Any]]:
         """The accuracy records of a family, by seed."""
@@ -148,7 +170,7 @@ def load(folders: Sequence[Path], expect: Sequence[str] = ()) -> Evidence:
         evidence.sources.append(str(path))
         evidence.unreadable += unreadable
         for record in records:
-            evidence.add(record)
+            evidence.add(record, Path(folder))
         _expect_seen(evidence.grid, records)
     for name in expect:
         _expect_preset(evidence.grid, PRESETS[name])

@@ -529,6 +529,42 @@ def test_c3_is_inconclusive_where_the_attacks_stopped_at_their_budget(tmp_path):
     assert f"{row} protected |" in text
 
 
+def _sigma_audit(folder, arch, sigma, attacks, held_out=False):
+    """One sigma's per-attack records of a ppp calibration at init: attack -> (reconstructed, identified)."""
+    where = folder / "calibrations" / arch / "ppp" / "init" / f"sigma={sigma:.6g}" / ("held_out" if held_out else "")
+    where.mkdir(parents=True, exist_ok=True)
+    lines = [{"label": label, "successes": found, "identified": named, "pool_size": POOL, "convergence": CONVERGED,
+              "mean": {}} for label, (found, named) in attacks.items()]  # fmt: skip
+    (where / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_where_no_sigma_stops_the_suite_c3_reads_the_targeted_attacks_own_records(tmp_path):
+    """Arch a: the targeted attack stops from 8 while plain inverting still identifies 2 of 4 at 16 (the suite: not
+    found); b: the targeted attack itself leaks at the top (on its held-out victims); c: no sigma folders."""
+    unions = {0: T, 4: T, 8: F, 16: F}
+    records = [_calibration(arch, "ppp", "init", unions, leaking=("inverting", "inverting/before_bottleneck"))
+               for arch in ("a", "b", "c")]  # fmt: skip
+    for record in records:
+        record.update(outcome="not found", search={**record["search"], "sigma": None, "leaking": 16})
+    folder = _write(tmp_path, records)
+    two = [True, True, False, False]
+    for arch in ("a", "b"):
+        _sigma_audit(folder, arch, 4, {"inverting": (F, two), "inverting/before_bottleneck": (T, T)})
+        _sigma_audit(folder, arch, 8, {"inverting": (F, F), "inverting/before_bottleneck": (F, F)})
+        _sigma_audit(folder, arch, 16, {"inverting": (F, two), "inverting/before_bottleneck": (F, F)})
+    _sigma_audit(folder, "b", 16, {"inverting": (F, F), "inverting/before_bottleneck": (F, two)}, held_out=True)
+    c3 = {arch: (f["verdict"], f["evidence"]) for arch, f in
+          write_report([folder], resamples=10)["claims"]["C3"]["per_arch"].items()}  # fmt: skip
+    head = "init: not found: the attacks still leaked at the largest sigma tried (16)"
+    assert c3 == {
+        "a": ("holds", f"{head}; the targeted attacks alone (inverting/before_bottleneck) leak nothing from sigma 8 "
+                       "(leak at 4): the whole suite is not stopped because other attacks leak (at sigma 16 inverting "
+                       "leaked)"),
+        "b": ("does not hold", f"{head}; the targeted attacks leak up to the largest sigma tried (at sigma 16 "
+                               "inverting, inverting/before_bottleneck leaked)"),
+        "c": ("does not hold", head)}  # fmt: skip
+
+
 def test_compare_sets_the_compared_claims_and_sigmas_beside_these(tmp_path):
     """The compared records: a ppp calibration that found no protective sigma, and an arch z of their own."""
     old = _write(tmp_path / "v2", [_calibration("a", "ppp", "init", {0: T, 4: T, 16: T}),
