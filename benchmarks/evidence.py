@@ -31,7 +31,7 @@ import argparse
 import copy
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -56,7 +56,7 @@ from ppp_lightning.defenses.precode import PRECODE
 from ppp_lightning.defenses.spec import DefenseSpec
 from ppp_lightning.victims import victim_pool
 
-__all__ = ["PRESETS", "compact_record", "configure", "datamodule", "run"]
+__all__ = ["PRESETS", "cell_folder", "compact_record", "configure", "datamodule", "run"]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
@@ -229,24 +229,19 @@ def _measure(
         return {"sigma": sigma, **_accuracy(config, data, arch, family, sigma, unit["seed"])}
     if unit["kind"] == "repeat":
         return _repeat(unit, config, data, pool, out, results)
-    model = _trained(config, data, out, results, arch, family, unit["state"]).to(config["device"])
-    example = pool.train_set[0][0][None]
-    common = {"mean": pool.mean, "std": pool.std, "one_channel": pool.one_channel, "victims": config["victims"]}
-    common.update(seed=config["seed"], progress=False)
-    batch_size = unit.get("batch_size", 1)
-    row = family if batch_size == 1 else f"{family}-batch{batch_size}"
-    where = out / f"{unit['kind']}s" / arch / row / unit["state"]
+    state, where = unit["state"], cell_folder(out, unit)
+    model = _trained(config, data, out, results, arch, family, state).to(config["device"])
     if unit["kind"] == "audit":
+        batch_size = unit.get("batch_size", 1)
         defense = AUDITED[family].spec()
-        suite = _suite(model, example, defense, config, family, pool.one_channel, batch_size)
-        records = audit(model, pool.train_set, suite, where, defense, batch_size=batch_size, **common)
+        suite = _suite(model, pool.train_set[0][0][None], defense, config, family, pool.one_channel, batch_size)
+        records = audit(model, pool.train_set, suite, where, defense, pool.mean, pool.std, pool.one_channel,
+                        victims=config["victims"], seed=config["seed"], progress=False,
+                        batch_size=batch_size)  # fmt: skip
         return {"records": [compact_record(record) for record in records]}
-    family_spec = CALIBRATED[family].spec()
-    suite = _suite(model, example, family_spec, config, family, pool.one_channel)
-    start = _search_start(results, arch, family, unit["state"])
-    found = calibrate(model, pool.train_set, suite, family_spec, where, factor=config["factor"], state=unit["state"],
-                      start=start, baseline=_shared_baseline(out, arch, family, unit["state"]), **common)  # fmt: skip
-    return found.to_dict()
+    baseline = _shared_baseline(out, arch, family, state)
+    return _calibration(model, config, pool, unit, where, config["seed"], _search_start(results, arch, family, state),
+                        baseline)  # fmt: skip
 
 
 def _repeat(
@@ -264,14 +259,40 @@ def _repeat(
         model = _network(config, arch, family, seed)
     else:
         model = _trained(config, data, out, results, arch, family, state)
-    model = model.to(config["device"])
+    start = _protective_sigma(results, arch, family, (state,))
+    return _calibration(model.to(config["device"]), config, pool, unit, cell_folder(out, unit), seed, start)
+
+
+def _calibration(
+    model: torch.nn.Module,
+    config: dict[str, Any],
+    pool: Any,
+    unit: dict[str, Any],
+    where: Path,
+    seed: int,
+    start: Optional[float],
+    baseline: Optional[Path] = None,
+) -> dict[str, Any]:
+    """The record of ``unit``'s noise family calibrated on ``model`` into ``where`` (see :func:`calibrate`)."""
+    family = unit["family"]
     family_spec = CALIBRATED[family].spec()
     suite = _suite(model, pool.train_set[0][0][None], family_spec, config, family, pool.one_channel)
-    start = _protective_sigma(results, arch, family, (state,))
-    where = out / "repeats" / arch / family / state / f"seed={unit['seed']}"
     found = calibrate(model, pool.train_set, suite, family_spec, where, pool.mean, pool.std, pool.one_channel,
-                      config["victims"], seed, config["factor"], start, state, progress=False)  # fmt: skip
+                      config["victims"], seed, config["factor"], start, unit["state"], progress=False,
+                      baseline=baseline)  # fmt: skip
     return found.to_dict()
+
+
+def cell_folder(out: Path, cell: Mapping[str, Any]) -> Path:
+    """Where a cell of the grid (a unit or its record) keeps its audits.
+
+    ``<kind>s/<arch>/<family>/<state>``; a batch row's family is ``<family>-batch<n>``, and a repeat
+    adds ``seed=<offset>``.
+    """
+    batch_size = cell.get("batch_size", 1)
+    family = cell["family"] if batch_size == 1 else f"{cell['family']}-batch{batch_size}"
+    where = Path(out) / f"{cell['kind']}s" / cell["arch"] / family / cell["state"]
+    return where / f"seed={cell['seed']}" if cell["kind"] == "repeat" else where
 
 
 def _shared_baseline(out: Path, arch: str, family: str, state: str) -> Optional[Path]:

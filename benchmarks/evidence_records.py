@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES
+from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES, cell_folder
 from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.assessment.reidentification import POOL_SIZE
 from ppp_lightning.assessment.reporting import read_records_counting_unreadable
@@ -144,7 +144,7 @@ class Evidence:
         folder = self.folders.get((arch, family, state))
         if folder is None:
             return {}
-        audits = sorted((folder / "calibrations" / arch / family / state).glob("sigma=*"))
+        audits = sorted(cell_folder(folder, self.calibrations[(arch, family, state)]).glob("sigma=*"))
         return {float(where.name.removeprefix("sigma=")): [*audit_records(where), *audit_records(where / HELD_OUT)]
                 for where in audits}  # fmt: skip
 

@@ -27,10 +27,9 @@ from typing import Any, Optional
 from benchmarks.evidence import RESULTS, compact_record
 from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reporting import read_records
+from ppp_lightning.auditing.report import RESULTS as AUDIT_RESULTS
 
 __all__ = ["main", "rederive"]
-
-AUDIT_RESULTS = "results.jsonl"  # one audit folder's records (ppp_lightning.auditing.report.RESULTS)
 
 
 def rederive(folder: Path) -> Counter:

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from torchvision.utils import save_image
 
-from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS, datamodule
+from benchmarks.evidence import AUDITED, CALIBRATED, RESULTS, cell_folder, datamodule
 from ppp_lightning.assessment.metrics import to_unit_interval
 from ppp_lightning.assessment.reporting import read_records
 from ppp_lightning.assessment.sheets import SheetRow, draw_sheet
@@ -75,7 +75,7 @@ def _sheet_folders(folder: Path, records: Sequence[dict[str, Any]]) -> list[Path
     """Every audit folder the sheets of ``folder`` draw from."""
     folders = []
     for r in records:
-        cell = folder / f"{r['kind']}s" / r["arch"] / r["family"] / r["state"]
+        cell = cell_folder(folder, r)
         if r["kind"] == "audit":
             folders.append(cell)
         else:
@@ -126,7 +126,7 @@ def write_sheets(
     pool = victim_pool(source, "the evidence sheets")
     paths = []
     for arch, state in dict.fromkeys((r["arch"], r["state"]) for r in records):
-        rows = _rows(folder, arch, state, [r for r in records if (r["arch"], r["state"]) == (arch, state)], pool)
+        rows = _rows(folder, [r for r in records if (r["arch"], r["state"]) == (arch, state)], pool)
         if not rows:
             continue
         victims, _ = draw_victims(pool.train_set, len(rows[0].images), seed, stratified=True)
@@ -142,15 +142,16 @@ def write_sheets(
     return paths
 
 
-def _rows(folder: Path, arch: str, state: str, records: Sequence[dict[str, Any]], pool: VictimPool) -> list[SheetRow]:
+def _rows(folder: Path, records: Sequence[dict[str, Any]], pool: VictimPool) -> list[SheetRow]:
+    """One architecture and state's rows: its audited defenses, then its noise families (grid order)."""
     by_family = {r["family"]: r for r in records}
     rows = []
     for family in AUDITED:
         if family in by_family:
-            rows += defense_rows(folder / "audits" / arch / family / state, family, pool)
+            rows += defense_rows(cell_folder(folder, by_family[family]), family, pool)
     for family in CALIBRATED:
         if family in by_family:
-            rows += noise_rows(folder / "calibrations" / arch / family / state, family, by_family[family], pool)
+            rows += noise_rows(cell_folder(folder, by_family[family]), family, by_family[family], pool)
     return rows
 
 
