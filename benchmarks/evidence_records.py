@@ -141,12 +141,22 @@ class Evidence:
     def sigma_records(self, arch: str, family: str, state: str) -> dict[float, list[AttackRecord]]:
         """A calibration's per-attack records at every sigma it audited, its victims' and held-out victims'
         together (empty where its folder is unknown or gone)."""
+        audits = self.sigma_audits(arch, family, state)
+        return {sigma: [*victims, *held_out] for sigma, (victims, held_out) in audits.items()}
+
+    def sigma_audits(
+        self, arch: str, family: str, state: str
+    ) -> dict[float, tuple[list[AttackRecord], list[AttackRecord]]]:
+        """A calibration's per-attack records at every sigma it audited: its victims' and its held-out victims'
+        (empty where none were audited there), by sigma in increasing order (empty where its folder is
+        unknown or gone)."""
         folder = self.folders.get((arch, family, state))
         if folder is None:
             return {}
-        audits = sorted(cell_folder(folder, self.calibrations[(arch, family, state)]).glob("sigma=*"))
-        return {float(where.name.removeprefix("sigma=")): [*audit_records(where), *audit_records(where / HELD_OUT)]
-                for where in audits}  # fmt: skip
+        audits = cell_folder(folder, self.calibrations[(arch, family, state)]).glob("sigma=*")
+        by_sigma = {float(where.name.removeprefix("sigma=")): where for where in audits}
+        return {sigma: (audit_records(where), audit_records(where / HELD_OUT))
+                for sigma, where in sorted(by_sigma.items())}  # fmt: skip
 
     def accuracy(self, arch: str, family: str) -> list[dict[str, Any]]:
         """The accuracy records of a family, by seed."""

@@ -18,7 +18,8 @@ evidence" (and under ``compare`` in ``summary.json``).
 C4 is stated per unit of noise (relative sigma, noise RMS per entry, whole-gradient noise-to-signal)
 and for accuracy (Welch's t-test over training seeds); C1-C3 say which state found what where the
 states disagree. The cost section gives wall-clock and, where recorded, CPU hours per architecture
-by kind and per architecture and defense family.
+by kind and per architecture and defense family. Section 2c re-derives every protective sigma from its
+per-sigma audits with each attack's identification tested familywise (:mod:`benchmarks.evidence_chance`).
 
 Plots are drawn on :class:`matplotlib.figure.Figure` objects (no global pyplot state, no backend).
 """
@@ -36,6 +37,7 @@ from typing import Any, Optional
 from scipy.stats import t as student_t
 
 from benchmarks.evidence import AUDITED, PRESETS, STATES
+from benchmarks.evidence_chance import chance_md, chance_rows
 from benchmarks.evidence_claims import (
     BOOTSTRAP_METHOD,
     BOOTSTRAP_SEED,
@@ -66,6 +68,7 @@ from benchmarks.evidence_records import (
     verdict_text,
 )
 from ppp_lightning.assessment.reidentification import POOL_SIZE
+from ppp_lightning.assessment.reporting import markdown_table
 from ppp_lightning.assessment.verdicts import judge
 
 __all__ = [
@@ -345,7 +348,7 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
     return {"sources": evidence.sources, "unreadable_lines": evidence.unreadable, "replaced": evidence.replaced,
             "archs": list(grid), "states": {arch: grid[arch].states for arch in grid}, "claims": _claims_dict(findings),
             "findings": findings, "leaks": leaks, "sigmas": [sigma_row(evidence, *cell) for cell in noise],
-            "ratios": ratios, "repeats": repeat_rows(evidence),
+            "ratios": ratios, "repeats": repeat_rows(evidence), "chance": chance_rows(evidence),
             "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
             "family_cost": family_cost_rows(evidence),
             "bootstrap": {"resamples": resamples, "seed": seed,
@@ -375,14 +378,13 @@ def _plain(value: Any) -> Any:
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows] + [""]
+    return [*markdown_table(header, [[str(cell) for cell in row] for row in rows]).split("\n"), ""]
 
 
 def markdown(summary: dict[str, Any]) -> str:
     """The whole ``summary.md``."""
-    sections = (_claims_md, _changes_md, _leaks_md, _sigmas_md, _repeats_md, _ratios_md, _accuracy_md, _cost_md,
-                _figures_md)  # fmt: skip
+    sections = (_claims_md, _changes_md, _leaks_md, _sigmas_md, _repeats_md, _chance_md, _ratios_md, _accuracy_md,
+                _cost_md, _figures_md)  # fmt: skip
     lines = ["# Evidence report", "", "Sources: " + ", ".join(f"`{s}`" for s in summary["sources"]) + "."]
     if summary["unreadable_lines"]:
         lines.append(f"{summary['unreadable_lines']} unreadable line(s) skipped (a line being written?).")
@@ -478,6 +480,10 @@ def _repeats_md(summary: dict[str, Any]) -> list[str]:
             "initial weights, the victims, their candidates, PRECODE samples and the noise (the bootstrap of "
             "section 3 resamples the victims of one draw only). A spread within the resolution is the grid's; "
             "beyond it, the draw's.", "", *_table(header, rows)]
+
+
+def _chance_md(summary: dict[str, Any]) -> list[str]:
+    return chance_md(summary["chance"])
 
 
 def _ratios_md(summary: dict[str, Any]) -> list[str]:

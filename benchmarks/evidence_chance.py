@@ -1,0 +1,150 @@
+"""How much of each protective sigma rests on findings that chance alone would make (the report's section 2c).
+
+A calibration calls a sigma leaking when any attack of its suite reconstructs a victim or identifies
+victims above chance, each attack by its own exact binomial test at
+:data:`~ppp_lightning.assessment.verdicts.ALPHA`. A suite of ``A`` attacks runs ``A`` such tests per
+audit, so an audit in which no attack learns anything still reads "leaked" by identification with
+probability :func:`chance_leak_probability` (with 4 victims one identification is already above
+chance). Each sigma scales the same noise draw, so one chance finding tends to recur at every larger
+sigma, and the search's answer moves up with it.
+
+:func:`chance_rows` re-reads every calibration's per-sigma audits and derives its answer twice: by the
+grid's rule (which must reproduce the recorded answer) and by the familywise rule (each attack's
+identification tested at ``ALPHA / A``, Bonferroni over the suite; reconstructions count as before).
+The grid's verdicts stay those of the grid's rule; this is a sensitivity, reported beside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
+
+from scipy.stats import binom
+
+from benchmarks.evidence_records import Evidence, num
+from ppp_lightning.assessment.record import AttackRecord
+from ppp_lightning.assessment.reporting import markdown_table
+from ppp_lightning.assessment.verdicts import ALPHA, Identification
+
+__all__ = ["RULES", "calibrated_answer", "chance_leak_probability", "chance_md", "chance_rows", "suite_leaks"]
+
+# The two rules: each attack's identification at ALPHA (the grid's), or at ALPHA / attacks (familywise).
+RULES = ("grid", "familywise")
+
+
+def chance_leak_probability(victims: int, attacks: int, pool_size: int, alpha: float = ALPHA) -> float:
+    """The probability that an audit reads "leaked" by identification when every attack only guesses.
+
+    Args:
+        victims: victims per audit.
+        attacks: attacks in the suite, each guessing independently (chance ``1 / pool_size`` per victim).
+        pool_size: ``K``, each victim's candidates.
+        alpha: each attack's test level.
+
+    Returns:
+        ``1 - (1 - P(k* or more of victims guessed))**attacks``, ``k*`` the fewest identifications the
+        exact binomial test calls above chance at ``alpha`` (0 where no count is).
+    """
+    fewest = next((k for k in range(1, victims + 1) if Identification(k, victims, pool_size).p_value < alpha), None)
+    if fewest is None:
+        return 0.0
+    one = float(binom.sf(fewest - 1, victims, 1 / pool_size))
+    return 1 - (1 - one) ** attacks
+
+
+def suite_leaks(records: Sequence[AttackRecord], rule: str) -> bool:
+    """Whether an audit's suite leaked: a victim reconstructed, or an attack's identification above chance.
+
+    Args:
+        records: the audit's attack records (one per attack).
+        rule: ``grid`` (each attack's test at ``ALPHA``) or ``familywise`` (at ``ALPHA / len(records)``).
+
+    Raises:
+        ValueError: on another rule.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}; allowed: {', '.join(RULES)}")
+    level = ALPHA / len(records) if rule == "familywise" else ALPHA
+    for record in records:
+        findings = record.attack.findings()
+        if findings.reconstructed.leaked or (findings.identified is not None and findings.identified.p_value < level):
+            return True
+    return False
+
+
+def calibrated_answer(
+    audits: Mapping[float, tuple[Sequence[AttackRecord], Sequence[AttackRecord]]], rule: str
+) -> tuple[Optional[float], str]:
+    """A calibration's answer from its audits: the smallest sigma above every leaking one, confirmed by its
+    held-out victims.
+
+    Args:
+        audits: sigma -> (the victims' records, the held-out victims' records; empty where not audited).
+        rule: as in :func:`suite_leaks`.
+
+    Returns:
+        ``(sigma, status)``: ``calibrated``; ``not found`` (``sigma`` ``None``: every sigma leaks); or
+        ``unconfirmed`` (the held-out victims were not audited at that sigma, so the search would have
+        audited them next).
+    """
+    leaking = [sigma for sigma, (victims, held) in audits.items()
+               if suite_leaks(victims, rule) or (held and suite_leaks(held, rule))]  # fmt: skip
+    above = sorted(sigma for sigma in audits if sigma > max(leaking, default=0.0))
+    if not above:
+        return None, "not found"
+    return above[0], "calibrated" if audits[above[0]][1] else "unconfirmed"
+
+
+def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    """Per calibration with per-sigma audits: its answer by both rules, and the chance of a false leak per audit."""
+    rows = []
+    for (arch, family, state), calibration in sorted(evidence.calibrations.items()):
+        audits = evidence.sigma_audits(arch, family, state)
+        if not audits or calibration["outcome"] not in ("calibrated", "not found"):
+            continue
+        first = next(iter(audits.values()))[0][0].attack
+        attacks, pool, victims = len(next(iter(audits.values()))[0]), first.pool_size, len(first.reconstructed)
+        held = max((len(records[0].attack.reconstructed) for _, records in audits.values() if records), default=0)
+        answers = {rule: calibrated_answer(audits, rule) for rule in RULES}
+        recorded = calibration["search"]["sigma"] if calibration["outcome"] == "calibrated" else None
+        rows.append({"arch": arch, "family": family, "state": state, "attacks": attacks, "pool_size": pool,
+                     "victims": victims, "held_out": held, "recorded": recorded,
+                     "reproduced": answers["grid"][0] == recorded,
+                     **{rule: {"sigma": sigma, "status": status} for rule, (sigma, status) in answers.items()},
+                     "chance": {rule: _chance(victims, held, attacks, pool, rule) for rule in RULES}})  # fmt: skip
+    return rows
+
+
+def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict[str, float]:
+    level = ALPHA / attacks if rule == "familywise" else ALPHA
+    audits = {"victims": victims, "held_out": held} if held else {"victims": victims}
+    return {who: chance_leak_probability(n, attacks, pool, level) for who, n in audits.items()}
+
+
+def chance_md(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Section 2c of ``summary.md``."""
+    if not rows:
+        return []
+    header = ["arch", "family", "state", "attacks", "victims (held-out)", "sigma: grid rule", "familywise",
+              "chance of a false leak per audit: grid rule", "familywise"]  # fmt: skip
+    table = [[r["arch"], r["family"], r["state"], str(r["attacks"]), f"{r['victims']} ({r['held_out']})",
+              _answer(r["grid"]) + ("" if r["reproduced"] else f" (recorded {num(r['recorded'])})"),
+              _answer(r["familywise"]), *(_chances(r["chance"][rule]) for rule in RULES)] for r in rows]  # fmt: skip
+    return ["## 2c. How much each sigma rests on chance", "",
+            "Each attack's identification is tested against chance on its own (grid rule), so a suite of A attacks "
+            "reads leaked by identification alone with the probability shown even where every attack only "
+            "guesses; sigma scales one noise draw, so such a finding tends to recur at every larger sigma. The "
+            "familywise column re-derives each answer from the same audits with each attack tested at "
+            "0.05 / A (Bonferroni; reconstructions count as before). 'unconfirmed': the held-out victims were "
+            "not audited at that sigma. The verdicts above use the grid rule; this is a sensitivity.", "",
+            markdown_table(header, table), ""]  # fmt: skip
+
+
+def _answer(answer: dict[str, Any]) -> str:
+    return {"calibrated": num(answer["sigma"]), "not found": "not found"}.get(
+        answer["status"], f"{num(answer['sigma'])} ({answer['status']})"
+    )
+
+
+def _chances(chance: dict[str, float]) -> str:
+    return ", ".join(f"{who.replace('_', '-')} {value:.1%}" for who, value in chance.items())

@@ -1,0 +1,79 @@
+"""The evidence report's chance section: the false-leak probability of a suite that only guesses, and each
+calibration's answer re-derived from its audits by the grid's rule and by the familywise rule."""
+
+import json
+
+import pytest
+
+from benchmarks.evidence_chance import calibrated_answer, chance_leak_probability, chance_rows, suite_leaks
+from benchmarks.evidence_records import load
+from ppp_lightning.assessment.record import AttackRecord
+
+POOL = 100
+VICTIMS = 16
+NONE = [False] * VICTIMS
+TWO = [True, True] + [False] * (VICTIMS - 2)  # 2 of 16 identified: p 0.011 against chance 1/100
+
+
+def _record(reconstructed=NONE, identified=NONE):
+    return AttackRecord.from_dict({"label": "a", "successes": reconstructed, "identified": identified,
+                                   "pool_size": POOL, "mean": {}})  # fmt: skip
+
+
+def _suite(attacks=5, **one):
+    """A suite of ``attacks`` records; the first finds ``one``, the rest nothing."""
+    return [_record(**one)] + [_record() for _ in range(attacks - 1)]
+
+
+def test_the_false_leak_probability_is_the_binomial_tail_of_the_fewest_significant_count():
+    tail_two_of_8 = 1 - 0.99**8 - 8 * 0.01 * 0.99**7  # 2 of 8 is the fewest above chance at 0.05
+    assert chance_leak_probability(8, 6, POOL) == pytest.approx(1 - (1 - tail_two_of_8) ** 6, rel=1e-9)
+    # with 4 victims one identification is already above chance (p 0.039): 1 - P(no victim guessed by any attack)
+    assert chance_leak_probability(4, 6, POOL) == pytest.approx(1 - 0.99 ** (4 * 6), rel=1e-9)
+    assert chance_leak_probability(1, 3, 10) == 0.0  # one of one at chance 1/10 is p 0.1: never above chance
+
+
+def test_two_of_sixteen_by_one_of_five_attacks_leaks_by_the_grid_rule_not_familywise_a_reconstruction_by_both():
+    assert suite_leaks(_suite(identified=TWO), "grid") is True
+    assert suite_leaks(_suite(identified=TWO), "familywise") is False  # p 0.011 > 0.05 / 5
+    assert suite_leaks(_suite(identified=TWO, attacks=4), "familywise") is True  # p 0.011 < 0.05 / 4
+    legible = [True] + [False] * (VICTIMS - 1)
+    assert suite_leaks(_suite(reconstructed=legible), "familywise") is True
+    with pytest.raises(ValueError, match=r"rule='bonferroni'; allowed: grid, familywise"):
+        suite_leaks(_suite(), "bonferroni")
+
+
+def test_the_answer_is_the_smallest_sigma_above_every_leak_confirmed_by_held_out_victims():
+    legible = [True] + [False] * (VICTIMS - 1)
+    audits = {10.0: (_suite(reconstructed=legible), []), 20.0: (_suite(identified=TWO), _suite()),
+              40.0: (_suite(), _suite())}  # fmt: skip
+    assert calibrated_answer(audits, "grid") == (40.0, "calibrated")
+    assert calibrated_answer(audits, "familywise") == (20.0, "calibrated")
+    audits[20.0] = (_suite(identified=TWO), [])
+    assert calibrated_answer(audits, "familywise") == (20.0, "unconfirmed")
+    audits[40.0] = (_suite(), _suite(identified=TWO))  # a chance finding on the held-out victims at the top
+    assert calibrated_answer(audits, "grid") == (None, "not found")
+
+
+def test_chance_rows_read_a_calibrations_sigma_folders_and_reproduce_its_answer(tmp_path):
+    folder = tmp_path / "run"
+    record = {"kind": "calibration", "arch": "a", "family": "ppp", "state": "init", "outcome": "calibrated",
+              "search": {"sigma": 40.0, "leaking": 20.0, "evaluations": [[20.0, True], [40.0, False]]},
+              "unions": {"0": [True] * VICTIMS}, "leaking_attacks": ["a"] * 5}  # fmt: skip
+    folder.mkdir()
+    (folder / "evidence.jsonl").write_text(json.dumps(record) + "\n")
+    for sigma, victims, held in ((20.0, TWO, NONE), (40.0, NONE, NONE)):
+        for where, identified in (("", victims), ("held_out", held)):
+            path = folder / "calibrations" / "a" / "ppp" / "init" / f"sigma={sigma:.6g}" / where
+            path.mkdir(parents=True, exist_ok=True)
+            lines = [{"label": f"a{i}", "successes": NONE, "identified": identified if i == 0 else NONE,
+                      "pool_size": POOL, "mean": {}} for i in range(5)]  # fmt: skip
+            (path / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    [row] = chance_rows(load([folder]))
+    assert (row["grid"], row["familywise"], row["reproduced"]) == (
+        {"sigma": 40.0, "status": "calibrated"},
+        {"sigma": 20.0, "status": "calibrated"},
+        True,
+    )
+    assert (row["attacks"], row["victims"], row["held_out"]) == (5, VICTIMS, VICTIMS)
+    assert row["chance"]["grid"]["held_out"] == pytest.approx(chance_leak_probability(VICTIMS, 5, POOL))
