@@ -82,20 +82,23 @@ def test_the_whole_gradient_unit_credits_perturbing_a_part_and_the_perturbed_par
     assert units["noise_to_whole_signal"] == pytest.approx(0.5 / math.sqrt(301))
 
 
-def test_held_out_victims_are_audited_together_only_near_the_answer():
+@pytest.mark.parametrize("at_once", [1, 3])
+def test_held_out_victims_are_audited_only_near_the_answer_as_many_sigmas_at_once_as_asked(at_once):
     runs = []
 
     def run(sigmas, held):  # the victims stop leaking at 10, the held-out victims only at 30
         runs.append((list(sigmas), held))
         return {sigma: SimpleNamespace(leaking=["a"] if sigma < (30 if held else 10) else []) for sigma in sigmas}
 
-    audits = _Audits(run, held_out_seed=1)
+    audits = _Audits(run, held_out_seed=1, at_once=at_once)
     search = sweep_protective_sigma(lambda sigmas: audits.leaks(sigmas, lambda found: bool(found.leaking)), 4.0)
     assert 30 <= search.sigma <= 1.5 * search.leaking and search.leaking < 30
     held = [sigmas for sigmas, is_held in runs if is_held]
-    # the first grid (0.25..64): held out at 16 and 64 only; then the finer grid inside 16..64, in one run
-    assert held[0] == [16.0, 64.0] and len(held) == 2 and all(16 < sigma < 64 for sigma in held[1])
-    assert max(sigma for sigmas in held for sigma in sigmas) == 64.0
+    # the first grid (0.25..64) holds 16 and 64 above every leak; then the finer grid 22.6, 32, 45.3 inside 16..64
+    if at_once == 1:  # one sigma per run, upwards until the held-out victims stop leaking: 16, 64; 22.6, 32
+        assert held == [[16.0], [64.0], [22.6274], [32.0]]
+    else:  # the candidates together; the finer grid's in one run
+        assert held == [[16.0, 64.0], [22.6274, 32.0, 45.2548]]
 
 
 def test_a_sweep_can_start_from_sigmas_already_audited():

@@ -38,6 +38,7 @@ __all__ = [
     "SEARCHES",
     "HELD_OUT",
     "HELD_OUT_SEED_OFFSET",
+    "HELD_OUT_SIGMAS",
     "HELD_OUT_VICTIMS",
     "Calibration",
     "SigmaSearch",
@@ -54,8 +55,10 @@ HELD_OUT = "held_out"
 HELD_OUT_SEED_OFFSET = 1_000_003
 # Held-out victims that confirm a protective sigma by default.
 HELD_OUT_VICTIMS = 16
-# Sigmas whose held-out audits run together: the candidate answer and the next ones above it.
-HELD_OUT_SIGMAS = 3
+# Sigmas whose held-out audits run together (the candidate answer and the next ones above it), by device:
+# on a CPU an attack run costs its problems, so auditing a sigma before the answer needs it only adds work;
+# on an accelerator a larger batch costs little more than a small one.
+HELD_OUT_SIGMAS = {"cpu": 1, "accelerator": 3}
 # How calibrate searches sigma: grids audited one attack run per grid, or one audit per sigma.
 Search = Literal["sweep", "bisection"]
 SEARCHES: tuple[str, ...] = get_args(Search)
@@ -210,7 +213,8 @@ def calibrate(
     Near the answer, a sigma at which the victims leak nothing is audited again on ``held_out``
     other victims (drawn with ``seed +`` :data:`HELD_OUT_SEED_OFFSET`), and protects only if they
     leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
-    so the answer must also hold on victims the search did not stop on. Every audit goes
+    so the answer must also hold on victims the search did not stop on (one sigma per held-out run on
+    a CPU, the next ones above it in the same run on an accelerator: :data:`HELD_OUT_SIGMAS`). Every audit goes
     to a subfolder of ``folder`` (``no_noise``, ``sigma=<value>``, ``sigma=<value>/held_out``), so
     an interrupted calibration resumes where it stopped. With ``tune``, the audit without noise
     first tunes each optimisation attack on the gradient without noise of ``tuning_victims``
@@ -333,7 +337,9 @@ def _calibrate(
         audited = audit_sigmas(model, dataset, suite, family, where, **{**common, **drawn})
         return {sigma: _Found(records) for sigma, records in audited.items()}
 
-    audits = _Audits(run, seed + HELD_OUT_SEED_OFFSET if held_out else None)
+    device = next(model.parameters()).device.type
+    audits = _Audits(run, seed + HELD_OUT_SEED_OFFSET if held_out else None,
+                     HELD_OUT_SIGMAS["cpu" if device == "cpu" else "accelerator"])  # fmt: skip
     first = start or family.sigma or 1.0
     search = _search(method, lambda sigmas: audits.leaks(sigmas, lambda f: bool(f.leaking)), first, factor)
     # the second search starts from every sigma the first audited (free to ask again)
@@ -372,22 +378,23 @@ class _Audits:
     Args:
         run: audits the suite at some sigmas, on the held-out victims or not (into their folders).
         held_out_seed: the held-out victims' seed (``None``: no held-out victims).
+        at_once: how many sigmas one held-out run audits (:data:`HELD_OUT_SIGMAS`).
     """
 
     def __init__(
-        self, run: Callable[[Sequence[float], bool], dict[float, _Found]], held_out_seed: Optional[int]
+        self, run: Callable[[Sequence[float], bool], dict[float, _Found]], held_out_seed: Optional[int], at_once: int
     ) -> None:
-        self.run, self.held_out_seed = run, held_out_seed
+        self.run, self.held_out_seed, self.at_once = run, held_out_seed, at_once
         self.found: dict[float, _Found] = {}
         self.held_out: dict[float, _Found] = {}
 
     def leaks(self, sigmas: Sequence[float], finding: Callable[[_Found], bool]) -> dict[float, bool]:
         """Per sigma, whether ``finding`` holds for the victims or, near the answer, for the held-out victims.
 
-        The held-out victims are audited, in one run, at the :data:`HELD_OUT_SIGMAS` smallest sigmas
-        the victims call protective above every sigma called leaking and below any the held-out
-        victims already confirmed (then at the next ones while they all leak): further up, with
-        leaking taken to fall with sigma, no answer depends on them.
+        The held-out victims are audited, in one run, at the ``at_once`` smallest sigmas the victims
+        call protective above every sigma called leaking and below any the held-out victims already
+        confirmed (then at the next ones while they all leak): further up, with leaking taken to
+        fall with sigma, no answer depends on them.
         """
         self.found.update(self.run([sigma for sigma in sigmas if sigma not in self.found], False))
         answers = {sigma: finding(self.found[sigma]) for sigma in sigmas}
@@ -407,7 +414,7 @@ class _Audits:
         protective = sorted(sigma for sigma, leaked in answers.items() if not leaked and leaking < sigma)
         if protective and protective[0] >= confirmed:
             return []  # the answer is confirmed: nothing below it is unsure
-        return [sigma for sigma in protective if sigma < confirmed][:HELD_OUT_SIGMAS]
+        return [sigma for sigma in protective if sigma < confirmed][: self.at_once]
 
     def reconstructed_at(self, sigma: float) -> list[bool]:
         """Per victim (the held-out ones after the others, where they ran), reconstructed by any attack."""
