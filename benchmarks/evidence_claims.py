@@ -469,7 +469,8 @@ def _targeted_alone(by_sigma: Mapping[float, Sequence[Any]], targeted: Sequence[
     """C3 where no sigma stopped the whole suite: read the targeted attacks' own records at every sigma.
 
     Args:
-        by_sigma: the calibration's per-attack records per sigma (victims and held-out victims).
+        by_sigma: the calibration's per-attack records per sigma (victims and held-out victims; a held-out
+            audit ran no attack after the first that leaked there, from v3's later cells on).
         targeted: the targeted attacks that leaked without noise.
         text: the calibration's outcome in words.
     """

@@ -51,6 +51,18 @@ def test_one_run_over_three_sigmas_reads_as_three_audits(data, tmp_path):
     assert (tmp_path / "sweep1.0" / "report.md").exists()
 
 
+def test_until_leaked_a_sigma_stops_at_its_first_leaking_attack_and_a_rerun_keeps_it_stopped(data, tmp_path):
+    analytic = AttackSpec("analytic", {"tie_channels": True})
+    attacks = {"first": analytic, "second": analytic}
+    folders = {0.01: tmp_path / "little", 100.0: tmp_path / "much"}
+    for _ in range(2):  # the rerun resumes from the folders: nothing new runs where the first attack leaked
+        swept = audit_sigmas(_mlp(), data.train_set, attacks, FAMILY, folders, data.mean, data.std, True, 4,
+                             progress=False, until_leaked=True)  # fmt: skip
+        assert [r.context["label"] for r in swept[0.01]] == ["first"]  # it reconstructs through little noise
+        assert [r.context["label"] for r in swept[100.0]] == ["first", "second"]  # nothing leaks: both ran
+        assert swept[0.01][0].attack.reconstructed == [True] * 4 and not any(swept[100.0][1].attack.reconstructed)
+
+
 def test_a_calibration_by_sweep_finds_the_bisections_sigma_within_one_step_in_fewer_attack_runs(
     data, tmp_path, monkeypatch
 ):

@@ -141,6 +141,10 @@ class AuditFolder:
         """Whether ``spec`` still has to run under ``label`` (a tuned attack counts as its untuned self)."""
         return label not in self.done or untuned_spec(self.done[label].context) != spec.to_dict()
 
+    def leaked(self) -> bool:
+        """Whether an attack finished here leaked (reconstructed a victim or identified victims above chance)."""
+        return any(record.attack.findings().leaked for record in self.done.values())
+
     def candidates(self, spec: AttackSpec) -> Optional[list[Tensor]]:
         """Every victim's identification candidates where ``spec`` picks among them (``None`` otherwise)."""
         needed = spec.capabilities.needs_candidates

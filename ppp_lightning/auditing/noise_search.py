@@ -88,8 +88,9 @@ class Calibration:
         pool_size: ``K``, each victim's candidates.
         budget_shares: per sigma tried, the share of the attacks' problems stopped by their budget.
         held_out: per sigma at which the victims leaked nothing, what the held-out victims' audit
-            found there (``reconstructed``, ``identified`` per attack, ``leaking`` attacks): a sigma
-            protects only when it protects both.
+            found there (``reconstructed``, ``identified`` per attack, ``leaking`` attacks; the attacks
+            that ran, cheapest first up to the first that leaked): a sigma protects only when it
+            protects both.
         held_out_seed: the held-out victims' seed (``None``: none were audited).
         held_out_victims: how many held-out victims each of those audits attacked.
         tuning: per attack tuned before the search (``tune``), its ``tuning`` record: the trials,
@@ -214,7 +215,8 @@ def calibrate(
     other victims (drawn with ``seed +`` :data:`HELD_OUT_SEED_OFFSET`), and protects only if they
     leak nothing either: a few victims cannot tell an identification rate of 3 in 16 from chance,
     so the answer must also hold on victims the search did not stop on (one sigma per held-out run on
-    a CPU, the next ones above it in the same run on an accelerator: :data:`HELD_OUT_SIGMAS`). Every audit goes
+    a CPU, the next ones above it in the same run on an accelerator: :data:`HELD_OUT_SIGMAS`; the
+    attacks run on them cheapest first, and none after the first that leaks). Every audit goes
     to a subfolder of ``folder`` (``no_noise``, ``sigma=<value>``, ``sigma=<value>/held_out``), so
     an interrupted calibration resumes where it stopped. With ``tune``, the audit without noise
     first tunes each optimisation attack on the gradient without noise of ``tuning_victims``
@@ -331,10 +333,14 @@ def _calibrate(
     suite = {label: attacks[label].replace(**tuning[label]["chosen"]) if label in tuning else attacks[label]
              for label in baseline.leaking}  # fmt: skip
 
+    # the held-out victims only confirm: a sigma stops being audited at its first leak, cheapest attacks first
+    cost = {r.context["label"]: r.context.get("seconds", 0.0) for r in records}
+    confirming = dict(sorted(suite.items(), key=lambda item: cost.get(item[0], 0.0)))
+
     def run(sigmas: Sequence[float], held: bool) -> dict[float, _Found]:
-        drawn = {"seed": seed + HELD_OUT_SEED_OFFSET, "victims": held_out} if held else {}
+        drawn = {"seed": seed + HELD_OUT_SEED_OFFSET, "victims": held_out, "until_leaked": True} if held else {}
         where = {sigma: sigma_folder(folder, sigma) / (HELD_OUT if held else "") for sigma in sigmas}
-        audited = audit_sigmas(model, dataset, suite, family, where, **{**common, **drawn})
+        audited = audit_sigmas(model, dataset, confirming if held else suite, family, where, **{**common, **drawn})
         return {sigma: _Found(records) for sigma, records in audited.items()}
 
     device = next(model.parameters()).device.type

@@ -47,6 +47,7 @@ def audit_sigmas(
     seed: int = 0,
     progress: bool = True,
     pool_size: int = POOL_SIZE,
+    until_leaked: bool = False,
 ) -> dict[float, list[AttackRecord]]:
     """Audit ``family`` at every sigma of ``folders`` (each alone in its batch, without controls).
 
@@ -63,9 +64,11 @@ def audit_sigmas(
         seed: seed of the victims, PRECODE samples, noise and re-identification rivals.
         progress: show a bar over attacks.
         pool_size: ``K``, each victim's candidates for identification.
+        until_leaked: stop auditing a sigma once an attack leaked there (the later attacks of
+            ``attacks`` do not run at it): enough to know that the sigma does not protect.
 
     Returns:
-        Per sigma, every attack's record in the order of ``attacks``.
+        Per sigma, every attack's record that ran there, in the order of ``attacks``.
 
     Raises:
         ValueError: before any attack, on a bad ``victims`` or ``seed``, a folder that another
@@ -90,7 +93,8 @@ def audit_sigmas(
         bar = progress_bar(attacks.items(), desc=f"sweep ({len(folders)} sigmas)", unit="attack", enabled=progress,
                            lines=True, name=lambda item: item[0])  # fmt: skip
         for label, spec in bar:
-            pending = [sigma for sigma, place in places.items() if place.pending(label, spec)]
+            pending = [sigma for sigma, place in places.items()
+                       if place.pending(label, spec) and not (until_leaked and place.leaked())]  # fmt: skip
             if not pending:
                 continue
             candidates = places[pending[0]].candidates(spec)
