@@ -501,7 +501,9 @@ def less_noise(ratio: dict[str, Any], unit: str = "relative") -> Finding:
         return Finding(UNSURE, f"{state}: the ratio is undefined in every resample")
     bootstrap = f"95% bootstrap {num(scaled['low'])}-{num(scaled['high'])}"
     if key is None:
-        text = f"{state}: sigma_ppp/sigma_all = {num(ratio['sigma'])}/{num(ratio['sigma_all'])} = {num(ratio['ratio'])}"
+        sigmas = "/".join(num(sigma) + (" (none found)" if sigma == math.inf else "")
+                          for sigma in (ratio["sigma"], ratio["sigma_all"]))  # fmt: skip
+        text = f"{state}: sigma_ppp/sigma_all = {sigmas} = {num(ratio['ratio'])}"
     else:
         text = (f"{state}: {name} ppp/noise_all = {num(scaled['ratio'])} (sigma ratio {num(ratio['ratio'])} x "
                 f"factor {num(scaled['factor'])})")  # fmt: skip

@@ -462,6 +462,11 @@ def test_a_unit_scales_the_whole_interval_and_names_the_calibration_without_it()
     assert less_noise(row) == Finding("inconclusive", "init: sigma_ppp/sigma_all = 2/4 = 0.5, 95% bootstrap 0.125-1")
     assert less_noise(row, "whole") == Finding(
         NOT_RECORDED, "init: whole-gradient noise-to-signal not recorded (ppp: no `noise_to_whole_signal` recorded)")
+    # noise on all layers leaks at every sigma tried: PPP's finite sigma is below its threshold in every resample
+    unbounded = {**row, "sigma_all": float("inf"), "ratio": 0.0, "units": {"relative": {**ratio, "low": 0.0,
+                                                                                       "high": 0.0}}}  # fmt: skip
+    assert less_noise(unbounded) == Finding(
+        "holds", "init: sigma_ppp/sigma_all = 2/inf (none found) = 0, 95% bootstrap 0-0")
 
 
 def _accuracy_row(family, values):
