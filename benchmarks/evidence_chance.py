@@ -98,8 +98,10 @@ def calibrated_answer(
 def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
     """Per calibration with per-sigma audits: its answer by both rules, and the chance of a false leak per audit."""
     rows = []
-    for (arch, family, state), calibration in sorted(evidence.calibrations.items()):
-        audits = evidence.sigma_audits(arch, family, state)
+    cells = [(arch, family, state) for arch, grid in evidence.grid.items() for state in grid.states
+             for family in grid.families if (arch, family, state) in evidence.calibrations]  # fmt: skip
+    for arch, family, state in cells:  # in the grid's order, as section 2
+        calibration, audits = evidence.calibrations[(arch, family, state)], evidence.sigma_audits(arch, family, state)
         if not audits or calibration["outcome"] not in ("calibrated", "not found"):
             continue
         first = next(iter(audits.values()))[0][0].attack
