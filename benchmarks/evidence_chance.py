@@ -5,13 +5,17 @@ victims above chance, each attack by its own exact binomial test at
 :data:`~ppp_lightning.assessment.verdicts.ALPHA`. A suite of ``A`` attacks runs ``A`` such tests per
 audit, so an audit in which no attack learns anything still reads "leaked" by identification with
 probability :func:`chance_leak_probability` (with 4 victims one identification is already above
-chance). Each sigma scales the same noise draw, so one chance finding tends to recur at every larger
-sigma, and the search's answer moves up with it.
+chance). A reconstruction counts only where its victim is also identified (legible *and* the nearest
+of its candidates), which guessing achieves for 1 victim in ``K``: one of 16 victims is then a finding
+that guessing makes in 15% of the audits of one attack. Each sigma scales the same noise draw, so one
+chance finding tends to recur at every larger sigma, and the search's answer moves up with it.
 
 :func:`chance_rows` re-reads every calibration's per-sigma audits and derives its answer twice: by the
-grid's rule (which must reproduce the recorded answer) and by the familywise rule (each attack's
-identification tested at ``ALPHA / A``, Bonferroni over the suite; reconstructions count as before).
-The grid's verdicts stay those of the grid's rule; this is a sensitivity, reported beside them.
+grid's rule (which must reproduce the recorded answer) and by the familywise rule: an attack leaks
+only where the victims it identified (its reconstructions among them) are above chance at
+``ALPHA / A`` (Bonferroni over the suite); an attack that scored no identification leaks by its
+reconstructions, as before. The grid's verdicts stay those of the grid's rule; this is a sensitivity,
+reported beside them.
 """
 
 from __future__ import annotations
@@ -53,21 +57,28 @@ def chance_leak_probability(victims: int, attacks: int, pool_size: int, alpha: f
 
 
 def suite_leaks(records: Sequence[AttackRecord], rule: str) -> bool:
-    """Whether an audit's suite leaked: a victim reconstructed, or an attack's identification above chance.
+    """Whether an audit's suite leaked.
 
     Args:
         records: the audit's attack records (one per attack).
-        rule: ``grid`` (each attack's test at ``ALPHA``) or ``familywise`` (at ``ALPHA / len(records)``).
+        rule: ``grid`` (a victim reconstructed, or an attack's identification above chance at ``ALPHA``)
+            or ``familywise`` (an attack's identification above chance at ``ALPHA / len(records)``; its
+            reconstructed victims are identified too; without identification scored, a reconstruction).
 
     Raises:
         ValueError: on another rule.
     """
     if rule not in RULES:
         raise ValueError(f"rule={rule!r}; allowed: {', '.join(RULES)}")
-    level = ALPHA / len(records) if rule == "familywise" else ALPHA
     for record in records:
         findings = record.attack.findings()
-        if findings.reconstructed.leaked or (findings.identified is not None and findings.identified.p_value < level):
+        if findings.identified is None:
+            leaked = findings.reconstructed.leaked
+        elif rule == "familywise":
+            leaked = findings.identified.p_value < ALPHA / len(records)
+        else:
+            leaked = findings.leaked
+        if leaked:
             return True
     return False
 
@@ -117,10 +128,14 @@ def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
     return rows
 
 
-def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict[str, float]:
+def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict[str, dict[str, float]]:
+    """Per victim set, the false-leak probability by identification, and (grid rule) its upper bound with a
+    single reconstruction counted too: some attack guesses some victim right, ``1 - (1 - 1/K)**(n * A)``."""
     level = ALPHA / attacks if rule == "familywise" else ALPHA
     audits = {"victims": victims, "held_out": held} if held else {"victims": victims}
-    return {who: chance_leak_probability(n, attacks, pool, level) for who, n in audits.items()}
+    return {who: {"identification": chance_leak_probability(n, attacks, pool, level),
+                  **({"with_reconstructions_at_most": 1 - (1 - 1 / pool) ** (n * attacks)} if rule == "grid" else {})}
+            for who, n in audits.items()}  # fmt: skip
 
 
 def chance_md(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -135,10 +150,14 @@ def chance_md(rows: Sequence[dict[str, Any]]) -> list[str]:
     return ["## 2c. How much each sigma rests on chance", "",
             "Each attack's identification is tested against chance on its own (grid rule), so a suite of A attacks "
             "reads leaked by identification alone with the probability shown even where every attack only "
-            "guesses; sigma scales one noise draw, so such a finding tends to recur at every larger sigma. The "
-            "familywise column re-derives each answer from the same audits with each attack tested at "
-            "0.05 / A (Bonferroni; reconstructions count as before). 'unconfirmed': the held-out victims were "
-            "not audited at that sigma. The verdicts above use the grid rule; this is a sensitivity.", "",
+            "guesses; a single legible reconstruction reads leaked too, and since it needs its victim identified, "
+            "guessing makes one in up to the share in brackets (as often as the legibility rule passes a guess). "
+            "Sigma scales one noise draw, so such a finding tends to recur at every larger sigma. The "
+            "familywise column re-derives each answer from the same audits with each attack's identified victims "
+            "tested at 0.05 / A (Bonferroni; a reconstruction counts only where its victim is identified, which "
+            "guessing achieves for 1 in 100, so a single one is no longer a leak by itself). 'unconfirmed': the "
+            "held-out victims were not audited at that sigma. The verdicts above use the grid rule; this is a "
+            "sensitivity.", "",
             markdown_table(header, table), ""]  # fmt: skip
 
 
@@ -148,5 +167,8 @@ def _answer(answer: dict[str, Any]) -> str:
     )
 
 
-def _chances(chance: dict[str, float]) -> str:
-    return ", ".join(f"{who.replace('_', '-')} {value:.1%}" for who, value in chance.items())
+def _chances(chance: dict[str, dict[str, float]]) -> str:
+    bound = {
+        who: f" (up to {p['with_reconstructions_at_most']:.0%})" if len(p) > 1 else "" for who, p in chance.items()
+    }
+    return ", ".join(f"{who.replace('_', '-')} {p['identification']:.1%}{bound[who]}" for who, p in chance.items())

@@ -2,6 +2,7 @@
 calibration's answer re-derived from its audits by the grid's rule and by the familywise rule."""
 
 import json
+import math
 
 import pytest
 
@@ -37,15 +38,17 @@ def test_two_of_sixteen_by_one_of_five_attacks_leaks_by_the_grid_rule_not_family
     assert suite_leaks(_suite(identified=TWO), "grid") is True
     assert suite_leaks(_suite(identified=TWO), "familywise") is False  # p 0.011 > 0.05 / 5
     assert suite_leaks(_suite(identified=TWO, attacks=4), "familywise") is True  # p 0.011 < 0.05 / 4
-    legible = [True] + [False] * (VICTIMS - 1)
-    assert suite_leaks(_suite(reconstructed=legible), "familywise") is True
+    one = [True] + [False] * (VICTIMS - 1)  # one legible reconstruction, its victim identified (p 0.15)
+    assert suite_leaks(_suite(reconstructed=one, identified=one), "grid") is True
+    assert suite_leaks(_suite(reconstructed=one, identified=one), "familywise") is False
+    unscored = AttackRecord.from_dict({"label": "a", "successes": one, "mean": {}})  # no identification scored
+    assert suite_leaks([unscored, *_suite(4)], "familywise") is True
     with pytest.raises(ValueError, match=r"rule='bonferroni'; allowed: grid, familywise"):
         suite_leaks(_suite(), "bonferroni")
 
 
 def test_the_answer_is_the_smallest_sigma_above_every_leak_confirmed_by_held_out_victims():
-    legible = [True] + [False] * (VICTIMS - 1)
-    audits = {10.0: (_suite(reconstructed=legible), []), 20.0: (_suite(identified=TWO), _suite()),
+    audits = {10.0: (_suite(reconstructed=TWO, identified=TWO, attacks=1), []), 20.0: (_suite(identified=TWO), _suite()),
               40.0: (_suite(), _suite())}  # fmt: skip
     assert calibrated_answer(audits, "grid") == (40.0, "calibrated")
     assert calibrated_answer(audits, "familywise") == (20.0, "calibrated")
@@ -76,4 +79,10 @@ def test_chance_rows_read_a_calibrations_sigma_folders_and_reproduce_its_answer(
         True,
     )
     assert (row["attacks"], row["victims"], row["held_out"]) == (5, VICTIMS, VICTIMS)
-    assert row["chance"]["grid"]["held_out"] == pytest.approx(chance_leak_probability(VICTIMS, 5, POOL))
+    assert row["chance"]["grid"]["held_out"] == {
+        "identification": pytest.approx(chance_leak_probability(VICTIMS, 5, POOL)),
+        "with_reconstructions_at_most": pytest.approx(1 - 0.99 ** (VICTIMS * 5)),
+    }
+    # familywise (0.05 / 5): 2 of 16 (p 0.011) is no longer above chance, 3 of 16 is
+    three_of_16 = 1 - sum(math.comb(VICTIMS, k) * 0.01**k * 0.99 ** (VICTIMS - k) for k in range(3))
+    assert row["chance"]["familywise"]["victims"] == {"identification": pytest.approx(1 - (1 - three_of_16) ** 5)}
