@@ -22,7 +22,8 @@ cells another finished, and waits for a cell another is measuring (its claim in 
 than measure it twice; a claim whose process died is taken over.
 Accuracy at the protective sigma is measured over several training seeds. Each finished unit is
 appended to ``evidence.jsonl`` at once and every audit resumes attack by attack, so an
-interrupted run loses nothing.
+interrupted run loses nothing; a unit's ``seconds`` and ``cpu_seconds`` count every run that worked
+on it (``runs``; :mod:`benchmarks.evidence_ledger`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pytorch_lightning.callbacks import EarlyStopping
 from tqdm.auto import tqdm
 
 from benchmarks.defenses import Defense
+from benchmarks.evidence_ledger import CellClock
 from callbacks import PartialPerturbation
 from datamodules import CIFAR10DataModule, OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
@@ -140,12 +142,13 @@ def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optio
         with _claim(out, unit):
             if _key(unit) in {_key(record) for record in read_records(results)}:
                 continue  # another process on the same folder finished it meanwhile
-            started, cpu = time.perf_counter(), time.process_time()
-            record = {**unit, **_measure(unit, config, data, pool, out, results), "seconds": 0.0}
-            # wall time grows with the machine's load; the process's CPU time (all its threads) much less
-            record["seconds"] = round(time.perf_counter() - started, 1)
-            record["cpu_seconds"] = round(time.process_time() - cpu, 1)
+            with CellClock(_claim_path(out, unit).with_suffix(".spent.json")) as clock:
+                record = {**unit, **_measure(unit, config, data, pool, out, results)}
+            # wall time grows with the machine's load; the processes' CPU time (all threads) much less
+            spent = clock.spent()
+            record.update(seconds=round(spent.seconds, 1), cpu_seconds=round(spent.cpu_seconds, 1), runs=spent.runs)
             append_record(results, record)
+            clock.forget()
     return results
 
 
@@ -155,7 +158,7 @@ def _claim(out: Path, unit: dict[str, Any]) -> Iterator[None]:
 
     Waiting, not skipping: a later state of the same family trains from this cell's result.
     """
-    path = out / "claims" / ("_".join(str(value) for value in _key(unit)) + ".pid")
+    path = _claim_path(out, unit)
     path.parent.mkdir(exist_ok=True)
     while True:
         try:
@@ -171,6 +174,11 @@ def _claim(out: Path, unit: dict[str, Any]) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)
+
+
+def _claim_path(out: Path, unit: dict[str, Any]) -> Path:
+    """The file a process claims ``unit`` with (its cost ledger lies beside it)."""
+    return out / "claims" / ("_".join(str(value) for value in _key(unit)) + ".pid")
 
 
 def _claimant_alive(path: Path) -> bool:

@@ -531,7 +531,9 @@ def _cost_md(summary: dict[str, Any]) -> list[str]:
             "Hours of the process that ran each recorded cell: wall clock (one attack thread; it grows with the "
             "machine's load) and, where the record carries it (`cpu_seconds`), the CPU time of all its threads "
             "('-': no cell recorded it; k/n cells: only k of the n did). A cell resumed after an interruption "
-            "counts only its last run.", "", *_table(header, rows),
+            "counts every run where its record says how many ran (`runs`, recorded from v3's later cells on); "
+            "an earlier record counts only its last run, so a resumed one is undercounted.", "",
+            *_table(header, rows),
             "Per architecture and defense family (its audits, batch rows included, calibrations, repeats and "
             "accuracies):",
             "", *_table(["arch", "family", "cells recorded", "wall (h)", "CPU (h)"], families)]  # fmt: skip

@@ -276,3 +276,17 @@ def test_the_noise_configs_carry_the_largest_sigma_the_committed_evidence_measur
         else:
             assert callback["sigma"] == pytest.approx(largest, rel=1e-3), arch
             assert "measured by the evidence grid" in text, arch
+
+
+def test_a_cell_interrupted_and_resumed_counts_the_time_of_both_runs(tmp_path, monkeypatch):
+    import benchmarks.evidence as evidence
+
+    config = configure("quick", families=["none"])
+    config.update(states=["init"], accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
+    ledger = tmp_path / "claims" / "audit_mlp_none_init_None_None.spent.json"
+    ledger.parent.mkdir()
+    ledger.write_text(json.dumps({"seconds": 500.0, "cpu_seconds": 300.0, "runs": 1}))  # killed after 500 s
+    monkeypatch.setattr(evidence, "_measure", lambda *args: {"records": []})
+    [record] = read_records(run(config, tmp_path, progress=False))
+    assert record["runs"] == 2 and 500.0 <= record["seconds"] < 600.0 and 300.0 <= record["cpu_seconds"] < 400.0
+    assert not ledger.exists()  # the record holds the time now
