@@ -56,14 +56,16 @@ def chance_leak_probability(victims: int, attacks: int, pool_size: int, alpha: f
     return 1 - (1 - one) ** attacks
 
 
-def suite_leaks(records: Sequence[AttackRecord], rule: str) -> bool:
+def suite_leaks(records: Sequence[AttackRecord], rule: str, attacks: Optional[int] = None) -> bool:
     """Whether an audit's suite leaked.
 
     Args:
-        records: the audit's attack records (one per attack).
+        records: the audit's attack records (one per attack that ran).
         rule: ``grid`` (a victim reconstructed, or an attack's identification above chance at ``ALPHA``)
-            or ``familywise`` (an attack's identification above chance at ``ALPHA / len(records)``; its
+            or ``familywise`` (an attack's identification above chance at ``ALPHA / attacks``; its
             reconstructed victims are identified too; without identification scored, a reconstruction).
+        attacks: the suite's attacks (``None``: ``len(records)``; more where an audit stopped at its
+            first leak).
 
     Raises:
         ValueError: on another rule.
@@ -75,7 +77,7 @@ def suite_leaks(records: Sequence[AttackRecord], rule: str) -> bool:
         if findings.identified is None:
             leaked = findings.reconstructed.leaked
         elif rule == "familywise":
-            leaked = findings.identified.p_value < ALPHA / len(records)
+            leaked = findings.identified.p_value < ALPHA / (attacks or len(records))
         else:
             leaked = findings.leaked
         if leaked:
@@ -95,15 +97,16 @@ def calibrated_answer(
 
     Returns:
         ``(sigma, status)``: ``calibrated``; ``not found`` (``sigma`` ``None``: every sigma leaks); or
-        ``unconfirmed`` (the held-out victims were not audited at that sigma, so the search would have
-        audited them next).
+        ``unconfirmed`` (the held-out victims were not audited there by the whole suite: not at all, or
+        their audit stopped at a leak that this rule does not count).
     """
     leaking = [sigma for sigma, (victims, held) in audits.items()
-               if suite_leaks(victims, rule) or (held and suite_leaks(held, rule))]  # fmt: skip
+               if suite_leaks(victims, rule) or suite_leaks(held, rule, len(victims))]  # fmt: skip
     above = sorted(sigma for sigma in audits if sigma > max(leaking, default=0.0))
     if not above:
         return None, "not found"
-    return above[0], "calibrated" if audits[above[0]][1] else "unconfirmed"
+    victims, held = audits[above[0]]
+    return above[0], "calibrated" if held and len(held) == len(victims) else "unconfirmed"
 
 
 def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:

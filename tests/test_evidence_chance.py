@@ -54,6 +54,10 @@ def test_the_answer_is_the_smallest_sigma_above_every_leak_confirmed_by_held_out
     assert calibrated_answer(audits, "familywise") == (20.0, "calibrated")
     audits[20.0] = (_suite(identified=TWO), [])
     assert calibrated_answer(audits, "familywise") == (20.0, "unconfirmed")
+    # the held-out audit at 20 stopped at a leak only the grid's rule counts: the rest of the suite never ran there
+    audits[20.0] = (_suite(identified=TWO), _suite(identified=TWO, attacks=1))
+    assert calibrated_answer(audits, "familywise") == (20.0, "unconfirmed")
+    assert suite_leaks(_suite(identified=TWO, attacks=1), "familywise", attacks=5) is False  # tested at 0.05 / 5
     audits[40.0] = (_suite(), _suite(identified=TWO))  # a chance finding on the held-out victims at the top
     assert calibrated_answer(audits, "grid") == (None, "not found")
 
