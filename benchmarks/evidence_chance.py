@@ -30,7 +30,15 @@ from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reporting import markdown_table
 from ppp_lightning.assessment.verdicts import ALPHA, Identification
 
-__all__ = ["RULES", "calibrated_answer", "chance_leak_probability", "chance_md", "chance_rows", "suite_leaks"]
+__all__ = [
+    "RULES",
+    "calibrated_answer",
+    "chance_leak_probability",
+    "chance_md",
+    "chance_rows",
+    "discounted_findings",
+    "suite_leaks",
+]
 
 # The two rules: each attack's identification at ALPHA (the grid's), or at ALPHA / attacks (familywise).
 RULES = ("grid", "familywise")
@@ -122,13 +130,33 @@ def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
         attacks, pool, victims = len(next(iter(audits.values()))[0]), first.pool_size, len(first.reconstructed)
         held = max((len(records[0].attack.reconstructed) for _, records in audits.values() if records), default=0)
         answers = {rule: calibrated_answer(audits, rule) for rule in RULES}
+        discounted = discounted_findings(audits, answers["familywise"][0]) if answers["familywise"][0] else []
         recorded = calibration["search"]["sigma"] if calibration["outcome"] == "calibrated" else None
         rows.append({"arch": arch, "family": family, "state": state, "attacks": attacks, "pool_size": pool,
                      "victims": victims, "held_out": held, "recorded": recorded,
                      "reproduced": answers["grid"][0] == recorded,
                      **{rule: {"sigma": sigma, "status": status} for rule, (sigma, status) in answers.items()},
-                     "chance": {rule: _chance(victims, held, attacks, pool, rule) for rule in RULES}})  # fmt: skip
+                     "chance": {rule: _chance(victims, held, attacks, pool, rule) for rule in RULES},
+                     "discounted": discounted})  # fmt: skip
     return rows
+
+
+def discounted_findings(
+    audits: Mapping[float, tuple[Sequence[AttackRecord], Sequence[AttackRecord]]], sigma: float
+) -> list[str]:
+    """The findings the grid's rule counts and the familywise rule does not, from ``sigma`` up, in words
+    (e.g. ``"1000 held-out: inverting 1/16 reconstructed, 2/16 identified (p 0.011)"``)."""
+    found = []
+    for at, (victims, held) in audits.items():
+        for who, records in (("victims", victims), ("held-out", held)):
+            for record in records if at >= sigma else ():
+                if suite_leaks([record], "grid") and not suite_leaks([record], "familywise", len(victims)):
+                    attack = record.attack
+                    named = attack.findings().identified
+                    found.append(f"{num(at)} {who}: {record.context['label']} {sum(attack.reconstructed)}/"
+                                 f"{len(attack.reconstructed)} reconstructed, {named.identified}/{named.total} "
+                                 f"identified (p {named.p_value:.2g})")  # fmt: skip
+    return found
 
 
 def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict[str, dict[str, float]]:
@@ -146,10 +174,12 @@ def chance_md(rows: Sequence[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     header = ["arch", "family", "state", "attacks", "victims (held-out)", "sigma: grid rule", "familywise",
-              "chance of a false leak per audit: grid rule", "familywise"]  # fmt: skip
+              "chance of a false leak per audit: grid rule", "familywise",
+              "what only the grid rule counts, from the familywise answer up"]  # fmt: skip
     table = [[r["arch"], r["family"], r["state"], str(r["attacks"]), f"{r['victims']} ({r['held_out']})",
               _answer(r["grid"]) + ("" if r["reproduced"] else f" (recorded {num(r['recorded'])})"),
-              _answer(r["familywise"]), *(_chances(r["chance"][rule]) for rule in RULES)] for r in rows]  # fmt: skip
+              _answer(r["familywise"]), *(_chances(r["chance"][rule]) for rule in RULES),
+              "; ".join(r["discounted"]) or "-"] for r in rows]  # fmt: skip
     return ["## 2c. How much each sigma rests on chance", "",
             "Each attack's identification is tested against chance on its own (grid rule), so a suite of A attacks "
             "reads leaked by identification alone with the probability shown even where every attack only "

@@ -48,8 +48,11 @@ def test_two_of_sixteen_by_one_of_five_attacks_leaks_by_the_grid_rule_not_family
 
 
 def test_the_answer_is_the_smallest_sigma_above_every_leak_confirmed_by_held_out_victims():
-    audits = {10.0: (_suite(reconstructed=TWO, identified=TWO, attacks=1), []), 20.0: (_suite(identified=TWO), _suite()),
-              40.0: (_suite(), _suite())}  # fmt: skip
+    audits = {
+        10.0: (_suite(reconstructed=TWO, identified=TWO, attacks=1), []),
+        20.0: (_suite(identified=TWO), _suite()),
+        40.0: (_suite(), _suite()),
+    }
     assert calibrated_answer(audits, "grid") == (40.0, "calibrated")
     assert calibrated_answer(audits, "familywise") == (20.0, "calibrated")
     audits[20.0] = (_suite(identified=TWO), [])
@@ -83,6 +86,7 @@ def test_chance_rows_read_a_calibrations_sigma_folders_and_reproduce_its_answer(
         True,
     )
     assert (row["attacks"], row["victims"], row["held_out"]) == (5, VICTIMS, VICTIMS)
+    assert row["discounted"] == ["20 victims: a0 0/16 reconstructed, 2/16 identified (p 0.011)"]
     assert row["chance"]["grid"]["held_out"] == {
         "identification": pytest.approx(chance_leak_probability(VICTIMS, 5, POOL)),
         "with_reconstructions_at_most": pytest.approx(1 - 0.99 ** (VICTIMS * 5)),
