@@ -78,19 +78,29 @@ def suite_leaks(records: Sequence[AttackRecord], rule: str, attacks: Optional[in
     Raises:
         ValueError: on another rule.
     """
-    if rule not in RULES:
-        raise ValueError(f"rule={rule!r}; allowed: {', '.join(RULES)}")
+    level = _level(rule, attacks or len(records))
     for record in records:
         findings = record.attack.findings()
         if findings.identified is None:
             leaked = findings.reconstructed.leaked
         elif rule == "familywise":
-            leaked = findings.identified.p_value < ALPHA / (attacks or len(records))
+            leaked = findings.identified.p_value < level
         else:
             leaked = findings.leaked
         if leaked:
             return True
     return False
+
+
+def _level(rule: str, attacks: int) -> float:
+    """Each attack's test level under ``rule`` in a suite of ``attacks``.
+
+    Raises:
+        ValueError: on a rule not in :data:`RULES`.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}; allowed: {', '.join(RULES)}")
+    return ALPHA / attacks if rule == "familywise" else ALPHA
 
 
 def calibrated_answer(
@@ -126,8 +136,8 @@ def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
         calibration, audits = evidence.calibrations[(arch, family, state)], evidence.sigma_audits(arch, family, state)
         if not audits or calibration["outcome"] not in ("calibrated", "not found"):
             continue
-        first = next(iter(audits.values()))[0][0].attack
-        attacks, pool, victims = len(next(iter(audits.values()))[0]), first.pool_size, len(first.reconstructed)
+        suite = next(iter(audits.values()))[0]  # the victims' records at the smallest sigma
+        attacks, pool, victims = len(suite), suite[0].attack.pool_size, len(suite[0].attack.reconstructed)
         held = max((len(records[0].attack.reconstructed) for _, records in audits.values() if records), default=0)
         answers = {rule: calibrated_answer(audits, rule) for rule in RULES}
         discounted = discounted_findings(audits, answers["familywise"][0]) if answers["familywise"][0] else []
@@ -148,8 +158,10 @@ def discounted_findings(
     (e.g. ``"1000 held-out: inverting 1/16 reconstructed, 2/16 identified (p 0.011)"``)."""
     found = []
     for at, (victims, held) in audits.items():
+        if at < sigma:
+            continue
         for who, records in (("victims", victims), ("held-out", held)):
-            for record in records if at >= sigma else ():
+            for record in records:
                 if suite_leaks([record], "grid") and not suite_leaks([record], "familywise", len(victims)):
                     attack = record.attack
                     named = attack.findings().identified
@@ -162,7 +174,7 @@ def discounted_findings(
 def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict[str, dict[str, float]]:
     """Per victim set, the false-leak probability by identification, and (grid rule) its upper bound with a
     single reconstruction counted too: some attack guesses some victim right, ``1 - (1 - 1/K)**(n * A)``."""
-    level = ALPHA / attacks if rule == "familywise" else ALPHA
+    level = _level(rule, attacks)
     audits = {"victims": victims, "held_out": held} if held else {"victims": victims}
     return {who: {"identification": chance_leak_probability(n, attacks, pool, level),
                   **({"with_reconstructions_at_most": 1 - (1 - 1 / pool) ** (n * attacks)} if rule == "grid" else {})}

@@ -52,12 +52,13 @@ class CellClock:
         self.path, self.every = Path(path), every
         self.before = Spent()
         self._start = (0.0, 0.0)
+        self._final: Optional[Spent] = None  # set when the run ends: the record and the ledger then agree
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def __enter__(self) -> CellClock:
         self.before = Spent(**json.loads(self.path.read_text())) if self.path.exists() else Spent()
-        self._start = (time.perf_counter(), time.process_time())
+        self._start, self._final = (time.perf_counter(), time.process_time()), None
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat_until_stopped, name="cell-clock", daemon=True)
         self._thread.start()
@@ -67,10 +68,13 @@ class CellClock:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        self._final = self.spent()
         self.beat()
 
     def spent(self) -> Spent:
-        """The time spent on the cell so far, this run included."""
+        """The time spent on the cell so far, this run included (after the run: up to its end)."""
+        if self._final is not None:
+            return self._final
         wall, cpu = time.perf_counter() - self._start[0], time.process_time() - self._start[1]
         return Spent(self.before.seconds + wall, self.before.cpu_seconds + cpu, self.before.runs + 1)
 

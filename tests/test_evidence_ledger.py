@@ -18,6 +18,7 @@ def test_a_resumed_cell_adds_its_run_to_what_the_interrupted_runs_spent(tmp_path
     assert written.runs == spent.runs == 2 and 100.0 <= written.seconds <= spent.seconds
     assert 40.0 <= written.cpu_seconds <= spent.cpu_seconds
     assert Spent(**json.loads(ledger.read_text())).seconds >= written.seconds  # the final beat at the end
+    assert Spent(**json.loads(ledger.read_text())) == clock.spent()  # the record and the ledger agree
     clock.forget()
     assert not ledger.exists()
     with CellClock(ledger, every=3600) as fresh:
