@@ -23,7 +23,7 @@ from typing import Any, Optional
 from benchmarks.evidence import AUDITED, CALIBRATED, PRESETS, RESULTS, STATES, cell_folder
 from ppp_lightning.assessment.record import AttackRecord, union_findings
 from ppp_lightning.assessment.reidentification import POOL_SIZE
-from ppp_lightning.assessment.reporting import read_records_counting_unreadable
+from ppp_lightning.assessment.reporting import markdown_table, read_records_counting_unreadable
 from ppp_lightning.assessment.verdicts import Findings, Identification, LeakRate, Verdict, judge, union_over_attacks
 from ppp_lightning.auditing.noise_search import HELD_OUT
 from ppp_lightning.auditing.report import audit_records
@@ -42,6 +42,7 @@ __all__ = [
     "outcome_text",
     "position",
     "reported_sigma",
+    "table_lines",
     "union_verdict",
     "verdict_of",
     "verdict_text",
@@ -281,3 +282,8 @@ def outcome_text(calibration: dict[str, Any]) -> str:
         return "inconclusive: no attack leaked without noise, so no protection can be claimed"
     largest = reported_sigma(calibration)
     return f"not found: the attacks still leaked at the largest sigma tried ({num(largest)})"
+
+
+def table_lines(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table as ``summary.md``'s lines, a blank line after it."""
+    return [*markdown_table(header, [[str(cell) for cell in row] for row in rows]).split("\n"), ""]

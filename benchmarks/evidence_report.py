@@ -17,9 +17,10 @@ evidence" (and under ``compare`` in ``summary.json``).
 
 C4 is stated per unit of noise (relative sigma, noise RMS per entry, whole-gradient noise-to-signal)
 and for accuracy (Welch's t-test over training seeds); C1-C3 say which state found what where the
-states disagree. The cost section gives wall-clock and, where recorded, CPU hours per architecture
-by kind and per architecture and defense family. Section 2c re-derives every protective sigma from its
-per-sigma audits with each attack's identification tested familywise (:mod:`benchmarks.evidence_chance`).
+states disagree. The cost section (:mod:`benchmarks.evidence_cost`) gives wall-clock and, where recorded,
+CPU hours per architecture by kind and per architecture and defense family, and the attacks' share of it.
+Section 2c re-derives every protective sigma from its per-sigma audits with each attack's identification
+tested familywise (:mod:`benchmarks.evidence_chance`).
 
 Plots are drawn on :class:`matplotlib.figure.Figure` objects (no global pyplot state, no backend).
 """
@@ -30,7 +31,7 @@ import argparse
 import json
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -50,6 +51,7 @@ from benchmarks.evidence_claims import (
     claims,
     in_units,
 )
+from benchmarks.evidence_cost import attack_cost_rows, cost_md, cost_rows, family_cost_rows
 from benchmarks.evidence_figures import draw_figures
 from benchmarks.evidence_records import (
     FAMILIES,
@@ -63,19 +65,17 @@ from benchmarks.evidence_records import (
     outcome_text,
     position,
     reported_sigma,
+    table_lines,
     union_verdict,
     verdict_of,
     verdict_text,
 )
 from ppp_lightning.assessment.reidentification import POOL_SIZE
-from ppp_lightning.assessment.reporting import markdown_table
 from ppp_lightning.assessment.verdicts import judge
 
 __all__ = [
     "accuracy_row",
     "changes",
-    "cost_rows",
-    "family_cost_rows",
     "leak_rows",
     "main",
     "markdown",
@@ -88,7 +88,6 @@ __all__ = [
 ]
 
 PPP_FAMILIES = ("ppp", "ppp_no_encoder")
-KINDS = ("audits", "calibrations", "repeats", "accuracies")
 
 
 # --------------------------------------------------------------------------- tables
@@ -227,44 +226,6 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the report
 
 
-def _cells(evidence: Evidence) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """Every recorded cell as ``(kind, arch, family, record)``."""
-    accuracies = [(key, record) for key, by_seed in evidence.accuracies.items() for record in by_seed.values()]
-    repeats = [(key, record) for key, by_seed in evidence.repeats.items() for record in by_seed.values()]
-    kinds = (("audits", evidence.audits.items()), ("calibrations", evidence.calibrations.items()),
-             ("repeats", repeats), ("accuracies", accuracies))  # fmt: skip
-    return [(kind, key[0], key[1], record) for kind, cells in kinds for key, record in cells]
-
-
-def _hours(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Wall-clock hours (a record without ``seconds`` counts 0) and CPU hours (``None`` where no record carries
-    ``cpu_seconds``; ``cpu_cells``: how many do)."""
-    cpu = [record["cpu_seconds"] for record in records if "cpu_seconds" in record]
-    return {"cells": len(records), "wall": sum(record.get("seconds", 0.0) for record in records) / 3600,
-            "cpu": sum(cpu) / 3600 if cpu else None, "cpu_cells": len(cpu)}  # fmt: skip
-
-
-def cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
-    """Hours each architecture's recorded cells took, by kind and in total (see :func:`_hours`): wall clock of
-    the process that ran them, and its CPU time where recorded."""
-    cells = _cells(evidence)
-    rows = []
-    for arch in evidence.grid:
-        mine = [(kind, record) for kind, cell_arch, _, record in cells if cell_arch == arch]
-        by_kind = {kind: _hours([record for k, record in mine if k == kind]) for kind in KINDS}
-        rows.append({"arch": arch, **by_kind, "total": _hours([record for _, record in mine])})
-    return rows
-
-
-def family_cost_rows(evidence: Evidence) -> list[dict[str, Any]]:
-    """Hours per architecture and defense family with recorded cells: its audits (batch rows included),
-    calibrations, repeats and accuracies (see :func:`_hours`)."""
-    cells = _cells(evidence)
-    rows = [{"arch": arch, "family": family, **_hours([r for _, a, f, r in cells if (a, f) == (arch, family)])}
-            for arch, grid in evidence.grid.items() for family in grid.families]  # fmt: skip
-    return [row for row in rows if row["cells"]]
-
-
 def changes(summary: dict[str, Any], compared: dict[str, Any]) -> dict[str, Any]:
     """The section "Changes from the compared evidence": every claim's verdict and every protective sigma of
     another :func:`summarise` (e.g. of earlier records) beside this one's.
@@ -351,6 +312,7 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
             "ratios": ratios, "repeats": repeat_rows(evidence), "chance": chance_rows(evidence),
             "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
             "family_cost": family_cost_rows(evidence),
+            "attack_cost": attack_cost_rows([Path(source).parent for source in evidence.sources]),
             "bootstrap": {"resamples": resamples, "seed": seed,
                           "method": BOOTSTRAP_METHOD.format(resamples=resamples, seed=seed)}}  # fmt: skip
 
@@ -377,14 +339,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-    return [*markdown_table(header, [[str(cell) for cell in row] for row in rows]).split("\n"), ""]
-
-
 def markdown(summary: dict[str, Any]) -> str:
     """The whole ``summary.md``."""
     sections = (_claims_md, _changes_md, _leaks_md, _sigmas_md, _repeats_md, _chance_md, _ratios_md, _accuracy_md,
-                _cost_md, _figures_md)  # fmt: skip
+                cost_md, _figures_md)  # fmt: skip
     lines = ["# Evidence report", "", "Sources: " + ", ".join(f"`{s}`" for s in summary["sources"]) + "."]
     if summary["unreadable_lines"]:
         lines.append(f"{summary['unreadable_lines']} unreadable line(s) skipped (a line being written?).")
@@ -398,11 +356,11 @@ def markdown(summary: dict[str, Any]) -> str:
 def _claims_md(summary: dict[str, Any]) -> list[str]:
     archs, findings = summary["archs"], summary["findings"]
     lines = ["## Claims", ""]
-    lines += _table(["claim", *archs], [[_claim_title(c), *(f"**{findings[c][a]}**" for a in archs)]
+    lines += table_lines(["claim", *archs], [[_claim_title(c), *(f"**{findings[c][a]}**" for a in archs)]
                                         for c in CLAIMS])  # fmt: skip
     for claim, text in CLAIMS.items():
         lines += [f"### {_claim_title(claim)}", "", f"Rule: {text['rule']}", ""]
-        lines += _table(["arch", "verdict", "numbers"], [[a, str(findings[claim][a]), findings[claim][a].evidence]
+        lines += table_lines(["arch", "verdict", "numbers"], [[a, str(findings[claim][a]), findings[claim][a].evidence]
                                                           for a in archs])  # fmt: skip
     return lines
 
@@ -422,9 +380,10 @@ def _changes_md(summary: dict[str, Any]) -> list[str]:
     return ["## Changes from the compared evidence", "",
             "Compared: " + ", ".join(f"`{s}`" for s in compare["sources"]) + ". Its claims are computed by the same "
             "rules as this report's; changed: the verdicts differ (not counting which parts are still not yet "
-            "measured).", "", *_table(["claim", "arch", "compared verdict", "this verdict", "changed"], claims_table),
+            "measured).", "",
+            *table_lines(["claim", "arch", "compared verdict", "this verdict", "changed"], claims_table),
             "Protective sigmas (relative; where none, the calibration's outcome):", "",
-            *_table(["family", "arch", "state", "compared sigma", "this sigma"], sigmas_table)]  # fmt: skip
+            *table_lines(["family", "arch", "state", "compared sigma", "this sigma"], sigmas_table)]  # fmt: skip
 
 
 def _leaks_md(summary: dict[str, Any]) -> list[str]:
@@ -446,7 +405,7 @@ def _leaks_md(summary: dict[str, Any]) -> list[str]:
         for state in summary["states"][arch]:
             rows = [r for r in summary["leaks"] if r["arch"] == arch and r["state"] == state]
             lines += [f"### {arch}, {state}", ""]
-            lines += _table(["defense", "attack", "findings", "control", "outcome"],
+            lines += table_lines(["defense", "attack", "findings", "control", "outcome"],
                             [[r[k] for k in ("defense", "attack", "findings", "control", "outcome")] for r in rows])
     return lines
 
@@ -465,7 +424,7 @@ def _sigmas_md(summary: dict[str, Any]) -> list[str]:
             "sigma, medians over victims (noise-to-signal: over the perturbed entries' gradient; "
             "noise-to-whole-signal: over the entire gradient, every parameter; '-': not recorded, before v3). The "
             "95% upper bound is the Clopper-Pearson bound of the union's "
-            "reconstruction rate there.", "", *_table(header, rows)]
+            "reconstruction rate there.", "", *table_lines(header, rows)]
 
 
 def _repeats_md(summary: dict[str, Any]) -> list[str]:
@@ -479,7 +438,7 @@ def _repeats_md(summary: dict[str, Any]) -> list[str]:
             "Threshold cells calibrated again with every random draw shifted by the seed offset: the model's "
             "initial weights, the victims, their candidates, PRECODE samples and the noise (the bootstrap of "
             "section 3 resamples the victims of one draw only). A spread within the resolution is the grid's; "
-            "beyond it, the draw's.", "", *_table(header, rows)]
+            "beyond it, the draw's.", "", *table_lines(header, rows)]
 
 
 def _chance_md(summary: dict[str, Any]) -> list[str]:
@@ -498,7 +457,7 @@ def _ratios_md(summary: dict[str, Any]) -> list[str]:
             "std over each perturbed tensor's gradient RMS: partial perturbation gets no credit in it), noise RMS "
             "per entry and whole-gradient noise-to-signal (noise L2 norm over the entire clean gradient's). The "
             "bootstrap median is that of relative sigma. " + summary["bootstrap"]["method"], "",
-            *_table(header, rows)]  # fmt: skip
+            *table_lines(header, rows)]  # fmt: skip
 
 
 def _unit_cells(scaled: dict[str, Any]) -> list[str]:
@@ -518,33 +477,7 @@ def _accuracy_md(summary: dict[str, Any]) -> list[str]:
             "Test accuracy after training to the plateau with the defense on (noise families at their largest "
             "protective sigma over states): mean over seeds, with min-max below 3 seeds and a 95% t-interval "
             "from 3 (the column says which). PRECODE models: sampled at test time as the reference does, and "
-            "with z = mu.", "", *_table(header, rows)]  # fmt: skip
-
-
-def _cost_md(summary: dict[str, Any]) -> list[str]:
-    kinds = [*KINDS, "total"]
-    header = ["arch", "cells recorded", *(f"{k} (h)" for k in kinds), *(f"{k} CPU (h)" for k in kinds)]
-    rows = [[r["arch"], r["total"]["cells"], *(f"{r[k]['wall']:.2f}" for k in kinds), *(_cpu(r[k]) for k in kinds)]
-            for r in summary["cost"]]  # fmt: skip
-    families = [[r["arch"], r["family"], r["cells"], f"{r['wall']:.2f}", _cpu(r)] for r in summary["family_cost"]]
-    return ["## 5. What it took", "",
-            "Hours of the process that ran each recorded cell: wall clock (one attack thread; it grows with the "
-            "machine's load) and, where the record carries it (`cpu_seconds`), the CPU time of all its threads "
-            "('-': no cell recorded it; k/n cells: only k of the n did). A cell resumed after an interruption "
-            "counts every run where its record says how many ran (`runs`, recorded from v3's later cells on); "
-            "an earlier record counts only its last run, so a resumed one is undercounted.", "",
-            *_table(header, rows),
-            "Per architecture and defense family (its audits, batch rows included, calibrations, repeats and "
-            "accuracies):",
-            "", *_table(["arch", "family", "cells recorded", "wall (h)", "CPU (h)"], families)]  # fmt: skip
-
-
-def _cpu(hours: dict[str, Any]) -> str:
-    """CPU hours, with how many cells recorded them where not all did."""
-    if hours["cpu"] is None:
-        return "-"
-    partial = f" ({hours['cpu_cells']}/{hours['cells']} cells)" if hours["cpu_cells"] < hours["cells"] else ""
-    return f"{hours['cpu']:.2f}{partial}"
+            "with z = mu.", "", *table_lines(header, rows)]  # fmt: skip
 
 
 def _acc(stats: Optional[dict[str, Any]]) -> str:

@@ -371,7 +371,7 @@ def test_a_repeat_sets_its_threshold_beside_the_first_with_the_spread_and_the_gr
     assert summary["sigmas"][0]["sigma"] == 4  # the repeat does not replace the first calibration
 
 
-def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_and_by_family(tmp_path):
+def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_by_family_and_by_attack(tmp_path):
     wall, cpu = (360.0, 720.0, 1800.0, 3600.0), (None, None, 3600.0, 7200.0)  # the audits recorded no CPU time
     timed = [{**record, "seconds": w, **({"cpu_seconds": c} if c else {})}
              for record, w, c in zip(_holds("init"), wall, cpu)]  # fmt: skip
@@ -380,7 +380,19 @@ def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_and_by_family(tmp_path):
     timed += [{**_audit("c", "none", "init", _attack("inverting", T)), "seconds": 36.0}]
     repeat = {**_calibration("a", "ppp", "init", _threshold_unions(4)), "kind": "repeat", "seed": 1}
     timed += [{**repeat, "seconds": 720.0, "cpu_seconds": 360.0}]
-    summary = write_report([_write(tmp_path, timed)], resamples=10)
+    folder = _write(tmp_path, timed)
+    # the attacks' own records (of a state the report does not re-read): an audit, a search's sigma and its
+    # held-out victims, a repeat; a cut-short line
+    attack_records = {"audits/a/none": [("inverting", 4, 900.0), ("adaptive", 4, 1800.0)],
+                      "calibrations/a/ppp/epoch1/sigma=4": [("inverting", 4, 360.0)],
+                      "calibrations/a/ppp/epoch1/sigma=4/held_out": [("inverting", 16, 540.0)],
+                      "repeats/a/ppp/epoch1/seed=1/sigma=4": [("adaptive", 4, 0.0)],
+                      "audits/c/none": [("dlg", 2, 36.0)]}  # fmt: skip
+    for where, records in attack_records.items():
+        (folder / where).mkdir(parents=True)
+        lines = [json.dumps({"label": label, "victims": v, "seconds": seconds}) for label, v, seconds in records]
+        (folder / where / "results.jsonl").write_text("\n".join(lines) + '\n{"label": "cut')
+    summary = write_report([folder], resamples=10)
 
     def hours(cells, wall, cpu=None, cpu_cells=0):
         return {"cells": cells, "wall": pytest.approx(wall), "cpu": cpu and pytest.approx(cpu), "cpu_cells": cpu_cells}
@@ -399,6 +411,15 @@ def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_and_by_family(tmp_path):
     assert "| a | 7 | 0.30 | 1.50 | 0.20 | 0.60 | 2.60 | - | 3.00 | 0.10 | 0.15 (1/2 cells) | 3.25 (4/7 cells) |" in text
     assert "| c | 1 | 0.01 | 0.00 | 0.00 | 0.00 | 0.01 | - | - | - | - | - |" in text
     assert "| a | none | 3 | 0.70 | 0.15 (1/3 cells) |" in text and "| a | ppp | 2 | 1.20 | 2.10 |" in text
+    assert summary["attack_cost"] == [
+        {"arch": "a", "attack": "inverting", "audits": 3, "victims": 24, "hours": pytest.approx(0.5),
+         "seconds_per_victim": pytest.approx(75.0), "share": pytest.approx(0.5)},
+        {"arch": "a", "attack": "adaptive", "audits": 2, "victims": 8, "hours": pytest.approx(0.5),
+         "seconds_per_victim": pytest.approx(225.0), "share": pytest.approx(0.5)},
+        {"arch": "c", "attack": "dlg", "audits": 1, "victims": 2, "hours": pytest.approx(0.01),
+         "seconds_per_victim": pytest.approx(18.0), "share": 1.0}]  # fmt: skip
+    assert "| a | inverting | 3 | 24 | 0.50 | 50% | 75.0 |" in text
+    assert "| c | dlg | 1 | 2 | 0.01 | 100% | 18.0 |" in text
 
 
 # the noise of a v3 calibration in every unit: relative sigma 4 (ppp) and 16 (noise_all); per entry ppp 0.5 and
