@@ -18,8 +18,9 @@ The victims are the same class-stratified training images in every cell, each al
 Every model is trained with its defense on: a noise family trains each state with the sigma
 calibrated at the state before it (initialisation: none yet), and its bisection starts there (or,
 where none was found, at the largest sigma tried). Processes can share a folder: each skips the
-cells another finished, and waits for a cell another is measuring (its claim in ``claims/``) rather
-than measure it twice; a claim whose process died is taken over.
+cells another finished, passes over a cell another is measuring (its claim in ``claims/``) to one that
+does not build on it, and waits only where every cell left does (:mod:`benchmarks.evidence_schedule`);
+a claim whose process died is taken over.
 Accuracy at the protective sigma is measured over several training seeds. Each finished unit is
 appended to ``evidence.jsonl`` at once and every audit resumes attack by attack, so an
 interrupted run loses nothing; a unit's ``seconds`` and ``cpu_seconds`` count every run that worked
@@ -30,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
@@ -45,6 +44,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.defenses import Defense
 from benchmarks.evidence_ledger import CellClock
+from benchmarks.evidence_schedule import CLAIM_POLL_SECONDS, claim, held_by_another, next_ready
 from callbacks import PartialPerturbation
 from datamodules import CIFAR10DataModule, OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
@@ -62,7 +62,6 @@ __all__ = ["PRESETS", "cell_folder", "compact_record", "configure", "datamodule"
 
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
-CLAIM_POLL_SECONDS = 30.0  # how often a process waiting for another's cell looks again
 STATES = ("init", "epoch1", "plateau")
 AUDITED = {"none": Defense("none"), "precode": Defense("precode"), "prune": Defense("prune", keep_ratio=0.1)}
 CALIBRATED = {name: Defense(name, sigma=1.0) for name in ("noise_all", "ppp", "ppp_no_encoder")}
@@ -131,49 +130,43 @@ def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optio
     data = datamodule(config["data"], config["seed"])
     data.setup("fit")
     pool = victim_pool(data, "the evidence benchmark")
-    todo = [unit for unit in _units(config) if _key(unit) not in done]
-    bar = tqdm(todo, desc=f"evidence ({len(done)} done before)", unit="cell", disable=not progress)
+    pending = [unit for unit in _units(config) if _key(unit) not in done]
+    bar = tqdm(total=len(pending), desc=f"evidence ({len(done)} done before)", unit="cell", disable=not progress)
     begun = time.perf_counter()
-    for position, unit in enumerate(bar):
-        if minutes is not None and time.perf_counter() - begun > 60 * minutes:
-            print(f"stopped after {minutes} minutes: {len(todo) - position} units left (rerun to continue)")
+    while pending:
+        finished = {_key(record) for record in read_records(results)}  # this process's and others'
+        still = [unit for unit in pending if _key(unit) not in finished]
+        bar.update(len(pending) - len(still))
+        pending = still
+        if not pending:
             break
-        bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
-        with _claim(out, unit):
-            if _key(unit) in {_key(record) for record in read_records(results)}:
-                continue  # another process on the same folder finished it meanwhile
-            with CellClock(_claim_path(out, unit).with_suffix(".spent.json")) as clock:
-                record = {**unit, **_measure(unit, config, data, pool, out, results)}
-            # wall time grows with the machine's load; the processes' CPU time (all threads) much less
-            spent = clock.spent()
-            record.update(seconds=round(spent.seconds, 1), cpu_seconds=round(spent.cpu_seconds, 1), runs=spent.runs)
-            append_record(results, record)
-            clock.forget()
+        if minutes is not None and time.perf_counter() - begun > 60 * minutes:
+            print(f"stopped after {minutes} minutes: {len(pending)} units left (rerun to continue)")
+            break
+        unit = next_ready(pending, _lanes, lambda unit: held_by_another(_claim_path(out, unit)))
+        if unit is None:
+            time.sleep(CLAIM_POLL_SECONDS)  # every cell left waits for one another process measures
+        elif claim(path := _claim_path(out, unit)):
+            bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
+            try:
+                _measure_once(unit, config, data, pool, out, results)
+            finally:
+                path.unlink(missing_ok=True)
+    bar.close()
     return results
 
 
-@contextmanager
-def _claim(out: Path, unit: dict[str, Any]) -> Iterator[None]:
-    """Hold ``unit`` while this process measures it; wait while a live process holds it.
-
-    Waiting, not skipping: a later state of the same family trains from this cell's result.
-    """
-    path = _claim_path(out, unit)
-    path.parent.mkdir(exist_ok=True)
-    while True:
-        try:
-            with open(path, "x") as claim:
-                claim.write(str(os.getpid()))
-            break
-        except FileExistsError:
-            if _claimant_alive(path):
-                time.sleep(CLAIM_POLL_SECONDS)
-            else:
-                path.unlink(missing_ok=True)  # its process died (a crash or a kill): take the cell over
-    try:
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+def _measure_once(unit: dict[str, Any], config: dict[str, Any], data: Any, pool: Any, out: Path, results: Path) -> None:
+    """Measure a claimed unit and append its record with its cost, unless another process finished it meanwhile."""
+    if _key(unit) in {_key(record) for record in read_records(results)}:
+        return
+    with CellClock(_claim_path(out, unit).with_suffix(".spent.json")) as clock:
+        record = {**unit, **_measure(unit, config, data, pool, out, results)}
+    # wall time grows with the machine's load; the processes' CPU time (all threads) much less
+    spent = clock.spent()
+    record.update(seconds=round(spent.seconds, 1), cpu_seconds=round(spent.cpu_seconds, 1), runs=spent.runs)
+    append_record(results, record)
+    clock.forget()
 
 
 def _claim_path(out: Path, unit: dict[str, Any]) -> Path:
@@ -181,14 +174,14 @@ def _claim_path(out: Path, unit: dict[str, Any]) -> Path:
     return out / "claims" / ("_".join(str(value) for value in _key(unit)) + ".pid")
 
 
-def _claimant_alive(path: Path) -> bool:
-    try:
-        os.kill(int(path.read_text()), 0)
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    except (ValueError, PermissionError):  # a claim being written, or another user's live process
-        return True
-    return True
+def _lanes(unit: dict[str, Any]) -> set[tuple[str, str]]:
+    """What a unit builds on (:func:`~benchmarks.evidence_schedule.next_ready`): its family's earlier cells (a
+    state trains from the one before, repeats and accuracies read its calibrations, a batch row shares its model)
+    and, for a calibration at initialisation, the others that share its audit without noise."""
+    lanes = {(unit["arch"], unit["family"])}
+    if unit["kind"] == "calibration" and unit["state"] == "init":
+        lanes.add((unit["arch"], _baseline_model(unit["family"])))
+    return lanes
 
 
 def datamodule(options: dict[str, Any], seed: int) -> Any:
@@ -311,7 +304,12 @@ def _shared_baseline(out: Path, arch: str, family: str, state: str) -> Optional[
     """
     if state != "init":
         return None
-    return out / "calibrations" / arch / ("precode-model" if Defense(family).uses_precode else "plain-model") / state
+    return out / "calibrations" / arch / _baseline_model(family) / state
+
+
+def _baseline_model(family: str) -> str:
+    """The model a noise family's calibration at initialisation shares with others."""
+    return "precode-model" if Defense(family).uses_precode else "plain-model"
 
 
 def _suite(

@@ -195,30 +195,52 @@ def test_a_cell_another_process_finished_meanwhile_is_skipped(tmp_path, monkeypa
         ("precode", "the other process"), ("none", None)]  # fmt: skip
 
 
-def test_a_cell_another_live_process_claimed_is_waited_for_not_measured_twice(tmp_path, monkeypatch):
+def test_a_cell_another_live_process_holds_is_passed_over_and_what_builds_on_it_waits(tmp_path, monkeypatch):
     import os
 
     import benchmarks.evidence as evidence
 
     config = configure("quick", families=["none", "precode"])
-    config.update(states=["init"], accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
+    config.update(accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
     claim = tmp_path / "claims" / "audit_mlp_none_init_None_None.pid"
     claim.parent.mkdir()
-    claim.write_text(str(os.getpid()))  # a live process measures "none"
-    measured, waits = [], []
+    claim.write_text(str(os.getpid()))  # a live process measures "none" at initialisation
+    measured = []
 
     def wait(seconds):  # while this process waits, the claimant records its cell and lets go
-        waits.append(seconds)
+        measured.append(("waited", seconds))
         append_record(tmp_path / RESULTS, {"kind": "audit", "arch": "mlp", "family": "none", "state": "init",
                                            "by": "the other process"})  # fmt: skip
         claim.unlink()
 
     monkeypatch.setattr(evidence.time, "sleep", wait)
-    monkeypatch.setattr(evidence, "_measure", lambda unit, *_: measured.append(unit["family"]) or {"records": []})
+    monkeypatch.setattr(evidence, "_measure",
+                        lambda unit, *_: measured.append((unit["family"], unit["state"])) or {"records": []})  # fmt: skip
     records = read_records(run(config, tmp_path, progress=False))
-    assert waits == [evidence.CLAIM_POLL_SECONDS] and measured == ["precode"]
-    assert [(r["family"], r.get("by")) for r in records] == [("none", "the other process"), ("precode", None)]
-    assert list(claim.parent.iterdir()) == []  # this process let its own claim go
+    # precode goes on at both states; none's second state trains from its first, so it waits for it
+    assert measured == [("precode", "init"), ("precode", "epoch1"), ("waited", evidence.CLAIM_POLL_SECONDS),
+                        ("none", "epoch1")]  # fmt: skip
+    assert [(r["family"], r["state"], r.get("by")) for r in records] == [
+        ("precode", "init", None), ("precode", "epoch1", None), ("none", "init", "the other process"),
+        ("none", "epoch1", None)]  # fmt: skip
+    assert list(claim.parent.iterdir()) == []  # this process let its own claims go
+
+
+def test_calibrations_at_initialisation_that_share_their_audit_without_noise_wait_for_each_other():
+    from benchmarks.evidence import _lanes
+    from benchmarks.evidence_schedule import next_ready
+
+    def unit(family, state="init"):
+        return {"kind": "calibration", "arch": "mlp", "family": family, "state": state}
+
+    pending = [unit("ppp"), unit("ppp_no_encoder"), unit("noise_all"), unit("ppp_no_encoder", "epoch1")]
+    # ppp (PRECODE's model) is held: its sibling on the same model waits, the plain model's noise goes on
+    assert next_ready(pending, _lanes, lambda u: u == unit("ppp")) == unit("noise_all")
+    assert next_ready(pending, _lanes, lambda u: u["state"] == "init") is None  # epoch1 builds on its init
+    assert next_ready(pending, _lanes, lambda u: False) == unit("ppp")
+    # a trained state shares no audit across families
+    assert _lanes(unit("ppp", "epoch1")) == {("mlp", "ppp")}
+    assert _lanes(unit("ppp")) == {("mlp", "ppp"), ("mlp", "precode-model")}
 
 
 def test_a_claim_whose_process_died_is_taken_over(tmp_path, monkeypatch):
