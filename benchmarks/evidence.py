@@ -1,7 +1,7 @@
 """Evidence v2: the paper's claims on cnn and mlp-1024 with the converged suite, controls and intervals.
 
     python -m benchmarks.evidence                        # cnn and mlp-1024 on 2 CPU cores (hours; resumable)
-    python -m benchmarks.evidence --archs mlp            # one architecture (run one process per core)
+    python -m benchmarks.evidence --archs mlp            # one architecture (start it twice: both cores)
     python -m benchmarks.evidence --preset reduced --archs vit   # vit and resnet18 (GroupNorm): init, 4 victims
     python -m benchmarks.evidence --preset reduced --archs resnet18 --families none precode   # the audits only
     python -m benchmarks.evidence --gpu --minutes 9      # all four architectures on one GPU, within a lease
@@ -476,7 +476,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--gpu", action="store_true", help="the gpu preset (as --preset gpu does)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/evidence[_<preset>]")
     parser.add_argument("--archs", nargs="+", default=None, help="run only these of the preset's architectures "
-                        "(one process per architecture uses one core each: the attacks pin one thread)")
+                        "(each process uses one core: the attacks pin one thread; two on one folder share its cells)")
     parser.add_argument("--cifar10", type=Path, default=None, help="CIFAR-10 from this folder (torchvision's layout, "
                         "never downloaded) instead of the offline digits; results go to a folder ending in _cifar10")
     parser.add_argument("--minutes", type=float, default=None, help="start no cell after this many minutes "
