@@ -54,7 +54,7 @@ def attack_cost_rows(folders: Sequence[Path]) -> list[dict[str, Any]]:
             ``repeats`` hold one folder per audit, with its ``results.jsonl``, under ``<kind>/<arch>/``).
 
     Returns:
-        One row per architecture and attack label, in the order first met: ``audits`` (records),
+        One row per architecture and attack label (each in the order first met): ``audits`` (records),
         ``victims`` (audited, controls aside), ``hours``, ``seconds_per_victim`` and ``share`` (of the
         architecture's attack hours).
     """
@@ -74,7 +74,8 @@ def attack_cost_rows(folders: Sequence[Path]) -> list[dict[str, Any]]:
     return [{"arch": arch, "attack": label, "audits": audits, "victims": victims, "hours": spent / 3600,
              "seconds_per_victim": spent / victims if victims else None,
              "share": spent / total[arch] if total[arch] else 0.0}
-            for (arch, label), (audits, victims, spent) in seconds.items()]  # fmt: skip
+            for arch in total
+            for (mine, label), (audits, victims, spent) in seconds.items() if mine == arch]  # fmt: skip
 
 
 def cost_md(summary: dict[str, Any]) -> list[str]:

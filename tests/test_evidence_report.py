@@ -384,7 +384,7 @@ def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_by_family_and_by_attack(
     # the attacks' own records (of a state the report does not re-read): an audit, a search's sigma and its
     # held-out victims, a repeat; a cut-short line
     attack_records = {"audits/a/none": [("inverting", 4, 900.0), ("adaptive", 4, 1800.0)],
-                      "calibrations/a/ppp/epoch1/sigma=4": [("inverting", 4, 360.0)],
+                      "calibrations/a/ppp/epoch1/sigma=4": [("analytic", 4, 360.0)],
                       "calibrations/a/ppp/epoch1/sigma=4/held_out": [("inverting", 16, 540.0)],
                       "repeats/a/ppp/epoch1/seed=1/sigma=4": [("adaptive", 4, 0.0)],
                       "audits/c/none": [("dlg", 2, 36.0)]}  # fmt: skip
@@ -411,14 +411,17 @@ def test_the_cost_tables_sum_wall_and_cpu_hours_by_kind_by_family_and_by_attack(
     assert "| a | 7 | 0.30 | 1.50 | 0.20 | 0.60 | 2.60 | - | 3.00 | 0.10 | 0.15 (1/2 cells) | 3.25 (4/7 cells) |" in text
     assert "| c | 1 | 0.01 | 0.00 | 0.00 | 0.00 | 0.01 | - | - | - | - | - |" in text
     assert "| a | none | 3 | 0.70 | 0.15 (1/3 cells) |" in text and "| a | ppp | 2 | 1.20 | 2.10 |" in text
+    # grouped by architecture: c's attack comes after every one of a's, though a's analytic was met after it
     assert summary["attack_cost"] == [
-        {"arch": "a", "attack": "inverting", "audits": 3, "victims": 24, "hours": pytest.approx(0.5),
-         "seconds_per_victim": pytest.approx(75.0), "share": pytest.approx(0.5)},
+        {"arch": "a", "attack": "inverting", "audits": 2, "victims": 20, "hours": pytest.approx(0.4),
+         "seconds_per_victim": pytest.approx(72.0), "share": pytest.approx(0.4)},
         {"arch": "a", "attack": "adaptive", "audits": 2, "victims": 8, "hours": pytest.approx(0.5),
          "seconds_per_victim": pytest.approx(225.0), "share": pytest.approx(0.5)},
+        {"arch": "a", "attack": "analytic", "audits": 1, "victims": 4, "hours": pytest.approx(0.1),
+         "seconds_per_victim": pytest.approx(90.0), "share": pytest.approx(0.1)},
         {"arch": "c", "attack": "dlg", "audits": 1, "victims": 2, "hours": pytest.approx(0.01),
          "seconds_per_victim": pytest.approx(18.0), "share": 1.0}]  # fmt: skip
-    assert "| a | inverting | 3 | 24 | 0.50 | 50% | 75.0 |" in text
+    assert "| a | inverting | 2 | 20 | 0.40 | 40% | 72.0 |" in text
     assert "| c | dlg | 1 | 2 | 0.01 | 100% | 18.0 |" in text
 
 
