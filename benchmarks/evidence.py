@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.defenses import Defense
 from benchmarks.evidence_ledger import CellClock
-from benchmarks.evidence_schedule import CLAIM_POLL_SECONDS, claim, held_by_another, next_ready
+from benchmarks.evidence_schedule import CLAIM_POLL_SECONDS, claim, is_held, next_ready
 from callbacks import PartialPerturbation
 from datamodules import CIFAR10DataModule, OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
@@ -143,7 +143,7 @@ def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optio
         if minutes is not None and time.perf_counter() - begun > 60 * minutes:
             print(f"stopped after {minutes} minutes: {len(pending)} units left (rerun to continue)")
             break
-        unit = next_ready(pending, _lanes, lambda unit: held_by_another(_claim_path(out, unit)))
+        unit = next_ready(pending, _lanes, lambda unit: is_held(_claim_path(out, unit)))
         if unit is None:
             time.sleep(CLAIM_POLL_SECONDS)  # every cell left waits for one another process measures
         elif claim(path := _claim_path(out, unit)):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Optional, TypeVar
 
-__all__ = ["CLAIM_POLL_SECONDS", "claim", "held_by_another", "next_ready"]
+__all__ = ["CLAIM_POLL_SECONDS", "claim", "is_held", "next_ready"]
 
 CLAIM_POLL_SECONDS = 30.0  # how often a process with nothing ready looks again
 Unit = TypeVar("Unit")
@@ -29,7 +29,7 @@ def next_ready(
     Args:
         pending: the units not yet finished, in the grid's order (an earlier unit of a lane comes first).
         lanes: what a unit builds on: it waits for every earlier pending unit with a lane in common.
-        held: whether another live process holds a unit.
+        held: whether a live process holds a unit (this one lets its claims go, so: another).
 
     Returns:
         The unit to measure now; ``None`` when every pending unit is held or waits for a held one.
@@ -57,13 +57,17 @@ def claim(path: Path) -> bool:
                 claimed.write(str(os.getpid()))
             return True
         except FileExistsError:
-            if held_by_another(path):
+            if is_held(path):
                 return False
             path.unlink(missing_ok=True)  # its process died (a crash or a kill): take the unit over
 
 
-def held_by_another(path: Path) -> bool:
-    """Whether the claim at ``path`` is another live process's."""
+def is_held(path: Path) -> bool:
+    """Whether a live process holds the claim at ``path``.
+
+    Two processes taking over one dead claim at once could both hold it; each audit folder's lock
+    (:func:`~ppp_lightning.auditing.folders.folder_lock`) then refuses the second.
+    """
     try:
         pid = int(path.read_text())
     except FileNotFoundError:
