@@ -15,7 +15,8 @@ grid's rule (which must reproduce the recorded answer) and by the familywise rul
 only where the victims it identified (its reconstructions among them) are above chance at
 ``ALPHA / A`` (Bonferroni over the suite); an attack that scored no identification leaks by its
 reconstructions, as before. The grid's verdicts stay those of the grid's rule; this is a sensitivity,
-reported beside them.
+reported beside them. :func:`audit_chance_rows` lists the audits' attack findings (of the fixed
+defenses: C1 and C2) that the grid's rule counts as leaks and the familywise rule does not.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ppp_lightning.assessment.verdicts import ALPHA, Identification
 
 __all__ = [
     "RULES",
+    "audit_chance_rows",
     "calibrated_answer",
     "chance_leak_probability",
     "chance_md",
@@ -151,6 +153,21 @@ def chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
     return rows
 
 
+def audit_chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
+    """Per audit and attack, by architecture and state: the findings that leak by the grid's rule and not by
+    the familywise rule over the audit's attacks (``findings``: in words, as :func:`discounted_findings`)."""
+    rows = []
+    cells = [(key, audit) for arch, grid in evidence.grid.items() for state in grid.states
+             for key, audit in evidence.audits.items() if (key[0], key[2]) == (arch, state)]  # fmt: skip
+    for (arch, family, state, batch_size), audit in cells:
+        records = [AttackRecord.from_dict(record) for record in audit["records"]]
+        rows += [{"arch": arch, "family": family, "state": state, "batch_size": batch_size,
+                  "attack": record.context["label"], "attacks": len(records), "findings": _in_words(record)}
+                 for record in records if suite_leaks([record], "grid")
+                 and not suite_leaks([record], "familywise", len(records))]  # fmt: skip
+    return rows
+
+
 def discounted_findings(
     audits: Mapping[float, tuple[Sequence[AttackRecord], Sequence[AttackRecord]]], sigma: float
 ) -> list[str]:
@@ -163,12 +180,15 @@ def discounted_findings(
         for who, records in (("victims", victims), ("held-out", held)):
             for record in records:
                 if suite_leaks([record], "grid") and not suite_leaks([record], "familywise", len(victims)):
-                    attack = record.attack
-                    named = attack.findings().identified
-                    found.append(f"{num(at)} {who}: {record.context['label']} {sum(attack.reconstructed)}/"
-                                 f"{len(attack.reconstructed)} reconstructed, {named.identified}/{named.total} "
-                                 f"identified (p {named.p_value:.2g})")  # fmt: skip
+                    found.append(f"{num(at)} {who}: {record.context['label']} {_in_words(record)}")
     return found
+
+
+def _in_words(record: AttackRecord) -> str:
+    """An attack's findings, e.g. ``1/16 reconstructed, 2/16 identified (p 0.011)``."""
+    attack, named = record.attack, record.attack.findings().identified
+    return (f"{sum(attack.reconstructed)}/{len(attack.reconstructed)} reconstructed, {named.identified}/"
+            f"{named.total} identified (p {named.p_value:.2g})")
 
 
 def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict[str, dict[str, float]]:
@@ -181,9 +201,10 @@ def _chance(victims: int, held: int, attacks: int, pool: int, rule: str) -> dict
             for who, n in audits.items()}  # fmt: skip
 
 
-def chance_md(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Section 2c of ``summary.md``."""
-    if not rows:
+def chance_md(rows: Sequence[dict[str, Any]], audit_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """Section 2c of ``summary.md``: the calibrations' rows (:func:`chance_rows`), then the audits'
+    (:func:`audit_chance_rows`)."""
+    if not rows and not audit_rows:
         return []
     header = ["arch", "family", "state", "attacks", "victims (held-out)", "sigma: grid rule", "familywise",
               "chance of a false leak per audit: grid rule", "familywise",
@@ -203,7 +224,18 @@ def chance_md(rows: Sequence[dict[str, Any]]) -> list[str]:
             "guessing achieves for 1 in 100, so a single one is no longer a leak by itself). 'unconfirmed': the "
             "held-out victims were not audited at that sigma. The verdicts above use the grid rule; this is a "
             "sensitivity.", "",
-            markdown_table(header, table), ""]  # fmt: skip
+            markdown_table(header, table), "", *_audits_md(audit_rows)]  # fmt: skip
+
+
+def _audits_md(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The audits' findings that only the grid's rule counts."""
+    table = [[r["arch"], r["family"] + ("" if r["batch_size"] == 1 else f" (batch {r['batch_size']})"),
+              r["state"], r["attack"], str(r["attacks"]), r["findings"]] for r in rows]  # fmt: skip
+    words = ("Audits of the fixed defenses (section 1; C1 and C2 read them): the attacks' findings that read "
+             "leaked by the grid's rule but not with identification tested at 0.05 / the audit's attacks.")
+    if not table:
+        return [words + " None.", ""]
+    return [words, "", markdown_table(["arch", "defense", "state", "attack", "attacks", "findings"], table), ""]
 
 
 def _answer(answer: dict[str, Any]) -> str:

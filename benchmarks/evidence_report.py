@@ -38,7 +38,7 @@ from typing import Any, Optional
 from scipy.stats import t as student_t
 
 from benchmarks.evidence import AUDITED, PRESETS, STATES
-from benchmarks.evidence_chance import chance_md, chance_rows
+from benchmarks.evidence_chance import audit_chance_rows, chance_md, chance_rows
 from benchmarks.evidence_claims import (
     BOOTSTRAP_METHOD,
     BOOTSTRAP_SEED,
@@ -310,6 +310,7 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
             "archs": list(grid), "states": {arch: grid[arch].states for arch in grid}, "claims": _claims_dict(findings),
             "findings": findings, "leaks": leaks, "sigmas": [sigma_row(evidence, *cell) for cell in noise],
             "ratios": ratios, "repeats": repeat_rows(evidence), "chance": chance_rows(evidence),
+            "chance_audits": audit_chance_rows(evidence),
             "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
             "family_cost": family_cost_rows(evidence),
             "attack_cost": attack_cost_rows([Path(source).parent for source in evidence.sources]),
@@ -442,7 +443,7 @@ def _repeats_md(summary: dict[str, Any]) -> list[str]:
 
 
 def _chance_md(summary: dict[str, Any]) -> list[str]:
-    return chance_md(summary["chance"])
+    return chance_md(summary["chance"], summary["chance_audits"])
 
 
 def _ratios_md(summary: dict[str, Any]) -> list[str]:

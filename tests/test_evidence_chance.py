@@ -94,3 +94,26 @@ def test_chance_rows_read_a_calibrations_sigma_folders_and_reproduce_its_answer(
     # familywise (0.05 / 5): 2 of 16 (p 0.011) is no longer above chance, 3 of 16 is
     three_of_16 = 1 - sum(math.comb(VICTIMS, k) * 0.01**k * 0.99 ** (VICTIMS - k) for k in range(3))
     assert row["chance"]["familywise"]["victims"] == {"identification": pytest.approx(1 - (1 - three_of_16) ** 5)}
+
+
+def test_audit_findings_that_only_the_grid_rule_counts_are_listed_per_attack(tmp_path):
+    from benchmarks.evidence_chance import audit_chance_rows, chance_md
+
+    one_of_4, three_of_4 = [True, False, False, False], [True, True, True, False]  # p 0.039 and p 4e-06
+
+    def attack(label, identified):
+        return {"label": label, "successes": [False] * 4, "identified": identified, "pool_size": POOL, "mean": {}}
+
+    # 2 attacks: one identification of 4 (p 0.039) is above chance at 0.05, not at 0.05 / 2; three of 4 is at both
+    audits = [{"kind": "audit", "arch": "r", "family": "precode", "state": "init",
+               "records": [attack("inverting", three_of_4), attack("inverting/before_decoder", one_of_4)]},
+              {"kind": "audit", "arch": "r", "family": "none", "state": "init", "batch_size": 4,
+               "records": [attack("inverting", one_of_4)]}]  # fmt: skip
+    (tmp_path / "evidence.jsonl").write_text("".join(json.dumps(audit) + "\n" for audit in audits))
+    rows = audit_chance_rows(load([tmp_path]))
+    assert rows == [{"arch": "r", "family": "precode", "state": "init", "batch_size": 1,
+                     "attack": "inverting/before_decoder", "attacks": 2,
+                     "findings": "0/4 reconstructed, 1/4 identified (p 0.039)"}]  # fmt: skip
+    text = "\n".join(chance_md([], rows))
+    assert "| r | precode | init | inverting/before_decoder | 2 | 0/4 reconstructed, 1/4 identified (p 0.039) |" in text
+    assert chance_md([], []) == []  # nothing to re-derive: no section
