@@ -58,24 +58,24 @@ def attack_cost_rows(folders: Sequence[Path]) -> list[dict[str, Any]]:
         ``victims`` (audited, controls aside), ``hours``, ``seconds_per_victim`` and ``share`` (of the
         architecture's attack hours).
     """
-    seconds: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])
+    tallies: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0, 0.0])  # audits, victims, seconds
     for folder in map(Path, folders):
         for kind in ATTACK_FOLDERS:
             for results in sorted((folder / kind).rglob(AUDIT_RESULTS)):
                 arch = results.relative_to(folder / kind).parts[0]
                 for record in read_records(results):
-                    tally = seconds[(arch, record["label"])]
+                    tally = tallies[(arch, record["label"])]
                     tally[0] += 1
                     tally[1] += record.get("victims", 0)
                     tally[2] += record.get("seconds", 0.0)
     total = defaultdict(float)
-    for (arch, _), (_, _, spent) in seconds.items():
+    for (arch, _), (_, _, spent) in tallies.items():
         total[arch] += spent
     return [{"arch": arch, "attack": label, "audits": audits, "victims": victims, "hours": spent / 3600,
              "seconds_per_victim": spent / victims if victims else None,
              "share": spent / total[arch] if total[arch] else 0.0}
             for arch in total
-            for (mine, label), (audits, victims, spent) in seconds.items() if mine == arch]  # fmt: skip
+            for (mine, label), (audits, victims, spent) in tallies.items() if mine == arch]  # fmt: skip
 
 
 def cost_md(summary: dict[str, Any]) -> list[str]:
