@@ -26,9 +26,8 @@ from typing import Any, Optional
 
 from scipy.stats import binom
 
-from benchmarks.evidence_records import Evidence, num
+from benchmarks.evidence_records import Evidence, num, table_lines
 from ppp_lightning.assessment.record import AttackRecord
-from ppp_lightning.assessment.reporting import markdown_table
 from ppp_lightning.assessment.verdicts import ALPHA, Identification
 
 __all__ = [
@@ -163,8 +162,7 @@ def audit_chance_rows(evidence: Evidence) -> list[dict[str, Any]]:
         records = [AttackRecord.from_dict(record) for record in audit["records"]]
         rows += [{"arch": arch, "family": family, "state": state, "batch_size": batch_size,
                   "attack": record.context["label"], "attacks": len(records), "findings": _in_words(record)}
-                 for record in records if suite_leaks([record], "grid")
-                 and not suite_leaks([record], "familywise", len(records))]  # fmt: skip
+                 for record in records if _only_the_grid_counts(record, len(records))]  # fmt: skip
     return rows
 
 
@@ -179,9 +177,14 @@ def discounted_findings(
             continue
         for who, records in (("victims", victims), ("held-out", held)):
             for record in records:
-                if suite_leaks([record], "grid") and not suite_leaks([record], "familywise", len(victims)):
+                if _only_the_grid_counts(record, len(victims)):
                     found.append(f"{num(at)} {who}: {record.context['label']} {_in_words(record)}")
     return found
+
+
+def _only_the_grid_counts(record: AttackRecord, attacks: int) -> bool:
+    """Whether an attack's findings leak by the grid's rule and not by the familywise rule over ``attacks``."""
+    return suite_leaks([record], "grid") and not suite_leaks([record], "familywise", attacks)
 
 
 def _in_words(record: AttackRecord) -> str:
@@ -224,7 +227,7 @@ def chance_md(rows: Sequence[dict[str, Any]], audit_rows: Sequence[dict[str, Any
             "guessing achieves for 1 in 100, so a single one is no longer a leak by itself). 'unconfirmed': the "
             "held-out victims were not audited at that sigma. The verdicts above use the grid rule; this is a "
             "sensitivity.", "",
-            markdown_table(header, table), "", *_audits_md(audit_rows)]  # fmt: skip
+            *table_lines(header, table), *_audits_md(audit_rows)]  # fmt: skip
 
 
 def _audits_md(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -235,7 +238,7 @@ def _audits_md(rows: Sequence[dict[str, Any]]) -> list[str]:
              "leaked by the grid's rule but not with identification tested at 0.05 / the audit's attacks.")
     if not table:
         return [words + " None.", ""]
-    return [words, "", markdown_table(["arch", "defense", "state", "attack", "attacks", "findings"], table), ""]
+    return [words, "", *table_lines(["arch", "defense", "state", "attack", "attacks", "findings"], table)]
 
 
 def _answer(answer: dict[str, Any]) -> str:
