@@ -20,7 +20,7 @@ calibrated at the state before it (initialisation: none yet), and its bisection 
 where none was found, at the largest sigma tried). Processes can share a folder: each skips the
 cells another finished, passes over a cell another is measuring (its claim in ``claims/``) to one that
 does not build on it, and waits only where every cell left does (:mod:`benchmarks.evidence_schedule`);
-a claim whose process died is taken over.
+a claim is an OS lock, so a dead process's claim is free.
 Accuracy at the protective sigma is measured over several training seeds. Each finished unit is
 appended to ``evidence.jsonl`` at once and every audit resumes attack by attack, so an
 interrupted run loses nothing; a unit's ``seconds`` and ``cpu_seconds`` count every run that worked
@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from benchmarks.defenses import Defense
 from benchmarks.evidence_ledger import CellClock
-from benchmarks.evidence_schedule import CLAIM_POLL_SECONDS, claim, is_held, next_ready
+from benchmarks.evidence_schedule import CLAIM_POLL_SECONDS, claimed, is_held, next_ready
 from callbacks import PartialPerturbation
 from datamodules import CIFAR10DataModule, OfflineMNISTDataModule
 from ppp_lightning import ImageClassifier
@@ -63,6 +63,7 @@ __all__ = ["PRESETS", "cell_folder", "compact_record", "configure", "datamodule"
 HERE = Path(__file__).resolve().parent
 RESULTS = "evidence.jsonl"
 STATES = ("init", "epoch1", "plateau")
+_SHOWN = ("arch", "family", "state", "seed")  # what the progress bar names of the unit being measured
 AUDITED = {"none": Defense("none"), "precode": Defense("precode"), "prune": Defense("prune", keep_ratio=0.1)}
 CALIBRATED = {name: Defense(name, sigma=1.0) for name in ("noise_all", "ppp", "ppp_no_encoder")}
 _CPU = {
@@ -146,12 +147,11 @@ def run(config: dict[str, Any], out: Path, progress: bool = True, minutes: Optio
         unit = next_ready(pending, _lanes, lambda unit: is_held(_claim_path(out, unit)))
         if unit is None:
             time.sleep(CLAIM_POLL_SECONDS)  # every cell left waits for one another process measures
-        elif claim(path := _claim_path(out, unit)):
-            bar.set_postfix_str(" ".join(str(unit[k]) for k in ("arch", "family", "state", "seed") if k in unit))
-            try:
-                _measure_once(unit, config, data, pool, out, results)
-            finally:
-                path.unlink(missing_ok=True)
+        else:
+            with claimed(_claim_path(out, unit)) as mine:
+                if mine:  # else another process claimed it since: look again
+                    bar.set_postfix_str(" ".join(str(unit[k]) for k in _SHOWN if k in unit))
+                    _measure_once(unit, config, data, pool, out, results)
     bar.close()
     return results
 

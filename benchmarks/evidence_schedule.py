@@ -1,6 +1,7 @@
 """Which cell of the evidence grid a process measures next, when several processes share one folder.
 
-A process claims a cell by creating ``claims/<cell>.pid`` with its pid (exclusively: one process wins).
+A process claims a cell by locking ``claims/<cell>.pid`` (:func:`claimed`; one process wins, and a dead one
+lets go).
 A cell waits only for the cells it builds on: the earlier cells of its lanes (:func:`next_ready`). In
 :mod:`benchmarks.evidence` a lane is an architecture's defense family (a state trains from the state
 before it, repeats and accuracies read its calibrations, a batch row shares its model) and, at
@@ -10,12 +11,14 @@ another family while the first holds one, and waits only where every cell left b
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, TypeVar
+from typing import Optional, TextIO, TypeVar
 
-__all__ = ["CLAIM_POLL_SECONDS", "claim", "is_held", "next_ready"]
+__all__ = ["CLAIM_POLL_SECONDS", "claimed", "is_held", "next_ready"]
 
 CLAIM_POLL_SECONDS = 30.0  # how often a process with nothing ready looks again
 Unit = TypeVar("Unit")
@@ -44,40 +47,54 @@ def next_ready(
     return None
 
 
-def claim(path: Path) -> bool:
-    """Claim a unit by creating ``path`` with this process's pid; a claim whose process died is taken over.
+@contextmanager
+def claimed(path: Path) -> Iterator[bool]:
+    """Hold the claim at ``path`` for the block, unless a live process holds it.
 
-    Returns:
-        Whether this process holds the unit now (``False``: another live process does).
+    The claim is an exclusive OS lock on ``path`` (which names this process's pid, for people). The lock
+    goes with its process however that ends, so a dead process's claim is free to take, and of two
+    processes claiming one cell at once exactly one wins. The block's end removes the file.
+
+    Yields:
+        Whether this process holds the claim (``False``: another live process does; the block should skip it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    handle = _lock(path)
+    try:
+        yield handle is not None
+    finally:
+        if handle is not None:
+            path.unlink(missing_ok=True)  # before letting go, so a late locker of this file sees it gone
+            handle.close()
+
+
+def _lock(path: Path) -> Optional[TextIO]:
+    """The locked, pid-stamped claim file at ``path``; ``None`` if a live process holds it."""
     while True:
-        try:
-            with open(path, "x") as claimed:
-                claimed.write(str(os.getpid()))
-            return True
-        except FileExistsError:
-            if is_held(path):
-                return False
-            path.unlink(missing_ok=True)  # its process died (a crash or a kill): take the unit over
+        handle = path.open("a+")
+        if not _try_lock(handle):
+            handle.close()
+            return None
+        if path.exists() and path.stat().st_ino == os.fstat(handle.fileno()).st_ino:
+            handle.truncate(0)
+            handle.write(str(os.getpid()))
+            handle.flush()
+            return handle
+        handle.close()  # its holder let it go (removed it) between our open and our lock: claim afresh
 
 
 def is_held(path: Path) -> bool:
-    """Whether a live process holds the claim at ``path``.
-
-    Two processes taking over one dead claim at once could both hold it; each audit folder's lock
-    (:func:`~ppp_lightning.auditing.folders.folder_lock`) then refuses the second.
-    """
+    """Whether a live process holds the claim at ``path`` (this one too, through another handle)."""
     try:
-        pid = int(path.read_text())
+        with path.open() as handle:
+            return not _try_lock(handle)  # closing the handle lets a lock taken here go at once
     except FileNotFoundError:
         return False
-    except ValueError:  # a claim being written
-        return True
+
+
+def _try_lock(handle: TextIO) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return False
-    except PermissionError:  # another user's live process
-        return True
     return True

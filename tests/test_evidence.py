@@ -196,7 +196,7 @@ def test_a_cell_another_process_finished_meanwhile_is_skipped(tmp_path, monkeypa
 
 
 def test_a_cell_another_live_process_holds_is_passed_over_and_what_builds_on_it_waits(tmp_path, monkeypatch):
-    import os
+    import fcntl
 
     import benchmarks.evidence as evidence
 
@@ -204,7 +204,8 @@ def test_a_cell_another_live_process_holds_is_passed_over_and_what_builds_on_it_
     config.update(accuracy_seeds=[], batch_rows={"batch_size": 2, "families": []})
     claim = tmp_path / "claims" / "audit_mlp_none_init_None_None.pid"
     claim.parent.mkdir()
-    claim.write_text(str(os.getpid()))  # a live process measures "none" at initialisation
+    other = claim.open("a")  # a live process measures "none" at initialisation: it holds the claim's lock
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
     measured = []
 
     def wait(seconds):  # while this process waits, the claimant records its cell and lets go
@@ -212,6 +213,7 @@ def test_a_cell_another_live_process_holds_is_passed_over_and_what_builds_on_it_
         append_record(tmp_path / RESULTS, {"kind": "audit", "arch": "mlp", "family": "none", "state": "init",
                                            "by": "the other process"})  # fmt: skip
         claim.unlink()
+        other.close()
 
     monkeypatch.setattr(evidence.time, "sleep", wait)
     monkeypatch.setattr(evidence, "_measure",
@@ -260,6 +262,39 @@ def test_a_claim_whose_process_died_is_taken_over(tmp_path, monkeypatch):
     monkeypatch.setattr(evidence, "_measure", lambda unit, *_: {"records": [], "by": "this process"})
     records = read_records(run(config, tmp_path, progress=False))
     assert [(r["family"], r["by"]) for r in records] == [("none", "this process")] and not claim.exists()
+
+
+def test_one_process_at_a_time_holds_a_claim_and_a_killed_holder_frees_it_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks.evidence_schedule import claimed, is_held
+
+    path = tmp_path / "claims" / "cell.pid"
+    with claimed(path) as first:
+        with claimed(path) as second:
+            assert (first, second) == (True, False) and is_held(path)
+            assert path.read_text() == str(os.getpid())
+        assert is_held(path)  # the refused claim left the first one held
+    assert not is_held(path) and not path.exists()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom benchmarks.evidence_schedule import claimed\n"
+         "with claimed(__import__('pathlib').Path(sys.argv[1])):\n print('held', flush=True); time.sleep(120)",
+         str(path)], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert is_held(path) and path.read_text() == str(holder.pid)
+        with claimed(path) as taken:
+            assert not taken
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert path.exists() and not is_held(path)  # killed: its file stays, its lock does not
+    with claimed(path) as taken:
+        assert taken and path.read_text() == str(os.getpid())
 
 
 def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_gave_up(tmp_path):
