@@ -84,6 +84,7 @@ __all__ = [
     "sigma_row",
     "spread",
     "summarise",
+    "verdicts",
     "write_report",
 ]
 
@@ -228,11 +229,11 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
 
 def changes(summary: dict[str, Any], compared: dict[str, Any]) -> dict[str, Any]:
     """The section "Changes from the compared evidence": every claim's verdict and every protective sigma of
-    another :func:`summarise` (e.g. of earlier records) beside this one's.
+    other records' (e.g. earlier ones) beside this one's.
 
     Args:
         summary: this report's summary.
-        compared: the compared records' summary (the same rules).
+        compared: the compared records' verdicts (:func:`verdicts`, the same rules).
 
     Returns:
         ``sources`` (the compared files), ``claims`` (per claim and architecture: both verdicts' texts and
@@ -289,7 +290,7 @@ def write_report(
     evidence = load(folders, expect)
     summary = summarise(evidence, resamples, seed)
     if compare:
-        summary["compare"] = changes(summary, summarise(load(compare), resamples, seed))
+        summary["compare"] = changes(summary, verdicts(load(compare), resamples, seed))
     summary["figures"] = [path.name for path in draw_figures(evidence, summary["accuracy"], out)]
     (out / "summary.json").write_text(json.dumps(_plain(summary), indent=1))
     (out / "summary.md").write_text(markdown(summary))
@@ -298,6 +299,22 @@ def write_report(
 
 def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
     """Every table and the claims, as plain values (``findings`` holds :class:`Finding` objects)."""
+    summary = verdicts(evidence, resamples, seed)
+    grid = evidence.grid
+    leaks = [row for arch in grid for state in grid[arch].states for row in leak_rows(evidence, arch, state)]
+    return {**summary, "unreadable_lines": evidence.unreadable, "replaced": evidence.replaced,
+            "states": {arch: grid[arch].states for arch in grid}, "leaks": leaks,
+            "repeats": repeat_rows(evidence), "chance": chance_rows(evidence),
+            "chance_audits": audit_chance_rows(evidence), "missing": _missing(leaks, summary["accuracy"]),
+            "cost": cost_rows(evidence), "family_cost": family_cost_rows(evidence),
+            "attack_cost": attack_cost_rows([Path(source).parent for source in evidence.sources]),
+            "bootstrap": {"resamples": resamples, "seed": seed,
+                          "method": BOOTSTRAP_METHOD.format(resamples=resamples, seed=seed)}}  # fmt: skip
+
+
+def verdicts(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+    """The claims and what they rest on (protective sigmas, C4's ratios, accuracies): all that
+    :func:`changes` compares, so a compared folder costs no more than this."""
     grid = evidence.grid
     cells = [(arch, state) for arch in grid for state in grid[arch].states]
     noise = [(arch, f, state) for arch, state in cells for f in grid[arch].families if f in NOISE_FAMILIES]
@@ -305,17 +322,8 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
               for family in PPP_FAMILIES if family in grid[arch].families]  # fmt: skip
     accuracy = [accuracy_row(evidence, arch, family) for arch in grid for family in grid[arch].families]
     findings = claims(evidence, ratios, accuracy)
-    leaks = [row for arch, state in cells for row in leak_rows(evidence, arch, state)]
-    return {"sources": evidence.sources, "unreadable_lines": evidence.unreadable, "replaced": evidence.replaced,
-            "archs": list(grid), "states": {arch: grid[arch].states for arch in grid}, "claims": _claims_dict(findings),
-            "findings": findings, "leaks": leaks, "sigmas": [sigma_row(evidence, *cell) for cell in noise],
-            "ratios": ratios, "repeats": repeat_rows(evidence), "chance": chance_rows(evidence),
-            "chance_audits": audit_chance_rows(evidence),
-            "accuracy": accuracy, "missing": _missing(leaks, accuracy), "cost": cost_rows(evidence),
-            "family_cost": family_cost_rows(evidence),
-            "attack_cost": attack_cost_rows([Path(source).parent for source in evidence.sources]),
-            "bootstrap": {"resamples": resamples, "seed": seed,
-                          "method": BOOTSTRAP_METHOD.format(resamples=resamples, seed=seed)}}  # fmt: skip
+    return {"sources": evidence.sources, "archs": list(grid), "claims": _claims_dict(findings), "findings": findings,
+            "sigmas": [sigma_row(evidence, *cell) for cell in noise], "ratios": ratios, "accuracy": accuracy}
 
 
 def _claims_dict(findings: dict[str, dict[str, Finding]]) -> dict[str, Any]:
