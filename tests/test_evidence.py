@@ -318,14 +318,19 @@ def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_
 def test_the_noise_configs_carry_the_largest_sigma_the_committed_evidence_measured(family):
     from benchmarks.evidence import HERE, _protective_sigma
 
+    def calibrated_states(folder, arch):
+        return {r["state"] for r in read_records(HERE / "results" / folder / RESULTS)
+                if r["kind"] == "calibration" and (r["arch"], r["family"]) == (arch, family)}  # fmt: skip
+
     configs = HERE.parent / "configs" / family
     for arch in ("cnn", "mlp", "resnet18", "vit"):
         text = (configs / f"{arch}.yaml").read_text()
         callback = yaml.safe_load(text)["trainer"]["callbacks"][0]["init_args"]
         # evidence v3 where it has calibrated the family in every state of its preset, else v2
-        complete = {r["state"] for r in read_records(HERE / "results/evidence_v3" / RESULTS)
-                    if r["kind"] == "calibration" and (r["arch"], r["family"]) == (arch, family)} == set(STATES)
-        folders = ("evidence_v3",) if complete else ("evidence", "evidence_reduced")
+        folders = [folder for folder, preset in (("evidence_v3", "cpu"), ("evidence_reduced_v3", "reduced"))
+                   if arch in PRESETS[preset]["archs"]
+                   and calibrated_states(folder, arch) == set(PRESETS[preset]["states"])]  # fmt: skip
+        folders = folders or ["evidence", "evidence_reduced"]
         measured = [_protective_sigma(HERE / "results" / folder / RESULTS, arch, family) for folder in folders]
         largest = max((sigma for sigma in measured if sigma is not None), default=None)
         if largest is None:
