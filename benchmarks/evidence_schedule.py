@@ -75,12 +75,20 @@ def _lock(path: Path) -> Optional[TextIO]:
         if not _try_lock(handle):
             handle.close()
             return None
-        if path.exists() and path.stat().st_ino == os.fstat(handle.fileno()).st_ino:
+        if _names(path, handle):
             handle.truncate(0)
             handle.write(str(os.getpid()))
             handle.flush()
             return handle
         handle.close()  # its holder let it go (removed it) between our open and our lock: claim afresh
+
+
+def _names(path: Path, handle: TextIO) -> bool:
+    """Whether ``path`` still names the file ``handle`` has open."""
+    try:
+        return path.stat().st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def is_held(path: Path) -> bool:
