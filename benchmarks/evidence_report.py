@@ -314,7 +314,13 @@ def summarise(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTST
 
 def verdicts(evidence: Evidence, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
     """The claims and what they rest on (protective sigmas, C4's ratios, accuracies): all that
-    :func:`changes` compares, so a compared folder costs no more than this."""
+    :func:`changes` compares, so a compared folder costs no more than this.
+
+    Args:
+        evidence: the loaded records (:func:`~benchmarks.evidence_records.load`).
+        resamples: bootstrap resamples of C4's ratios.
+        seed: the bootstrap's seed.
+    """
     grid = evidence.grid
     cells = [(arch, state) for arch in grid for state in grid[arch].states]
     noise = [(arch, f, state) for arch, state in cells for f in grid[arch].families if f in NOISE_FAMILIES]

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.evidence import PRESETS, RESULTS, STATES, configure, datamodule, run
+from benchmarks.evidence import PRESETS, RESULTS, configure, datamodule, run
 from benchmarks.evidence_sheets import noise_rows, pack_sheet_images, write_sheets
 from ppp_lightning.assessment.record import AttackRecord
 from ppp_lightning.assessment.reporting import append_record, read_records
