@@ -11,12 +11,13 @@ another family while the first holds one, and waits only where every cell left b
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional, TextIO, TypeVar
+
+from ppp_lightning.auditing.folders import stamp_pid, try_lock
 
 __all__ = ["CLAIM_POLL_SECONDS", "claimed", "is_held", "next_ready"]
 
@@ -72,13 +73,11 @@ def _lock(path: Path) -> Optional[TextIO]:
     """The locked, pid-stamped claim file at ``path``; ``None`` if a live process holds it."""
     while True:
         handle = path.open("a+")
-        if not _try_lock(handle):
+        if not try_lock(handle):
             handle.close()
             return None
         if _names(path, handle):
-            handle.truncate(0)
-            handle.write(str(os.getpid()))
-            handle.flush()
+            stamp_pid(handle)
             return handle
         handle.close()  # its holder let it go (removed it) between our open and our lock: claim afresh
 
@@ -95,14 +94,6 @@ def is_held(path: Path) -> bool:
     """Whether a live process holds the claim at ``path`` (this one too, through another handle)."""
     try:
         with path.open() as handle:
-            return not _try_lock(handle)  # closing the handle lets a lock taken here go at once
+            return not try_lock(handle)  # closing the handle lets a lock taken here go at once
     except FileNotFoundError:
         return False
-
-
-def _try_lock(handle: TextIO) -> bool:
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True

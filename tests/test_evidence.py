@@ -276,7 +276,7 @@ def test_one_process_at_a_time_holds_a_claim_and_a_killed_holder_frees_it_at_onc
     with claimed(path) as first:
         with claimed(path) as second:
             assert (first, second) == (True, False) and is_held(path)
-            assert path.read_text() == str(os.getpid())
+            assert path.read_text() == f"{os.getpid()}\n"
         assert is_held(path)  # the refused claim left the first one held
     assert not is_held(path) and not path.exists()
     holder = subprocess.Popen(
@@ -285,7 +285,7 @@ def test_one_process_at_a_time_holds_a_claim_and_a_killed_holder_frees_it_at_onc
          str(path)], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "held"
-        assert is_held(path) and path.read_text() == str(holder.pid)
+        assert is_held(path) and path.read_text() == f"{holder.pid}\n"
         with claimed(path) as taken:
             assert not taken
     finally:
@@ -294,7 +294,7 @@ def test_one_process_at_a_time_holds_a_claim_and_a_killed_holder_frees_it_at_onc
         holder.stdout.close()
     assert path.exists() and not is_held(path)  # killed: its file stays, its lock does not
     with claimed(path) as taken:
-        assert taken and path.read_text() == str(os.getpid())
+        assert taken and path.read_text() == f"{os.getpid()}\n"
 
 
 def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_gave_up(tmp_path):
@@ -316,11 +316,11 @@ def test_a_bisection_starts_at_the_previous_answer_or_where_the_previous_search_
 
 @pytest.mark.parametrize("family", ["ppp", "noise_all"])
 def test_the_noise_configs_carry_the_largest_sigma_the_committed_evidence_measured(family):
-    from benchmarks.evidence import HERE, _protective_sigma
+    from benchmarks.evidence import HERE, _calibrations, _protective_sigma
 
-    def calibrated_states(folder, arch):
-        return {r["state"] for r in read_records(HERE / "results" / folder / RESULTS)
-                if r["kind"] == "calibration" and (r["arch"], r["family"]) == (arch, family)}  # fmt: skip
+    def calibrated_in_every_state(folder, arch, states):
+        found = _calibrations(HERE / "results" / folder / RESULTS, arch, family, states)
+        return {r["state"] for r in found} == set(states)
 
     configs = HERE.parent / "configs" / family
     for arch in ("cnn", "mlp", "resnet18", "vit"):
@@ -329,7 +329,7 @@ def test_the_noise_configs_carry_the_largest_sigma_the_committed_evidence_measur
         # evidence v3 where it has calibrated the family in every state of its preset, else v2
         folders = [folder for folder, preset in (("evidence_v3", "cpu"), ("evidence_reduced_v3", "reduced"))
                    if arch in PRESETS[preset]["archs"]
-                   and calibrated_states(folder, arch) == set(PRESETS[preset]["states"])]  # fmt: skip
+                   and calibrated_in_every_state(folder, arch, tuple(PRESETS[preset]["states"]))]  # fmt: skip
         folders = folders or ["evidence", "evidence_reduced"]
         measured = [_protective_sigma(HERE / "results" / folder / RESULTS, arch, family) for folder in folders]
         largest = max((sigma for sigma in measured if sigma is not None), default=None)

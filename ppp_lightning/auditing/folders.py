@@ -8,8 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
-__all__ = ["LOCK", "folder_lock", "writable_folder"]
+__all__ = ["LOCK", "folder_lock", "stamp_pid", "try_lock", "writable_folder"]
 
 # The lock file a run holds in its folder while it runs (it names the holder's pid).
 LOCK = ".lock"
@@ -62,16 +63,40 @@ def folder_lock(folder: Path, option: str = "folder", work: str = "audited") -> 
     """
     folder = writable_folder(folder, option)
     with (folder / LOCK).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not try_lock(handle):
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             raise ValueError(
                 f"{option} {folder} is being {work} by another process (pid {holder}); wait or pass another {option}"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+            )
+        stamp_pid(handle)
         yield folder
+
+
+def try_lock(handle: TextIO) -> bool:
+    """Take an exclusive OS lock on an open file without waiting; it goes when the file is closed or the
+    process ends, however it ends.
+
+    Args:
+        handle: the open file.
+
+    Returns:
+        Whether this process holds the lock now (``False``: another open file, of any process, holds it).
+    """
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def stamp_pid(handle: TextIO) -> None:
+    """Replace a lock file's contents with this process's pid, for people who find it held.
+
+    Args:
+        handle: the lock file, open for writing.
+    """
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
