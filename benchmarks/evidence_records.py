@@ -249,14 +249,24 @@ def identification_scored(calibration: dict[str, Any]) -> bool:
     return bool(calibration.get("identified"))
 
 
-def calibration_findings(calibration: dict[str, Any], key: str) -> Findings:
+def calibration_findings(
+    calibration: dict[str, Any], key: str, attacks: Optional[Sequence[str]] = None
+) -> Findings:
     """A calibration's findings at one sigma (as text; ``"0"``: without noise): the union over its attacks.
 
     Reconstructed: its ``unions``. Identified: the union of its attacks' ``identified`` there, each
     attack one more guess (``None`` where not recorded). How the attacks stopped: its
     ``budget_shares`` there (unknown where not recorded).
+
+    Args:
+        calibration: The calibration record.
+        key: The sigma, as its records name it.
+        attacks: Count only these attacks' identification (default: every attack recorded there). Without
+            noise, the attacks that leaked are the control of the noise; any attack that reconstructed a
+            victim there leaked, so ``unions`` is already theirs.
     """
-    per_attack: Mapping[str, Any] = calibration.get("identified", {}).get(key) or {}
+    recorded: Mapping[str, Any] = calibration.get("identified", {}).get(key) or {}
+    per_attack = {name: found for name, found in recorded.items() if attacks is None or name in attacks}
     identified = None
     if per_attack and all(values is not None for values in per_attack.values()):
         united = union_over_attacks(per_attack)

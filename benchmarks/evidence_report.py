@@ -127,7 +127,8 @@ def _audit_rows(defense: str, audit: Optional[dict[str, Any]]) -> list[dict[str,
 
 
 def _noise_rows(family: str, calibration: Optional[dict[str, Any]]) -> list[dict[str, str]]:
-    """The no-noise baseline (the union over every attack) and the union at the protective sigma."""
+    """The no-noise baseline (the union over every attack) and the union at the protective sigma, whose control
+    is the union of the same attacks (those that leaked) without noise."""
     if calibration is None:
         return [_row(family, "-", MISSING, "-", MISSING)]
     baseline = calibration_findings(calibration, "0")
@@ -135,11 +136,12 @@ def _noise_rows(family: str, calibration: Optional[dict[str, Any]]) -> list[dict
     sigma = reported_sigma(calibration)
     if sigma is None:
         return rows
+    leaking = calibration["leaking_attacks"]
     found = calibration_findings(calibration, f"{sigma:.6g}")
+    control = calibration_findings(calibration, "0", leaking)
     which = "protective" if calibration["outcome"] == "calibrated" else "largest tried: not found"
-    attacks = "union of " + ", ".join(calibration["leaking_attacks"])
-    return rows + [_row(f"{family}, sigma {sigma:.3g} ({which})", attacks, str(found), str(baseline),
-                        verdict_text(judge(found, baseline)))]  # fmt: skip
+    return rows + [_row(f"{family}, sigma {sigma:.3g} ({which})", "union of " + ", ".join(leaking), str(found),
+                        str(control), verdict_text(judge(found, control)))]  # fmt: skip
 
 
 def sigma_row(evidence: Evidence, arch: str, family: str, state: str) -> dict[str, Any]:
@@ -413,9 +415,9 @@ def _leaks_md(summary: dict[str, Any]) -> list[str]:
              "Records written before identification-aware verdicts recorded no stop reasons, so none of them "
              "reads protected. Noise families: the union over every attack without noise (per attack it is not "
              "recorded), then the union over the attacks that leaked without noise at the protective sigma, "
-             "with the no-noise union as its control; how the attacks stopped is the union's share of problems "
-             "stopped by the budget (`budget_shares`, recorded by calibrations from v3 on; earlier ones "
-             "recorded no stop reasons).", ""]  # fmt: skip
+             "with the same attacks' union without noise as its control; how the attacks stopped is the union's "
+             "share of problems stopped by the budget (`budget_shares`, recorded by calibrations from v3 on; "
+             "earlier ones recorded no stop reasons).", ""]  # fmt: skip
     for arch in summary["archs"]:
         for state in summary["states"][arch]:
             rows = [r for r in summary["leaks"] if r["arch"] == arch and r["state"] == state]

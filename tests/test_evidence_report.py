@@ -532,6 +532,25 @@ def test_c1_and_c3_say_which_state_holds_where_states_disagree(tmp_path):
     assert "| a | does not hold (init: holds; epoch1: does not hold) | init: protected, " in text
 
 
+def test_the_protective_row_is_controlled_by_the_attacks_that_leaked_without_noise(tmp_path):
+    """Without noise the targeted attack identifies 1 of 4 victims (p 0.039 against 1/100) and the plain attack
+    none: above chance for the targeted attack alone, not for the union of two guesses (chance 0.020). The row at
+    the protective sigma, which unites only the attack that leaked, is controlled by that attack without noise."""
+    one = [True, False, False, False]
+    record = _calibration("a", "ppp", "init", _threshold_unions(4), leaking=("inverting/before_decoder",),
+                          budget_shares={"0": 0.0, "4": 0.0})  # fmt: skip
+    record["unions"]["0"] = F
+    record["identified"]["0"] = {"inverting": F, "inverting/before_decoder": one}
+    write_report([_write(tmp_path, [record])], resamples=10)
+    text = (tmp_path / "summary.md").read_text()
+    alone = ("identified 1/4 above chance (95% CI 0.01-0.81; chance 1/100, p 0.039), "
+             "reconstructed 0/4 (95% CI 0.00-0.60)")  # fmt: skip
+    united = "reconstructed 0/4 (95% CI 0.00-0.60), identified 1/4 not above chance (95% CI 0.01-0.81; chance 0.020"
+    assert f"| ppp, no noise | any (union) | {united}, p 0.077) | - | inconclusive" in text
+    row = f"| ppp, sigma 4 (protective) | union of inverting/before_decoder | {NOTHING} | {alone} | protected |"
+    assert row in text
+
+
 def test_c3_is_inconclusive_where_the_attacks_stopped_at_their_budget(tmp_path):
     """Arch a: 75% of the union's problems stopped at the budget at the protective sigma; b: 25%; c: not recorded
     (judged as before, without stop reasons)."""
