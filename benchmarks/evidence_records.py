@@ -261,9 +261,9 @@ def calibration_findings(
     Args:
         calibration: The calibration record.
         key: The sigma, as its records name it.
-        attacks: Count only these attacks' identification (default: every attack recorded there). Without
-            noise, the attacks that leaked are the control of the noise; any attack that reconstructed a
-            victim there leaked, so ``unions`` is already theirs.
+        attacks: Count only these attacks' identification (default: every attack recorded there). Used
+            without noise for the attacks that leaked there, the control of the noise; ``unions`` holds only
+            their reconstructions already, since an attack that reconstructed a victim leaked.
     """
     recorded: Mapping[str, Any] = calibration.get("identified", {}).get(key) or {}
     per_attack = {name: found for name, found in recorded.items() if attacks is None or name in attacks}

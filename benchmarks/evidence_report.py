@@ -413,11 +413,11 @@ def _leaks_md(summary: dict[str, Any]) -> list[str]:
              "recorded) and the control leaked by the same rule; else inconclusive, with the reason. Control: "
              "the same attack and victims without the audited defense (none ran: a leak needs no control). "
              "Records written before identification-aware verdicts recorded no stop reasons, so none of them "
-             "reads protected. Noise families: the union over every attack without noise (per attack it is not "
-             "recorded), then the union over the attacks that leaked without noise at the protective sigma, "
-             "with the same attacks' union without noise as its control; how the attacks stopped is the union's "
-             "share of problems stopped by the budget (`budget_shares`, recorded by calibrations from v3 on; "
-             "earlier ones recorded no stop reasons).", ""]  # fmt: skip
+             "reads protected. Noise families: the union over every attack without noise (per attack its "
+             "reconstructions are not recorded), then the union over the attacks that leaked without noise at "
+             "the protective sigma, with the same attacks' union without noise as its control; how the attacks "
+             "stopped is the union's share of problems stopped by the budget (`budget_shares`, recorded by "
+             "calibrations from v3 on; earlier ones recorded no stop reasons).", ""]  # fmt: skip
     for arch in summary["archs"]:
         for state in summary["states"][arch]:
             rows = [r for r in summary["leaks"] if r["arch"] == arch and r["state"] == state]
