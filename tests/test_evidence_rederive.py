@@ -1,6 +1,7 @@
 """Rederiving committed evidence: records of an earlier rule read today's outcome; nothing measured changes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,22 @@ def test_the_command_line_says_what_changed_and_refuses_a_missing_folder(tmp_pat
         main([str(tmp_path / "nowhere")])
     assert stop.value.code == 2
     assert f"no such folder: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+
+
+def _attack_records(line):
+    """The attack records of one committed line: a cell's ``records``, or an audit folder's record itself."""
+    record = json.loads(line)
+    if record.get("kind") not in (None, "audit"):
+        return []
+    return record.get("records", [record])
+
+
+def test_every_committed_audit_record_with_2_of_8_identified_reads_leaked():
+    """Issue 17's bar on the committed evidence (every version, cells and audit folders alike): 2+ of 8+ victims
+    identified among 100 candidates is above chance, so no such record may read protected or inconclusive."""
+    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    files = [*results.glob("evidence*/evidence.jsonl"), *results.glob("evidence*/**/results.jsonl")]
+    records = [r for path in files for line in path.read_text().splitlines() for r in _attack_records(line)]
+    identified = [r for r in records if len(r.get("identified") or []) >= 8 and sum(r["identified"]) >= 2]
+    assert len(identified) > 1000  # the v2 and v3 grids' audits, calibrations' per-sigma audits included
+    assert {r["outcome"] for r in identified} == {"leaked"}
