@@ -1,11 +1,13 @@
 """Rederiving committed evidence: records of an earlier rule read today's outcome; nothing measured changes."""
 
 import json
-from pathlib import Path
 
 import pytest
 
+from benchmarks.evidence import HERE, RESULTS
 from benchmarks.evidence_rederive import main, rederive
+from ppp_lightning.assessment.reporting import read_records
+from ppp_lightning.auditing.report import RESULTS as AUDIT_RESULTS
 
 IDENTIFIED = [True, False] * 3 + [False] * 10  # 3 of 16 among 100 candidates: above chance (p 5e-4)
 
@@ -59,9 +61,8 @@ def test_the_command_line_says_what_changed_and_refuses_a_missing_folder(tmp_pat
     assert f"no such folder: {tmp_path / 'nowhere'}" in capsys.readouterr().err
 
 
-def _attack_records(line):
-    """The attack records of one committed line: a cell's ``records``, or an audit folder's record itself."""
-    record = json.loads(line)
+def _attack_records(record):
+    """The attack records of one committed record: a cell's ``records``, or an audit folder's record itself."""
     if record.get("kind") not in (None, "audit"):
         return []
     return record.get("records", [record])
@@ -70,9 +71,9 @@ def _attack_records(line):
 def test_every_committed_audit_record_with_2_of_8_identified_reads_leaked():
     """Issue 17's bar on the committed evidence (every version, cells and audit folders alike): 2+ of 8+ victims
     identified among 100 candidates is above chance, so no such record may read protected or inconclusive."""
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-    files = [*results.glob("evidence*/evidence.jsonl"), *results.glob("evidence*/**/results.jsonl")]
-    records = [r for path in files for line in path.read_text().splitlines() for r in _attack_records(line)]
+    folders = sorted((HERE / "results").glob("evidence*/"))
+    files = [path for folder in folders for path in (folder / RESULTS, *folder.rglob(AUDIT_RESULTS))]
+    records = [r for path in files if path.exists() for record in read_records(path) for r in _attack_records(record)]
     identified = [r for r in records if len(r.get("identified") or []) >= 8 and sum(r["identified"]) >= 2]
     assert len(identified) > 1000  # the v2 and v3 grids' audits, calibrations' per-sigma audits included
     assert {r["outcome"] for r in identified} == {"leaked"}
